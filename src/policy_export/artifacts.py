@@ -1,0 +1,112 @@
+"""Recognise an exported artifact and read its embedded metadata and I/O signature.
+
+Kind detection looks at the file's content (zip archive = TorchScript, ONNX protobuf,
+TensorRT plan with its JSON sidecar), so a mislabelled extension cannot send a file to
+the wrong runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from policy_export.errors import BadInputError
+from policy_export.spec import METADATA_KEY, ArtifactMetadata
+
+TORCHSCRIPT_EXTRA = "policy_export.json"
+
+
+@dataclass(frozen=True)
+class TensorSig:
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass
+class ArtifactInfo:
+    path: Path
+    kind: str  # "onnx" | "torchscript" | "tensorrt"
+    metadata: ArtifactMetadata
+    inputs: list[TensorSig] = field(default_factory=list)
+    outputs: list[TensorSig] = field(default_factory=list)
+
+
+def tensorrt_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def detect_kind(path: Path) -> str:
+    if not path.exists():
+        raise BadInputError(f"{path}: artifact does not exist; export one first (policy-export onnx ...)")
+    if not path.is_file():
+        raise BadInputError(f"{path}: artifact must be a file")
+    if zipfile.is_zipfile(path):
+        return "torchscript"
+    if path.suffix in (".plan", ".engine") or tensorrt_sidecar(path).exists():
+        return "tensorrt"
+    return "onnx"
+
+
+def _metadata_error(path: Path, why: str) -> BadInputError:
+    return BadInputError(f"{path}: {why}; only artifacts written by policy-export carry the metadata verify needs")
+
+
+def _onnx_info(path: Path) -> ArtifactInfo:
+    import onnx
+    from onnx import TensorProto
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise BadInputError(f"{path}: not a readable ONNX file ({type(exc).__name__}); re-export it") from exc
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise _metadata_error(path, "ONNX file has no policy_export metadata")
+    meta = ArtifactMetadata.from_json(props[METADATA_KEY])
+
+    def sig(vi: onnx.ValueInfoProto) -> TensorSig:
+        tt = vi.type.tensor_type
+        dims = tuple(d.dim_param if d.dim_param else d.dim_value for d in tt.shape.dim)
+        return TensorSig(vi.name, TensorProto.DataType.Name(tt.elem_type).lower(), dims)
+
+    inits = {i.name for i in model.graph.initializer}
+    return ArtifactInfo(
+        path=path,
+        kind="onnx",
+        metadata=meta,
+        inputs=[sig(i) for i in model.graph.input if i.name not in inits],
+        outputs=[sig(o) for o in model.graph.output],
+    )
+
+
+def read_torchscript_metadata(path: Path) -> ArtifactMetadata:
+    with zipfile.ZipFile(path) as zf:
+        names = [n for n in zf.namelist() if n.endswith("extra/" + TORCHSCRIPT_EXTRA)]
+        if not names:
+            raise _metadata_error(path, "TorchScript file has no extra/policy_export.json")
+        return ArtifactMetadata.from_json(zf.read(names[0]).decode())
+
+
+def _signature_from_metadata(meta: ArtifactMetadata) -> tuple[list[TensorSig], list[TensorSig]]:
+    shapes, dtypes = meta.input_shapes(), meta.input_dtypes()
+    inputs = [TensorSig(n, dtypes[n], shapes[n]) for n in meta.spec.input_names]
+    out = TensorSig("action_chunk", "float", ("batch", meta.spec.chunk_size, meta.spec.action_dim))
+    return inputs, [out]
+
+
+def inspect_artifact(path: Path) -> ArtifactInfo:
+    kind = detect_kind(path)
+    if kind == "onnx":
+        return _onnx_info(path)
+    if kind == "torchscript":
+        meta = read_torchscript_metadata(path)
+    else:
+        side = tensorrt_sidecar(path)
+        if not side.exists():
+            raise _metadata_error(path, f"TensorRT plan has no sidecar {side.name}")
+        meta = ArtifactMetadata.from_json(json.dumps(json.loads(side.read_text())["metadata"]))
+    inputs, outputs = _signature_from_metadata(meta)
+    return ArtifactInfo(path=path, kind=kind, metadata=meta, inputs=inputs, outputs=outputs)

@@ -1,0 +1,48 @@
+"""The ``policy-export`` command."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from policy_export import __version__
+from policy_export.cli import demo_cmd, inspect_cmd, onnx_cmd, verify_cmd
+from policy_export.cli.common import set_debug
+
+app = typer.Typer(
+    name="policy-export",
+    help="Export LeRobot policies to stateless, verified ONNX / TorchScript / TensorRT artifacts and Triton repositories.\n\n"
+    "Exit codes: 0 success, 1 parity check failed, 2 bad usage or bad input.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"policy-export {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks (or set POLICY_EXPORT_DEBUG=1).")
+    ] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    set_debug(debug)
+
+
+app.command("inspect")(inspect_cmd.inspect)
+app.command("onnx")(onnx_cmd.onnx)
+app.command("verify")(verify_cmd.verify)
+app.command("demo")(demo_cmd.demo)
+
+
+def main() -> None:
+    app()

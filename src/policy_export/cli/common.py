@@ -1,0 +1,94 @@
+"""Shared CLI plumbing: error -> exit-code mapping, consoles, option parsing.
+
+Command modules import only this, typer and rich at import time; anything heavy
+(torch, lerobot, onnxruntime) is imported inside the command body so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from policy_export.errors import PolicyExportError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Wide when not a terminal, so CI logs keep the report table on one line per row.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 180)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 180)
+
+CheckpointOpt = Annotated[
+    Path,
+    typer.Option(
+        "--checkpoint",
+        "-c",
+        help="LeRobot 'pretrained_model' directory (config.json, model.safetensors, processors).",
+        show_default=False,
+    ),
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+
+
+_debug_flag = False
+
+
+def set_debug(value: bool) -> None:
+    global _debug_flag
+    _debug_flag = value
+
+
+def debug_enabled() -> bool:
+    return _debug_flag or os.environ.get("POLICY_EXPORT_DEBUG", "") not in ("", "0", "false")
+
+
+def handle_errors[F: Callable[..., Any]](fn: F) -> F:
+    """Turn PolicyExportError into one red line and its exit code (traceback with --debug)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PolicyExportError as exc:
+            if debug_enabled():
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]: no output was written")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes comma-separated integers, e.g. 1,4") from None
+    if not values or any(v < 1 for v in values):
+        raise typer.BadParameter(f"{option} takes positive integers, e.g. 1,4")
+    return values
+
+
+def status(message: str) -> Any:
+    """A spinner on stderr (quiet when not a terminal)."""
+    return err_console.status(message, spinner="dots")
+
+
+def load(checkpoint: Path) -> Any:
+    from policy_export.checkpoint import load_checkpoint
+
+    with status(f"loading checkpoint {checkpoint}"):
+        return load_checkpoint(checkpoint)
+
+
+def exit_with(code: int) -> None:
+    if code:
+        raise typer.Exit(code)

@@ -1,0 +1,71 @@
+"""``policy-export onnx``: export the stateless core to one ONNX file."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from policy_export.cli.common import CheckpointOpt, ForceOpt, console, handle_errors, load, status
+
+
+class Exporter(StrEnum):
+    auto = "auto"
+    dynamo = "dynamo"
+    legacy = "legacy"
+
+
+class Precision(StrEnum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+
+
+class ImageFormat(StrEnum):
+    float32 = "float32"
+    uint8 = "uint8"
+
+
+ImageFormatOpt = Annotated[
+    ImageFormat,
+    typer.Option(
+        "--image-format", help="float32: [B,3,H,W] in [0,1]. uint8: raw camera frames [B,H,W,3], scaled in-graph."
+    ),
+]
+
+
+@handle_errors
+def onnx(
+    checkpoint: CheckpointOpt,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .onnx file.")],
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default 20; dynamo needs >= 18).")] = None,
+    exporter: Annotated[
+        Exporter, typer.Option(help="auto tries dynamo, then falls back to legacy with a logged reason.")
+    ] = Exporter.auto,
+    precision: Annotated[
+        Precision, typer.Option(help="fp16 converts the network inside; inputs/outputs stay float32.")
+    ] = Precision.fp32,
+    image_format: ImageFormatOpt = ImageFormat.float32,
+    force: ForceOpt = False,
+) -> None:
+    """Export a checkpoint's stateless core to ONNX (dynamic batch), check it and quick-verify it."""
+    from policy_export.export.onnx import export_onnx
+
+    ckpt = load(checkpoint)
+    with status(f"exporting {output.name}"):
+        res = export_onnx(
+            ckpt,
+            output,
+            opset=opset,
+            exporter=exporter.value,
+            force=force,
+            image_format=image_format.value,
+            precision=precision.value,
+        )
+    if res.fallback_reason:
+        console.print(f"[yellow]dynamo exporter failed ({res.fallback_reason}); used the legacy exporter[/]")
+    console.print(
+        f"[green]wrote[/] {res.path} ({res.path.stat().st_size / 1e6:.1f} MB, {res.nodes} nodes, {res.exporter} exporter, "
+        f"opset {res.opset}, {precision.value}); ONNX checker ok; quick parity max abs error {res.quick_check_max_abs:.2e}"
+    )

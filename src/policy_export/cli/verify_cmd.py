@@ -1,0 +1,97 @@
+"""``policy-export verify``: the parity gate."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_errors, load, parse_int_list
+
+
+class OrtProvider(StrEnum):
+    cpu = "cpu"
+    cuda = "cuda"
+    tensorrt = "tensorrt"
+
+
+def _parse_atol_overrides(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, sep, value = item.rpartition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise typer.BadParameter(f"--artifact-tolerance takes FILE=ATOL, got {item!r}")
+    return out
+
+
+@handle_errors
+def verify(
+    checkpoint: CheckpointOpt,
+    artifact: Annotated[
+        list[Path],
+        typer.Option("--artifact", "-a", help="Exported file (ONNX, TorchScript, TensorRT plan); repeatable."),
+    ],
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes to test.")] = "1,4",
+    samples: Annotated[int, typer.Option(help="Random input draws per batch size.")] = 2,
+    tolerance: Annotated[
+        float | None, typer.Option(help="Absolute tolerance (default: 1e-4 for fp32 artifacts, 5e-2 for fp16).")
+    ] = None,
+    rtol: Annotated[
+        float, typer.Option(help="Relative tolerance added to the absolute one (numpy.allclose rule).")
+    ] = 0.0,
+    artifact_tolerance: Annotated[
+        list[str] | None, typer.Option(help="Per-artifact absolute tolerance, FILE=ATOL; repeatable.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    ort_provider: Annotated[
+        OrtProvider, typer.Option(help="ONNX Runtime execution provider for .onnx artifacts.")
+    ] = OrtProvider.cpu,
+    report: Annotated[Path | None, typer.Option(help="Write the full report as JSON here.")] = None,
+    junit: Annotated[
+        Path | None, typer.Option(help="Write a JUnit XML report here (one test case per artifact x batch).")
+    ] = None,
+) -> None:
+    """Compare artifacts, each run by its real runtime, with LeRobot's eager inference.
+
+    Exit code 0: all artifacts within tolerance; 1: a parity failure; 2: bad input or an artifact that could not be run here.
+    """
+    from rich.progress import Progress
+
+    from policy_export.report import render_table, write_json, write_junit
+    from policy_export.verify import verify_artifacts
+
+    sizes = parse_int_list(batch_sizes, "--batch-sizes")
+    overrides = _parse_atol_overrides(artifact_tolerance or [])
+    ckpt = load(checkpoint)
+    total = len(artifact) * len(sizes) * samples
+    with Progress(transient=True, console=console) as progress:
+        task = progress.add_task("verifying", total=total)
+        result = verify_artifacts(
+            ckpt,
+            list(artifact),
+            batch_sizes=sizes,
+            samples=samples,
+            atol=tolerance,
+            rtol=rtol,
+            seed=seed,
+            ort_provider=ort_provider.value,
+            per_artifact_atol=overrides,
+            progress=lambda: progress.advance(task),
+        )
+    console.print(render_table(result))
+    for c in result.checks:
+        for w in c.warnings:
+            console.print(f"[yellow]warning[/] {Path(c.artifact).name}: {w}")
+    if report:
+        write_json(result, report)
+    if junit:
+        write_junit(result, junit)
+    colour = {"passed": "green", "failed": "red"}.get(result.status, "yellow")
+    console.print(f"[bold {colour}]parity {result.status}[/] (exit {result.exit_code})")
+    exit_with(result.exit_code)

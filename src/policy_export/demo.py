@@ -1,0 +1,121 @@
+"""Build real LeRobot ACT checkpoints locally (random weights, plausible statistics).
+
+There is no model hub here, so the demo and the tests make their own checkpoints with
+LeRobot's public API and save them exactly as training does. The saved ``config.json``
+names the ImageNet backbone weights like a trained checkpoint's does, which exercises the
+offline-loading path users hit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+TRAINED_BACKBONE_WEIGHTS = "ResNet18_Weights.IMAGENET1K_V1"
+
+
+@dataclass(frozen=True)
+class CheckpointRecipe:
+    """What kind of ACT checkpoint to build. Defaults are the demo policy."""
+
+    cameras: dict[str, tuple[int, int, int]] = field(default_factory=lambda: {"top": (3, 480, 640)})
+    state_dim: int = 8
+    action_dim: int = 8
+    chunk_size: int = 100
+    n_action_steps: int = 100
+    temporal_ensemble_coeff: float | None = None
+    normalization: dict[str, str] = field(
+        default_factory=lambda: {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MEAN_STD"}
+    )
+    dim_model: int = 512
+    dim_feedforward: int = 3200
+    n_encoder_layers: int = 4
+    n_decoder_layers: int = 1
+    seed: int = 0
+
+
+def _plausible_stats(rng: np.random.Generator, dim: int) -> dict[str, np.ndarray]:
+    mean = rng.normal(0.0, 0.6, dim).astype(np.float32)  # joint positions in radians
+    std = rng.uniform(0.05, 0.5, dim).astype(np.float32)
+    lo = (mean - 2.5 * std).astype(np.float32)
+    hi = (mean + 2.5 * std).astype(np.float32)
+    return {"mean": mean, "std": std, "min": lo, "max": hi, "count": np.array([5000])}
+
+
+def _image_stats(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    mean = (np.array([0.485, 0.456, 0.406]) + rng.uniform(-0.05, 0.05, 3)).astype(np.float32).reshape(3, 1, 1)
+    std = (np.array([0.229, 0.224, 0.225]) + rng.uniform(-0.02, 0.02, 3)).astype(np.float32).reshape(3, 1, 1)
+    return {
+        "mean": mean,
+        "std": std,
+        "min": np.zeros((3, 1, 1), np.float32),
+        "max": np.ones((3, 1, 1), np.float32),
+        "count": np.array([5000]),
+    }
+
+
+def build_checkpoint(out_dir: str | Path, recipe: CheckpointRecipe | None = None) -> Path:
+    """Write a LeRobot ``pretrained_model`` directory and return its path."""
+    import json
+
+    import torch
+    from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+    from lerobot.policies.act.configuration_act import ACTConfig
+    from lerobot.policies.act.modeling_act import ACTPolicy
+    from lerobot.policies.act.processor_act import make_act_pre_post_processors
+
+    recipe = recipe or CheckpointRecipe()
+    out = Path(out_dir)
+    rng = np.random.default_rng(recipe.seed)
+    torch.manual_seed(recipe.seed)
+
+    input_features = {"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(recipe.state_dim,))}
+    for name, shape in recipe.cameras.items():
+        input_features[f"observation.images.{name}"] = PolicyFeature(type=FeatureType.VISUAL, shape=tuple(shape))
+    output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(recipe.action_dim,))}
+    cfg = ACTConfig(
+        input_features=input_features,
+        output_features=output_features,
+        chunk_size=recipe.chunk_size,
+        n_action_steps=recipe.n_action_steps,
+        temporal_ensemble_coeff=recipe.temporal_ensemble_coeff,
+        normalization_mapping={k: NormalizationMode(v) for k, v in recipe.normalization.items()},
+        dim_model=recipe.dim_model,
+        dim_feedforward=recipe.dim_feedforward,
+        n_encoder_layers=recipe.n_encoder_layers,
+        n_decoder_layers=recipe.n_decoder_layers,
+        pretrained_backbone_weights=None,
+        device="cpu",
+    )
+    policy = ACTPolicy(cfg)
+    # Random init leaves FrozenBatchNorm2d as the identity; give it trained-looking
+    # statistics so exporters must really carry the batch-norm math.
+    with torch.no_grad():
+        for module in policy.model.backbone.modules():
+            if type(module).__name__ == "FrozenBatchNorm2d":
+                n = module.weight.shape[0]
+                module.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
+                module.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
+                module.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.2, n).astype(np.float32)))
+                module.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, n).astype(np.float32)))
+
+    stats = {
+        "observation.state": _plausible_stats(rng, recipe.state_dim),
+        "action": _plausible_stats(rng, recipe.action_dim),
+    }
+    for name in recipe.cameras:
+        stats[f"observation.images.{name}"] = _image_stats(rng)
+    pre, post = make_act_pre_post_processors(cfg, dataset_stats=stats)
+
+    out.mkdir(parents=True, exist_ok=True)
+    policy.save_pretrained(out)
+    pre.save_pretrained(out)
+    post.save_pretrained(out)
+    # As a trained checkpoint's config does: name the backbone weights training started from.
+    cfg_path = out / "config.json"
+    saved = json.loads(cfg_path.read_text())
+    saved["pretrained_backbone_weights"] = TRAINED_BACKBONE_WEIGHTS
+    cfg_path.write_text(json.dumps(saved, indent=4))
+    return out

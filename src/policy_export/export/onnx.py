@@ -1,0 +1,243 @@
+"""Export the stateless core to ONNX, then prove the file is valid and numerically right.
+
+Facts this code is built around (measured on lerobot 0.6.1 / torch 2.11):
+- the dynamo exporter given an example batch of 1 silently freezes the batch at 1, so we
+  export with batch 2 and check the saved batch axis is symbolic;
+- dynamo at opset < 18 emits a Split ORT rejects, so ``auto`` asks for >= 18;
+- dynamo writes an external ``.onnx.data`` file by default; we write one self-contained
+  file (the ACT core is ~200 MB, well under protobuf's 2 GB limit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy_export.checkpoint import LoadedCheckpoint
+from policy_export.errors import BadInputError, ParityError, PolicyExportError
+from policy_export.fsutil import atomic_output
+from policy_export.spec import METADATA_KEY, ArtifactMetadata
+from policy_export.versions import library_versions
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 20
+MIN_DYNAMO_OPSET = 18
+EXPORT_BATCH = 2
+
+
+@dataclass
+class OnnxExportResult:
+    path: Path
+    exporter: str
+    opset: int
+    fallback_reason: str | None
+    quick_check_max_abs: float
+    nodes: int
+
+
+def example_args(ckpt: LoadedCheckpoint, batch: int, image_format: str, seed: int = 0) -> tuple[Any, ...]:
+    import torch
+
+    from policy_export.inputs import random_inputs, state_distribution
+
+    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
+    feed = random_inputs(ckpt.spec, batch, np.random.default_rng(seed), center, scale, image_format=image_format)
+    return tuple(torch.from_numpy(feed[n]) for n in ckpt.spec.input_names)
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """The exporters print pages of progress and warnings; keep the CLI readable."""
+    loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    buf = io.StringIO()
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)
+
+
+def _export(core: Any, args: tuple[Any, ...], out: Path, names: list[str], exporter: str, opset: int) -> None:
+    import torch
+
+    n_images = len(names) - 1
+    if exporter == "dynamo":
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        dyn = ({0: batch}, tuple({0: batch} for _ in range(n_images)))
+        torch.onnx.export(
+            core,
+            args,
+            str(out),
+            dynamo=True,
+            opset_version=opset,
+            input_names=names,
+            output_names=["action_chunk"],
+            dynamic_shapes=dyn,
+            external_data=False,
+            optimize=True,
+        )
+    else:
+        axes = {n: {0: "batch"} for n in [*names, "action_chunk"]}
+        torch.onnx.export(
+            core,
+            args,
+            str(out),
+            dynamo=False,
+            opset_version=opset,
+            input_names=names,
+            output_names=["action_chunk"],
+            dynamic_axes=axes,
+            do_constant_folding=True,
+        )
+
+
+def _batch_axis_is_symbolic(model: Any) -> bool:
+    return all(not vi.type.tensor_type.shape.dim[0].dim_value for vi in [*model.graph.input, *model.graph.output])
+
+
+def export_onnx(
+    ckpt: LoadedCheckpoint,
+    output: Path,
+    *,
+    opset: int | None = None,
+    exporter: str = "auto",
+    force: bool = False,
+    image_format: str = "float32",
+    precision: str = "fp32",
+    quick_check: bool = True,
+) -> OnnxExportResult:
+    """Export, check, embed metadata, quick-parity-check, then move into place."""
+    import onnx
+    import torch
+
+    from policy_export.core import build_core
+
+    if exporter not in ("auto", "dynamo", "legacy"):
+        raise BadInputError(f"--exporter must be auto, dynamo or legacy, not {exporter!r}")
+    if opset is not None and exporter == "dynamo" and opset < MIN_DYNAMO_OPSET:
+        raise BadInputError(
+            f"--opset {opset}: the dynamo exporter needs opset >= {MIN_DYNAMO_OPSET} (ONNX Runtime rejects its Split below that); use --exporter legacy"
+        )
+    core = build_core(ckpt, image_format=image_format)
+    args = example_args(ckpt, EXPORT_BATCH, image_format)
+    names = ckpt.spec.input_names
+
+    with atomic_output(output, force=force, what="ONNX file") as tmp:
+        used, fallback = exporter, None
+        chosen_opset = opset or DEFAULT_OPSET
+        with torch.inference_mode(False), torch.no_grad(), _quiet():
+            if exporter in ("auto", "dynamo"):
+                try:
+                    _export(
+                        core,
+                        args,
+                        tmp,
+                        names,
+                        "dynamo",
+                        max(chosen_opset, MIN_DYNAMO_OPSET) if exporter == "auto" else chosen_opset,
+                    )
+                    used = "dynamo"
+                    if exporter == "auto":
+                        chosen_opset = max(chosen_opset, MIN_DYNAMO_OPSET)
+                except Exception as exc:
+                    if exporter == "dynamo":
+                        raise PolicyExportError(
+                            f"dynamo ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}; try --exporter legacy"
+                        ) from exc
+                    fallback = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                    log.warning("dynamo exporter failed (%s); falling back to the legacy exporter", fallback)
+                    used = "legacy"
+            if used == "legacy":
+                _export(core, args, tmp, names, "legacy", chosen_opset)
+
+        model = onnx.load(str(tmp))
+        if not _batch_axis_is_symbolic(model):
+            raise PolicyExportError(
+                f"{used} exporter froze the batch axis; this is a bug in policy-export, please report it"
+            )
+        if precision == "fp16":
+            from policy_export.export.fp16 import convert_to_fp16
+
+            model = convert_to_fp16(model)
+        meta = ArtifactMetadata(
+            spec=ckpt.spec,
+            artifact_kind="onnx",
+            image_format=image_format,
+            precision=precision,
+            exporter=used,
+            opset=chosen_opset,
+            versions=library_versions("onnxscript"),
+        )
+        _embed_metadata(model, meta)
+        onnx.save(model, str(tmp))
+        onnx.checker.check_model(str(tmp), full_check=True)
+        max_abs = _quick_check(core, tmp, ckpt, image_format, precision) if quick_check else float("nan")
+        nodes = len(model.graph.node)
+    return OnnxExportResult(
+        path=output,
+        exporter=used,
+        opset=chosen_opset,
+        fallback_reason=fallback,
+        quick_check_max_abs=max_abs,
+        nodes=nodes,
+    )
+
+
+def _embed_metadata(model: Any, meta: ArtifactMetadata) -> None:
+    spec = meta.spec
+    props = {
+        METADATA_KEY: meta.to_json(),
+        "policy_type": spec.policy_type,
+        "chunk_size": str(spec.chunk_size),
+        "n_action_steps": str(spec.n_action_steps),
+        "temporal_ensemble_coeff": "" if spec.temporal_ensemble_coeff is None else str(spec.temporal_ensemble_coeff),
+        "input_names": ",".join(spec.input_names),
+        "output_names": ",".join(spec.output_names),
+        "normalization_hash": spec.norm_hash,
+        "image_format": meta.image_format,
+        "precision": meta.precision,
+        "exporter": meta.exporter,
+        "opset": str(meta.opset),
+        **{f"version.{k}": v for k, v in meta.versions.items()},
+    }
+    del model.metadata_props[:]
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    model.producer_name = "policy-export"
+
+
+def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: str, precision: str) -> float:
+    """Exported file vs the core it came from, at a batch size it was not traced with."""
+    import onnxruntime as ort
+    import torch
+
+    from policy_export.export.tolerances import default_atol
+
+    names = ckpt.spec.input_names
+    feed_args = example_args(ckpt, 3, image_format, seed=1234)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {n: a.numpy() for n, a in zip(names, feed_args, strict=True)})[0]
+    with torch.no_grad():
+        want = core(*feed_args).numpy()
+    max_abs = float(np.abs(got - want).max())
+    # A sanity check against broken exports, looser than verify's gate on purpose.
+    atol = 10 * default_atol(precision)
+    if not np.isfinite(max_abs) or max_abs > atol:
+        raise ParityError(
+            f"{path.name}: quick parity check failed right after export (max abs error {max_abs:.3g} > {atol:.3g}); the file was not written"
+        )
+    return max_abs

@@ -1,0 +1,96 @@
+"""Render a verification report: a Rich table for people, JSON and JUnit XML for CI."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from policy_export.fsutil import write_text_atomic
+from policy_export.verify import VerifyReport
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2e}" if x == x else "nan"
+
+
+def render_table(report: VerifyReport) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"Parity vs LeRobot eager - {report.checkpoint}", title_justify="left")
+    for col in (
+        "artifact",
+        "runner",
+        "prec",
+        "batch",
+        "max abs",
+        "mean abs",
+        "p99 abs",
+        "max rel",
+        "cosine",
+        "worst [s,b,t,a]",
+        "min atol",
+        "atol",
+        "status",
+    ):
+        table.add_column(col, justify="right" if col not in ("artifact", "runner", "status") else "left")
+    for c in report.checks:
+        name = Path(c.artifact).name
+        if not c.results:
+            table.add_row(name, c.runner or c.kind, c.precision, "-", *["-"] * 8, f"[yellow]{c.status}[/]: {c.reason}")
+            continue
+        for r in c.results:
+            s = r.stats
+            ok = "[green]pass[/]" if s.passed else "[red]FAIL[/]"
+            table.add_row(
+                name,
+                c.runner,
+                c.precision,
+                str(r.batch_size),
+                _fmt(s.max_abs),
+                _fmt(s.mean_abs),
+                _fmt(s.p99_abs),
+                _fmt(s.max_rel),
+                f"{s.cosine:.7f}",
+                str(s.worst_index),
+                _fmt(s.min_passing_atol),
+                _fmt(s.atol),
+                ok,
+            )
+    return table
+
+
+def write_json(report: VerifyReport, path: Path) -> None:
+    write_text_atomic(path, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+
+
+def write_junit(report: VerifyReport, path: Path) -> None:
+    suites = ET.Element("testsuites", name="policy-export verify")
+    for c in report.checks:
+        name = Path(c.artifact).name
+        suite = ET.SubElement(suites, "testsuite", name=name, tests=str(max(1, len(c.results))))
+        failures = 0
+        if not c.results:
+            case = ET.SubElement(suite, "testcase", classname=name, name=f"{c.kind} parity")
+            ET.SubElement(case, "skipped", message=c.reason)
+        for r in c.results:
+            s = r.stats
+            case = ET.SubElement(
+                suite,
+                "testcase",
+                classname=name,
+                name=f"batch_size={r.batch_size}",
+                time=f"{r.infer_ms_median / 1e3:.4f}",
+            )
+            ET.SubElement(case, "system-out").text = json.dumps(s.to_dict())
+            if not s.passed:
+                failures += 1
+                msg = (
+                    f"max abs error {s.max_abs:.3e} > atol {s.atol:.1e} (rtol {s.rtol:g}) at {s.worst_index}: "
+                    f"reference {s.worst_reference:.6g}, artifact {s.worst_candidate:.6g}"
+                )
+                ET.SubElement(case, "failure", message=msg, type="ParityError").text = msg
+        suite.set("failures", str(failures))
+    ET.indent(suites)
+    write_text_atomic(path, ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")

@@ -1,0 +1,194 @@
+"""Parity of exported artifacts against LeRobot's own eager inference.
+
+Each artifact runs in its real runtime (through a :class:`~policy_export.runners.Runner`)
+on fresh, seeded random inputs at several batch sizes; the reference is LeRobot's
+preprocessor + ``predict_action_chunk`` + postprocessor on the same inputs, computed
+once and shared by every artifact so that all rows of the report compare against the
+same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy_export.artifacts import ArtifactInfo, inspect_artifact
+from policy_export.checkpoint import LoadedCheckpoint
+from policy_export.compare import ErrorStats, merge_samples
+from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, BadInputError, UnavailableError
+from policy_export.export.tolerances import default_atol
+from policy_export.inputs import random_inputs, state_distribution
+from policy_export.reference import eager_chunk
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchResult:
+    batch_size: int
+    samples: int
+    stats: ErrorStats
+    infer_ms_median: float
+
+
+@dataclass
+class ArtifactCheck:
+    artifact: str
+    kind: str
+    runner: str
+    precision: str
+    image_format: str
+    atol: float
+    rtol: float
+    status: str  # passed | failed | skipped
+    reason: str = ""
+    warnings: list[str] = field(default_factory=list)
+    results: list[BatchResult] = field(default_factory=list)
+
+
+@dataclass
+class VerifyReport:
+    checkpoint: str
+    policy: dict[str, Any]
+    seed: int
+    batch_sizes: list[int]
+    samples: int
+    checks: list[ArtifactCheck] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if any(c.status == "failed" for c in self.checks):
+            return EXIT_PARITY_FAILED
+        if any(c.status == "skipped" for c in self.checks):
+            return EXIT_BAD_INPUT
+        return EXIT_OK
+
+    @property
+    def status(self) -> str:
+        return {EXIT_OK: "passed", EXIT_PARITY_FAILED: "failed"}.get(self.exit_code, "incomplete")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = self.status
+        d["exit_code"] = self.exit_code
+        return d
+
+
+def check_compatible(info: ArtifactInfo, ckpt: LoadedCheckpoint) -> list[str]:
+    """Raise if the artifact cannot take this checkpoint's inputs; return soft warnings."""
+    spec, aspec = ckpt.spec, info.metadata.spec
+    problems = []
+    if aspec.input_names != spec.input_names:
+        problems.append(f"inputs {aspec.input_names} != checkpoint's {spec.input_names}")
+    if aspec.state_dim != spec.state_dim:
+        problems.append(f"state_dim {aspec.state_dim} != checkpoint's {spec.state_dim}")
+    for a, c in zip(aspec.cameras, spec.cameras, strict=False):
+        if tuple(a.shape) != tuple(c.shape):
+            problems.append(f"{a.input_name} shape {list(a.shape)} != checkpoint's {list(c.shape)}")
+    if (aspec.chunk_size, aspec.action_dim) != (spec.chunk_size, spec.action_dim):
+        problems.append(
+            f"action chunk {aspec.chunk_size}x{aspec.action_dim} != checkpoint's {spec.chunk_size}x{spec.action_dim}"
+        )
+    if problems:
+        raise BadInputError(
+            f"{info.path}: artifact does not match checkpoint {ckpt.path}: {'; '.join(problems)}; re-export it from this checkpoint"
+        )
+    warnings = []
+    if aspec.norm_hash != spec.norm_hash:
+        warnings.append(
+            f"normalization hash {aspec.norm_hash} != checkpoint's {spec.norm_hash}: exported from different statistics"
+        )
+    return warnings
+
+
+class ReferenceCache:
+    """Seeded inputs and LeRobot eager outputs, computed once per (format, batch, sample)."""
+
+    def __init__(self, ckpt: LoadedCheckpoint, seed: int) -> None:
+        self.ckpt = ckpt
+        self.seed = seed
+        self.center, self.scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
+        self._cache: dict[tuple[str, int, int], tuple[dict[str, np.ndarray], np.ndarray]] = {}
+
+    def get(self, image_format: str, batch: int, sample: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        key = (image_format, batch, sample)
+        if key not in self._cache:
+            rng = np.random.default_rng([self.seed, batch, sample])
+            feed = random_inputs(self.ckpt.spec, batch, rng, self.center, self.scale, image_format=image_format)
+            self._cache[key] = (feed, eager_chunk(self.ckpt, feed, image_format))
+        return self._cache[key]
+
+
+def verify_artifacts(
+    ckpt: LoadedCheckpoint,
+    artifacts: list[Path],
+    *,
+    batch_sizes: list[int],
+    samples: int = 2,
+    atol: float | None = None,
+    rtol: float = 0.0,
+    seed: int = 0,
+    ort_provider: str = "cpu",
+    per_artifact_atol: dict[str, float] | None = None,
+    progress: Any = None,
+) -> VerifyReport:
+    if not artifacts:
+        raise BadInputError("no --artifact given; pass at least one exported file")
+    if any(b < 1 for b in batch_sizes) or samples < 1:
+        raise BadInputError("--batch-sizes and --samples must be positive integers")
+    from policy_export.runners import open_runner
+
+    infos = [inspect_artifact(Path(a)) for a in artifacts]  # fail on bad files before any slow work
+    warnings = [check_compatible(i, ckpt) for i in infos]
+    report = VerifyReport(
+        checkpoint=str(ckpt.path), policy=ckpt.spec.to_dict(), seed=seed, batch_sizes=list(batch_sizes), samples=samples
+    )
+    refs = ReferenceCache(ckpt, seed)
+    for info, warn in zip(infos, warnings, strict=True):
+        meta = info.metadata
+        override = (per_artifact_atol or {}).get(info.path.name, (per_artifact_atol or {}).get(str(info.path)))
+        tol = override if override is not None else (atol if atol is not None else default_atol(meta.precision))
+        check = ArtifactCheck(
+            artifact=str(info.path),
+            kind=info.kind,
+            runner="",
+            precision=meta.precision,
+            image_format=meta.image_format,
+            atol=tol,
+            rtol=rtol,
+            status="passed",
+            warnings=warn,
+        )
+        report.checks.append(check)
+        try:
+            runner = open_runner(info.path, ort_provider=ort_provider)
+            check.runner = runner.name
+            runner.activate()
+        except UnavailableError as exc:
+            check.status, check.reason = "skipped", str(exc)
+            continue
+        try:
+            for bs in batch_sizes:
+                ref_list, out_list, times = [], [], []
+                for s in range(samples):
+                    feed, ref = refs.get(meta.image_format, bs, s)
+                    t0 = time.perf_counter()
+                    out = runner.infer(feed)["action_chunk"]
+                    times.append((time.perf_counter() - t0) * 1e3)
+                    ref_list.append(ref)
+                    out_list.append(np.asarray(out, dtype=np.float32))
+                    if progress is not None:
+                        progress()
+                stats = merge_samples(ref_list, out_list, tol, rtol)
+                check.results.append(BatchResult(bs, samples, stats, float(np.median(times))))
+                if not stats.passed:
+                    check.status = "failed"
+        finally:
+            runner.deactivate()
+    return report
