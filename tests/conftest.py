@@ -1,0 +1,88 @@
+"""Shared fixtures: real LeRobot ACT checkpoints built locally and exported once per session.
+
+Checkpoints are written with LeRobot's own ``save_pretrained`` (random init, perturbed
+frozen batch-norm, plausible stats, a config.json naming the ImageNet backbone weights)
+and loaded back through the same code path users hit. Most are small so the suite stays
+fast; ``demo_ckpt`` is the full-size default policy.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# ONNX Runtime / torch must not write into the user's home during tests.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+from policy_export.demo import CheckpointRecipe, build_checkpoint  # noqa: E402
+
+SMALL = CheckpointRecipe(
+    cameras={"top": (3, 96, 128)}, state_dim=6, action_dim=5, chunk_size=20, n_action_steps=10,
+    dim_model=128, dim_feedforward=256, n_encoder_layers=2, seed=1,
+)
+MULTICAM = CheckpointRecipe(
+    cameras={"top": (3, 64, 80), "wrist": (3, 72, 96)}, state_dim=10, action_dim=7, chunk_size=16, n_action_steps=16,
+    normalization={"VISUAL": "IDENTITY", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"},
+    dim_model=128, dim_feedforward=256, n_encoder_layers=2, seed=2,
+)
+ENSEMBLE = CheckpointRecipe(
+    cameras={"front": (3, 64, 64)}, state_dim=4, action_dim=4, chunk_size=12, n_action_steps=1,
+    temporal_ensemble_coeff=0.01, dim_model=64, dim_feedforward=128, n_encoder_layers=1, seed=3,
+)
+
+
+def _build(factory: pytest.TempPathFactory, name: str, recipe: CheckpointRecipe | None) -> Path:
+    return build_checkpoint(factory.mktemp(name) / "pretrained_model", recipe)
+
+
+@pytest.fixture(scope="session")
+def small_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory, "small", SMALL)
+
+
+@pytest.fixture(scope="session")
+def multicam_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory, "multicam", MULTICAM)
+
+
+@pytest.fixture(scope="session")
+def ensemble_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory, "ensemble", ENSEMBLE)
+
+
+@pytest.fixture(scope="session")
+def demo_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build(tmp_path_factory, "demo", None)
+
+
+@pytest.fixture(scope="session")
+def small_loaded(small_ckpt: Path):
+    from policy_export.checkpoint import load_checkpoint
+
+    return load_checkpoint(small_ckpt)
+
+
+@pytest.fixture(scope="session")
+def multicam_loaded(multicam_ckpt: Path):
+    from policy_export.checkpoint import load_checkpoint
+
+    return load_checkpoint(multicam_ckpt)
+
+
+def _export(loaded, path: Path, **kw) -> Path:
+    from policy_export.export.onnx import export_onnx
+
+    export_onnx(loaded, path, **kw)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_onnx(small_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(small_loaded, tmp_path_factory.mktemp("small_onnx") / "small.onnx")
+
+
+@pytest.fixture(scope="session")
+def multicam_onnx(multicam_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(multicam_loaded, tmp_path_factory.mktemp("multicam_onnx") / "multicam.onnx")
