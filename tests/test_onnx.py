@@ -1,0 +1,148 @@
+"""ONNX export and the verify parity gate, with real files run by ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from typer.testing import CliRunner
+
+from policy_export.artifacts import inspect_artifact
+from policy_export.cli.app import app
+from policy_export.verify import verify_artifacts
+
+runner = CliRunner()
+
+
+def test_onnx_file_is_valid_dynamic_and_carries_metadata(small_onnx, small_loaded):
+    onnx.checker.check_model(str(small_onnx), full_check=True)
+    model = onnx.load(str(small_onnx), load_external_data=False)
+    assert [i.name for i in model.graph.input] == ["state", "image"]
+    assert [o.name for o in model.graph.output] == ["action_chunk"]
+    for vi in [*model.graph.input, *model.graph.output]:
+        dim0 = vi.type.tensor_type.shape.dim[0]
+        assert dim0.dim_param and not dim0.dim_value, f"{vi.name}: batch axis is frozen"
+    props = {p.key: p.value for p in model.metadata_props}
+    for key in ("policy_type", "chunk_size", "n_action_steps", "input_names", "output_names", "normalization_hash",
+                "exporter", "opset", "version.torch", "version.lerobot", "version.onnx"):
+        assert props.get(key), key
+    assert props["normalization_hash"] == small_loaded.spec.norm_hash
+    assert props["chunk_size"] == "20" and props["n_action_steps"] == "10"
+    assert not small_onnx.with_name(small_onnx.name + ".data").exists()  # one self-contained file
+    info = inspect_artifact(small_onnx)
+    assert info.kind == "onnx" and info.metadata.spec == small_loaded.spec
+
+
+@pytest.mark.parametrize(("loaded", "artifact"), [("small_loaded", "small_onnx"), ("multicam_loaded", "multicam_onnx")])
+def test_onnx_matches_lerobot_eager_at_batch_1_and_n(request, loaded, artifact):
+    ckpt, path = request.getfixturevalue(loaded), request.getfixturevalue(artifact)
+    report = verify_artifacts(ckpt, [path], batch_sizes=[1, 5], samples=2, atol=1e-4, seed=11)
+    check = report.checks[0]
+    assert report.exit_code == 0, check
+    assert [r.batch_size for r in check.results] == [1, 5]
+    for r in check.results:
+        assert r.stats.max_abs <= 1e-4 and r.stats.cosine > 0.999999 and r.stats.nonfinite == 0
+
+
+def test_legacy_exporter_and_opset(small_loaded, tmp_path):
+    from policy_export.export.onnx import export_onnx
+
+    out = tmp_path / "legacy.onnx"
+    res = export_onnx(small_loaded, out, exporter="legacy", opset=17)
+    assert res.exporter == "legacy" and res.opset == 17
+    assert inspect_artifact(out).metadata.exporter == "legacy"
+    assert verify_artifacts(small_loaded, [out], batch_sizes=[3], samples=1).exit_code == 0
+
+
+def test_dynamo_low_opset_is_refused(small_ckpt, tmp_path):
+    out = tmp_path / "x.onnx"
+    res = runner.invoke(app, ["onnx", "-c", str(small_ckpt), "-o", str(out), "--exporter", "dynamo", "--opset", "17"])
+    assert res.exit_code == 2 and "opset" in res.output and not out.exists()
+
+
+def test_existing_output_needs_force(small_ckpt, small_onnx, tmp_path):
+    out = tmp_path / "keep.onnx"
+    shutil.copy(small_onnx, out)
+    before = out.read_bytes()
+    res = runner.invoke(app, ["onnx", "-c", str(small_ckpt), "-o", str(out)])
+    assert res.exit_code == 2 and "--force" in res.output
+    assert out.read_bytes() == before
+
+
+def _perturbed_copy(src: Path, dst: Path, scale: float) -> Path:
+    model = onnx.load(str(src))
+    biggest = max(model.graph.initializer, key=lambda t: np.prod(t.dims))
+    arr = onnx.numpy_helper.to_array(biggest).copy()
+    arr += np.random.default_rng(0).normal(0, scale, arr.shape).astype(arr.dtype)
+    biggest.CopyFrom(onnx.numpy_helper.from_array(arr, biggest.name))
+    onnx.save(model, str(dst))
+    return dst
+
+
+def test_verify_cli_reports_and_fails_on_perturbed_weights(small_ckpt, small_onnx, tmp_path):
+    bad = _perturbed_copy(small_onnx, tmp_path / "perturbed.onnx", scale=0.05)
+    report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(small_onnx), "-a", str(bad),
+                              "--batch-sizes", "1,2", "--samples", "1", "--report", str(report), "--junit", str(junit)])
+    assert res.exit_code == 1, res.output
+    data = json.loads(report.read_text())
+    assert data["status"] == "failed" and data["exit_code"] == 1
+    good, broken = data["checks"]
+    assert good["status"] == "passed" and broken["status"] == "failed"
+    for r in broken["results"]:
+        s = r["stats"]
+        assert s["max_abs"] > 1e-4 and s["min_passing_atol"] == pytest.approx(s["max_abs"])
+        assert len(s["worst_index"]) == 4 and {"mean_abs", "p99_abs", "max_rel", "cosine"} <= set(s)
+    root = ET.parse(junit).getroot()
+    failures = root.findall(".//failure")
+    assert len(failures) == 2 and "perturbed.onnx" in ET.tostring(root, encoding="unicode")
+    # The same broken file passes if the user explicitly loosens its tolerance enough.
+    loose = max(r["stats"]["max_abs"] for r in broken["results"]) * 2
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(bad), "--batch-sizes", "1,2", "--samples", "1",
+                              "--artifact-tolerance", f"perturbed.onnx={loose}"])
+    assert res.exit_code == 0, res.output
+
+
+def test_verify_refuses_artifact_of_another_policy(small_ckpt, multicam_onnx):
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(multicam_onnx)])
+    assert res.exit_code == 2 and "does not match checkpoint" in " ".join(res.output.split())
+
+
+def test_verify_refuses_foreign_onnx(small_ckpt, tmp_path):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "foreign.onnx"
+    onnx.save(helper.make_model(g), str(path))
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(path)])
+    assert res.exit_code == 2 and "no policy_export metadata" in res.output
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(tmp_path / "missing.onnx")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_bad_batch_sizes_is_usage_error(small_ckpt, small_onnx):
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(small_onnx), "--batch-sizes", "0,x"])
+    assert res.exit_code == 2
+
+
+def test_console_script_subprocess(small_ckpt, small_onnx, tmp_path):
+    exe = Path(sys.executable).with_name("policy-export")
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "verify" in out.stdout
+    report = tmp_path / "sub.json"
+    out = subprocess.run([str(exe), "verify", "--checkpoint", str(small_ckpt), "--artifact", str(small_onnx),
+                          "--tolerance", "1e-4", "--batch-sizes", "1,3", "--samples", "1", "--report", str(report)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert json.loads(report.read_text())["status"] == "passed"
+    out = subprocess.run([str(exe), "inspect", "--checkpoint", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "does not exist" in out.stderr
