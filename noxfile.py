@@ -1,8 +1,8 @@
 """Nox sessions. Each one installs what it needs into its own virtualenv.
 
-    nox -s tests      # the unit/integration suite (same as `make test`)
-    nox -s lint       # ruff
-    nox -s parity     # export + verify a checkpoint; fails the build on a parity regression
+nox -s tests      # the unit/integration suite (same as `make test`)
+nox -s lint       # ruff
+nox -s parity     # export + verify a checkpoint; fails the build on a parity regression
 """
 
 from __future__ import annotations
@@ -40,10 +40,24 @@ def parity(session: nox.Session) -> None:
     checkpoint = os.environ.get("CHECKPOINT")
     if not checkpoint:
         checkpoint = f"{out}/demo-checkpoint"
-        session.run("python", "-c", f"from policy_export.demo import build_checkpoint; build_checkpoint({checkpoint!r})")
+        session.run(
+            "python", "-c", f"from policy_export.demo import build_checkpoint; build_checkpoint({checkpoint!r})"
+        )
     tolerance = os.environ.get("PARITY_TOLERANCE", "1e-4")
     session.run("policy-export", "onnx", "--checkpoint", checkpoint, "--output", f"{out}/policy.onnx", "--force")
     session.run(
-        "policy-export", "verify", "--checkpoint", checkpoint, "--artifact", f"{out}/policy.onnx",
-        "--tolerance", tolerance, "--batch-sizes", "1,4", "--report", f"{out}/parity.json", "--junit", f"{out}/parity.xml",
+        "policy-export",
+        "verify",
+        "--checkpoint",
+        checkpoint,
+        "--artifact",
+        f"{out}/policy.onnx",
+        "--tolerance",
+        tolerance,
+        "--batch-sizes",
+        "1,4",
+        "--report",
+        f"{out}/parity.json",
+        "--junit",
+        f"{out}/parity.xml",
     )

@@ -16,20 +16,42 @@ import pytest
 # ONNX Runtime / torch must not write into the user's home during tests.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
-from policy_export.demo import CheckpointRecipe, build_checkpoint  # noqa: E402
+from policy_export.demo import CheckpointRecipe, build_checkpoint
 
 SMALL = CheckpointRecipe(
-    cameras={"top": (3, 96, 128)}, state_dim=6, action_dim=5, chunk_size=20, n_action_steps=10,
-    dim_model=128, dim_feedforward=256, n_encoder_layers=2, seed=1,
+    cameras={"top": (3, 96, 128)},
+    state_dim=6,
+    action_dim=5,
+    chunk_size=20,
+    n_action_steps=10,
+    dim_model=128,
+    dim_feedforward=256,
+    n_encoder_layers=2,
+    seed=1,
 )
 MULTICAM = CheckpointRecipe(
-    cameras={"top": (3, 64, 80), "wrist": (3, 72, 96)}, state_dim=10, action_dim=7, chunk_size=16, n_action_steps=16,
+    cameras={"top": (3, 64, 80), "wrist": (3, 72, 96)},
+    state_dim=10,
+    action_dim=7,
+    chunk_size=16,
+    n_action_steps=16,
     normalization={"VISUAL": "IDENTITY", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"},
-    dim_model=128, dim_feedforward=256, n_encoder_layers=2, seed=2,
+    dim_model=128,
+    dim_feedforward=256,
+    n_encoder_layers=2,
+    seed=2,
 )
 ENSEMBLE = CheckpointRecipe(
-    cameras={"front": (3, 64, 64)}, state_dim=4, action_dim=4, chunk_size=12, n_action_steps=1,
-    temporal_ensemble_coeff=0.01, dim_model=64, dim_feedforward=128, n_encoder_layers=1, seed=3,
+    cameras={"front": (3, 64, 64)},
+    state_dim=4,
+    action_dim=4,
+    chunk_size=12,
+    n_action_steps=1,
+    temporal_ensemble_coeff=0.01,
+    dim_model=64,
+    dim_feedforward=128,
+    n_encoder_layers=1,
+    seed=3,
 )
 
 

@@ -54,8 +54,14 @@ def test_feature_normalizer_matches_lerobot_step(mode, inverse):
     hi = lo + rng.uniform(0.1, 2, dim).astype(np.float32)
     hi[2] = lo[2]  # a degenerate range: LeRobot substitutes eps, so must we
     stats = {
-        "mean": rng.normal(0, 1, dim).astype(np.float32), "std": rng.uniform(0.1, 2, dim).astype(np.float32),
-        "min": lo, "max": hi, "q01": lo, "q99": hi, "q10": lo, "q90": hi,
+        "mean": rng.normal(0, 1, dim).astype(np.float32),
+        "std": rng.uniform(0.1, 2, dim).astype(np.float32),
+        "min": lo,
+        "max": hi,
+        "q01": lo,
+        "q99": hi,
+        "q10": lo,
+        "q90": hi,
     }
     key, ftype = ("action", FeatureType.ACTION) if inverse else ("observation.state", FeatureType.STATE)
     feats = {key: PolicyFeature(type=ftype, shape=(dim,))}

@@ -30,8 +30,19 @@ def test_onnx_file_is_valid_dynamic_and_carries_metadata(small_onnx, small_loade
         dim0 = vi.type.tensor_type.shape.dim[0]
         assert dim0.dim_param and not dim0.dim_value, f"{vi.name}: batch axis is frozen"
     props = {p.key: p.value for p in model.metadata_props}
-    for key in ("policy_type", "chunk_size", "n_action_steps", "input_names", "output_names", "normalization_hash",
-                "exporter", "opset", "version.torch", "version.lerobot", "version.onnx"):
+    for key in (
+        "policy_type",
+        "chunk_size",
+        "n_action_steps",
+        "input_names",
+        "output_names",
+        "normalization_hash",
+        "exporter",
+        "opset",
+        "version.torch",
+        "version.lerobot",
+        "version.onnx",
+    ):
         assert props.get(key), key
     assert props["normalization_hash"] == small_loaded.spec.norm_hash
     assert props["chunk_size"] == "20" and props["n_action_steps"] == "10"
@@ -89,8 +100,26 @@ def _perturbed_copy(src: Path, dst: Path, scale: float) -> Path:
 def test_verify_cli_reports_and_fails_on_perturbed_weights(small_ckpt, small_onnx, tmp_path):
     bad = _perturbed_copy(small_onnx, tmp_path / "perturbed.onnx", scale=0.05)
     report, junit = tmp_path / "r.json", tmp_path / "r.xml"
-    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(small_onnx), "-a", str(bad),
-                              "--batch-sizes", "1,2", "--samples", "1", "--report", str(report), "--junit", str(junit)])
+    res = runner.invoke(
+        app,
+        [
+            "verify",
+            "-c",
+            str(small_ckpt),
+            "-a",
+            str(small_onnx),
+            "-a",
+            str(bad),
+            "--batch-sizes",
+            "1,2",
+            "--samples",
+            "1",
+            "--report",
+            str(report),
+            "--junit",
+            str(junit),
+        ],
+    )
     assert res.exit_code == 1, res.output
     data = json.loads(report.read_text())
     assert data["status"] == "failed" and data["exit_code"] == 1
@@ -105,8 +134,22 @@ def test_verify_cli_reports_and_fails_on_perturbed_weights(small_ckpt, small_onn
     assert len(failures) == 2 and "perturbed.onnx" in ET.tostring(root, encoding="unicode")
     # The same broken file passes if the user explicitly loosens its tolerance enough.
     loose = max(r["stats"]["max_abs"] for r in broken["results"]) * 2
-    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(bad), "--batch-sizes", "1,2", "--samples", "1",
-                              "--artifact-tolerance", f"perturbed.onnx={loose}"])
+    res = runner.invoke(
+        app,
+        [
+            "verify",
+            "-c",
+            str(small_ckpt),
+            "-a",
+            str(bad),
+            "--batch-sizes",
+            "1,2",
+            "--samples",
+            "1",
+            "--artifact-tolerance",
+            f"perturbed.onnx={loose}",
+        ],
+    )
     assert res.exit_code == 0, res.output
 
 
@@ -118,9 +161,12 @@ def test_verify_refuses_artifact_of_another_policy(small_ckpt, multicam_onnx):
 def test_verify_refuses_foreign_onnx(small_ckpt, tmp_path):
     from onnx import TensorProto, helper
 
-    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
     path = tmp_path / "foreign.onnx"
     onnx.save(helper.make_model(g), str(path))
     res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(path)])
@@ -139,10 +185,30 @@ def test_console_script_subprocess(small_ckpt, small_onnx, tmp_path):
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "verify" in out.stdout
     report = tmp_path / "sub.json"
-    out = subprocess.run([str(exe), "verify", "--checkpoint", str(small_ckpt), "--artifact", str(small_onnx),
-                          "--tolerance", "1e-4", "--batch-sizes", "1,3", "--samples", "1", "--report", str(report)],
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            str(exe),
+            "verify",
+            "--checkpoint",
+            str(small_ckpt),
+            "--artifact",
+            str(small_onnx),
+            "--tolerance",
+            "1e-4",
+            "--batch-sizes",
+            "1,3",
+            "--samples",
+            "1",
+            "--report",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert json.loads(report.read_text())["status"] == "passed"
-    out = subprocess.run([str(exe), "inspect", "--checkpoint", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [str(exe), "inspect", "--checkpoint", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr and "does not exist" in out.stderr

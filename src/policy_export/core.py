@@ -10,6 +10,7 @@ from policy_export.checkpoint import ACTION_KEY, LoadedCheckpoint
 def build_core(ckpt: LoadedCheckpoint, image_format: str = "float32") -> Any:
     """Return an eval-mode ``ACTCore`` with the checkpoint's normalization baked in."""
     import torch
+
     from policy_export_wrappers.act import ACTCore, FeatureNormalizer
 
     spec = ckpt.spec
