@@ -18,13 +18,19 @@ from policy_export.errors import BadInputError
 
 
 def check_writable(path: Path, force: bool, what: str = "output") -> None:
-    """Refuse to clobber an existing file unless ``force``; make sure the parent exists."""
-    if path.exists() and not force:
-        raise BadInputError(f"{path}: {what} already exists; pass --force to overwrite it")
+    """Refuse to clobber an existing file unless ``force``; create missing parent folders.
+
+    Creating the parent is what CI users expect (``--output artifacts/policy.onnx`` on a
+    clean checkout); an empty folder is not a half-written artifact.
+    """
     if path.exists() and path.is_dir():
         raise BadInputError(f"{path}: {what} is a directory; give a file path")
-    if not path.parent.exists():
-        raise BadInputError(f"{path.parent}: output directory does not exist; create it first")
+    if path.exists() and not force:
+        raise BadInputError(f"{path}: {what} already exists; pass --force to overwrite it")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"{path.parent}: cannot create the output folder ({exc.strerror})") from exc
 
 
 @contextlib.contextmanager
