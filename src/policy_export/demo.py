@@ -33,6 +33,9 @@ class CheckpointRecipe:
     dim_feedforward: int = 3200
     n_encoder_layers: int = 4
     n_decoder_layers: int = 1
+    #: Any other ``ACTConfig`` field a user's training run may have changed
+    #: (``pre_norm``, ``use_vae``, ``replace_final_stride_with_dilation``, ``n_heads``, ...).
+    config_overrides: dict[str, object] = field(default_factory=dict)
     seed: int = 0
 
 
@@ -88,6 +91,7 @@ def build_checkpoint(out_dir: str | Path, recipe: CheckpointRecipe | None = None
         n_decoder_layers=recipe.n_decoder_layers,
         pretrained_backbone_weights=None,
         device="cpu",
+        **recipe.config_overrides,
     )
     policy = ACTPolicy(cfg)
     # Random init leaves FrozenBatchNorm2d as the identity; give it trained-looking
