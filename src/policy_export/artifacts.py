@@ -11,8 +11,9 @@ import json
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from policy_export.errors import BadInputError
+from policy_export.errors import BadInputError, UnavailableError
 from policy_export.spec import METADATA_KEY, ArtifactMetadata
 
 TORCHSCRIPT_EXTRA = "policy_export.json"
@@ -55,8 +56,11 @@ def _metadata_error(path: Path, why: str) -> BadInputError:
 
 
 def _onnx_info(path: Path) -> ArtifactInfo:
-    import onnx
-    from onnx import TensorProto
+    try:
+        import onnx
+        from onnx import TensorProto
+    except ImportError:  # a robot host may have onnxruntime but not the onnx package
+        return _onnx_info_onnxruntime(path)
 
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -79,6 +83,38 @@ def _onnx_info(path: Path) -> ArtifactInfo:
         metadata=meta,
         inputs=[sig(i) for i in model.graph.input if i.name not in inits],
         outputs=[sig(o) for o in model.graph.output],
+    )
+
+
+def _onnx_info_onnxruntime(path: Path) -> ArtifactInfo:
+    """The same answer read through ONNX Runtime (metadata map and session signature)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise UnavailableError(
+            f"{path}: reading an ONNX artifact needs onnxruntime (or onnx); pip install onnxruntime"
+        ) from exc
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # only reading, not running
+    so.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BadInputError(f"{path}: not a readable ONNX file ({type(exc).__name__}); re-export it") from exc
+    props = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in props:
+        raise _metadata_error(path, "ONNX file has no policy_export metadata")
+
+    def sig(arg: Any) -> TensorSig:
+        dtype = arg.type.removeprefix("tensor(").removesuffix(")")
+        return TensorSig(arg.name, dtype, tuple("?" if d is None else d for d in arg.shape))
+
+    return ArtifactInfo(
+        path=path,
+        kind="onnx",
+        metadata=ArtifactMetadata.from_json(props[METADATA_KEY]),
+        inputs=[sig(i) for i in session.get_inputs()],
+        outputs=[sig(o) for o in session.get_outputs()],
     )
 
 

@@ -1,0 +1,61 @@
+"""Where the stateless core runs: one small interface, one class per place.
+
+The client and the shim only ever call ``infer(feed) -> action_chunk``; a backend hides
+whether that is an in-process runtime (ONNX Runtime, TorchScript, a TensorRT engine, via
+:mod:`policy_export.runners`) or a Triton server across the network
+(:mod:`policy_export.runtime.triton`).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy_export.spec import ArtifactMetadata
+
+
+class Backend(ABC):
+    """Runs the exported core. ``metadata`` describes the model actually being run."""
+
+    name: str = "backend"
+    metadata: ArtifactMetadata
+
+    @abstractmethod
+    def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        """Named core inputs (batch first) -> ``action_chunk`` ``[B, chunk_size, action_dim]`` in robot units."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release sessions / connections (idempotent)."""
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class LocalBackend(Backend):
+    """An artifact file run in this process by its runner (ORT providers cpu / cuda / tensorrt,
+    TorchScript, or a TensorRT engine): the same runners ``policy-export verify`` trusts."""
+
+    def __init__(self, path: str | Path, *, provider: str = "cpu", threads: int | None = None) -> None:
+        from policy_export.runners import open_runner
+
+        self.runner = open_runner(Path(path), ort_provider=provider, threads=threads)
+        self.runner.activate()
+        self.metadata = self.runner.info.metadata
+        self.name = self.runner.name
+        self.path = Path(path)
+
+    def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.runner.infer(feed)["action_chunk"]
+        return np.asarray(out, dtype=np.float32)
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.deactivate()
+            self.runner = None  # type: ignore[assignment]

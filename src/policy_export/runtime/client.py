@@ -1,0 +1,158 @@
+"""``PolicyClient``: a drop-in for LeRobot's preprocessor + ``select_action`` + postprocessor.
+
+The robot loop hands it the same observation dict it would hand LeRobot and gets the
+action in robot units back, while the network runs as an exported, stateless core
+somewhere (in this process or on a Triton server) and the queue / temporal ensembling
+lives in the shim on the host. Everything the shim needs (chunk size, n_action_steps,
+ensembling coefficient, camera names, image format) comes from the artifact's metadata or
+the Triton model's config, so nothing is retyped and nothing can drift.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy_export.errors import BadInputError
+from policy_export.runtime.backends import Backend, LocalBackend
+from policy_export.runtime.observation import ObservationAdapter, Prepared
+from policy_export.runtime.shim import ShimSettings
+
+ENV_VARS = ("INFERENCE_MODE", "POLICY_ARTIFACT", "TRITON_URL", "MODEL_NAME", "MODEL_VERSION")
+
+
+class PolicyClient:
+    """Stateless core + host-side shim, for a batch of ``B`` robots (``B`` from the observations)."""
+
+    def __init__(self, backend: Backend, settings: ShimSettings | None = None) -> None:
+        self.backend = backend
+        self.metadata = backend.metadata
+        spec = self.metadata.spec
+        self.settings = settings or ShimSettings.from_spec(spec)
+        if self.settings.chunk_size != spec.chunk_size:
+            raise BadInputError(
+                f"shim chunk_size {self.settings.chunk_size} != the model's {spec.chunk_size}; "
+                "leave settings=None to take them from the model"
+            )
+        self.shim = self.settings.make()
+        self.adapter = ObservationAdapter(self.metadata)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_artifact(
+        cls,
+        path: str | Path,
+        *,
+        provider: str = "cpu",
+        threads: int | None = None,
+        settings: ShimSettings | None = None,
+    ) -> PolicyClient:
+        """An exported file run in this process: ONNX (``provider`` cpu | cuda | tensorrt),
+        TorchScript, or a TensorRT engine."""
+        return cls(LocalBackend(path, provider=provider, threads=threads), settings)
+
+    @classmethod
+    def from_triton(
+        cls,
+        url: str,
+        model: str,
+        version: str | int | None = None,
+        protocol: str | None = "grpc",
+        *,
+        timeout_s: float | None = None,
+        settings: ShimSettings | None = None,
+    ) -> PolicyClient:
+        """A model on a Triton server. ``url`` is ``host:port`` (or ``grpc://`` / ``http://host:port``)."""
+        from policy_export.runtime.triton import DEFAULT_TIMEOUT_S, TritonBackend
+
+        backend = TritonBackend(url, model, version, protocol, timeout_s=timeout_s or DEFAULT_TIMEOUT_S)
+        return cls(backend, settings)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> PolicyClient:
+        """Configured the way the robot's deployment sets it up.
+
+        ``INFERENCE_MODE=local`` (default when ``POLICY_ARTIFACT`` is set) runs ``POLICY_ARTIFACT``
+        here (``INFERENCE_PROVIDER`` cpu | cuda | tensorrt); ``INFERENCE_MODE=triton`` talks to
+        ``TRITON_URL`` (``TRITON_PROTOCOL`` grpc | http, default from the URL scheme or grpc) for
+        ``MODEL_NAME`` / ``MODEL_VERSION`` (default: the server's version policy), with
+        ``TRITON_TIMEOUT_S`` per call.
+        """
+        env = os.environ if env is None else env
+        mode = (env.get("INFERENCE_MODE") or ("local" if env.get("POLICY_ARTIFACT") else "")).strip().lower()
+        if mode == "local":
+            artifact = env.get("POLICY_ARTIFACT")
+            if not artifact:
+                raise BadInputError("INFERENCE_MODE=local needs POLICY_ARTIFACT=<exported .onnx / .pt / .plan file>")
+            return cls.from_artifact(artifact, provider=env.get("INFERENCE_PROVIDER", "cpu"))
+        if mode == "triton":
+            url, model = env.get("TRITON_URL"), env.get("MODEL_NAME")
+            if not url or not model:
+                raise BadInputError("INFERENCE_MODE=triton needs TRITON_URL=<host:port> and MODEL_NAME=<model>")
+            timeout = env.get("TRITON_TIMEOUT_S")
+            return cls.from_triton(
+                url,
+                model,
+                env.get("MODEL_VERSION") or None,
+                env.get("TRITON_PROTOCOL") or None,
+                timeout_s=float(timeout) if timeout else None,
+            )
+        raise BadInputError(
+            f"INFERENCE_MODE must be 'local' or 'triton', got {mode!r}; "
+            "set INFERENCE_MODE=local with POLICY_ARTIFACT, or INFERENCE_MODE=triton with TRITON_URL and MODEL_NAME"
+        )
+
+    # -- the LeRobot-shaped API -----------------------------------------------------------
+    def predict_chunk(self, observation: Mapping[str, Any]) -> Any:
+        """The whole action chunk ``[B, chunk_size, action_dim]`` in robot units (no shim state).
+
+        LeRobot's ``predict_action_chunk`` followed by its postprocessor.
+        """
+        prep = self.adapter(observation)
+        return self._output(self.backend.infer(prep.feed()), prep)
+
+    def select_action(self, observation: Mapping[str, Any]) -> Any:
+        """The next action ``[B, action_dim]`` of every robot, in robot units.
+
+        An observation without a batch axis is one robot; like LeRobot's pipeline the action
+        then still has the batch axis (``[1, action_dim]``). numpy in, numpy out; torch in,
+        a CPU torch tensor out.
+        """
+        prep = self.adapter(observation)
+
+        def predict(rows: np.ndarray) -> np.ndarray:
+            return self.backend.infer(prep.feed(rows))
+
+        return self._output(self.shim.step(predict, prep.batch_size), prep)
+
+    def reset(self, robot: int | None = None) -> None:
+        """Start a new episode for every robot, or for robot ``robot`` of the batch only."""
+        self.shim.reset(robot)
+
+    # -- plumbing -------------------------------------------------------------------------
+    @staticmethod
+    def _output(array: np.ndarray, prep: Prepared) -> Any:
+        if prep.torch_input and "torch" in sys.modules:
+            return sys.modules["torch"].from_numpy(array)
+        return array
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> PolicyClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        spec = self.metadata.spec
+        return (
+            f"PolicyClient({self.backend.name}, {self.settings.mode}, chunk {spec.chunk_size}x{spec.action_dim}, "
+            f"n_action_steps={self.settings.n_action_steps}, image_format={self.metadata.image_format})"
+        )

@@ -1,0 +1,141 @@
+"""LeRobot-style observation dicts -> the named inputs the exported core takes.
+
+A robot loop that used LeRobot hands its policy ``{"observation.state": ...,
+"observation.images.<camera>": ...}`` either raw (numpy HWC frames, no batch axis, as
+``prepare_observation_for_inference`` takes them) or already as tensors (float CHW in
+[0, 1], with or without the batch axis, as the preprocessor takes them). This adapter
+accepts all of those, numpy or torch (duck-typed: torch is never imported here), and
+produces exactly what the artifact expects: float32 CHW or raw uint8 HWC frames.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policy_export.errors import BadInputError
+from policy_export.spec import ArtifactMetadata
+
+
+def to_numpy(value: Any, key: str) -> np.ndarray:
+    """numpy, torch (any device) or nested lists -> numpy, without importing torch."""
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach") and hasattr(value, "cpu") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except Exception as exc:
+        raise BadInputError(f"{key}: cannot read a {type(value).__name__} as an array") from exc
+
+
+def is_torch(value: Any) -> bool:
+    return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+@dataclass
+class Prepared:
+    """One control step's observation, checked; images are converted only when a chunk is needed.
+
+    In queue mode most steps need no core call, so converting camera frames at every step
+    would cost more than the shim itself.
+    """
+
+    adapter: ObservationAdapter
+    observation: Mapping[str, Any]
+    state: np.ndarray  # [B, state_dim] float32
+    batch_size: int
+    #: The observation's state was a torch tensor (actions then come back as one).
+    torch_input: bool
+
+    def feed(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Core inputs for all robots, or for the robots (row indices) in ``rows``."""
+        whole = rows is None or len(rows) == self.batch_size
+        feed = {"state": self.state if whole else self.state[rows]}
+        for cam in self.adapter.spec.cameras:
+            img = self.adapter.image_batch(to_numpy(self.observation[cam.key], cam.key), cam.key)
+            if img.shape[0] != self.batch_size:
+                raise BadInputError(
+                    f"{cam.key}: batch size {img.shape[0]} != {self.batch_size} of {self.adapter.spec.state_key}"
+                )
+            feed[cam.input_name] = self.adapter.convert(img if whole else img[rows], cam.key, cam.shape)
+        return feed
+
+
+class ObservationAdapter:
+    """Converts observations for one artifact's inputs (names, shapes, image format)."""
+
+    def __init__(self, metadata: ArtifactMetadata) -> None:
+        self.metadata = metadata
+        self.spec = metadata.spec
+        self.uint8 = metadata.image_format == "uint8"
+
+    def __call__(self, observation: Mapping[str, Any]) -> Prepared:
+        if not isinstance(observation, Mapping):
+            raise BadInputError(
+                f"observation must be a dict with {self.spec.state_key!r} and camera keys, got {type(observation).__name__}"
+            )
+        spec = self.spec
+        key = spec.state_key
+        missing = [k for k in (key, *(c.key for c in spec.cameras)) if k not in observation]
+        if missing:
+            raise BadInputError(
+                f"observation has no {', '.join(map(repr, missing))} (keys: {', '.join(map(str, observation)) or 'none'})"
+            )
+        raw_state = observation[key]
+        state = to_numpy(raw_state, key)
+        if state.ndim not in (1, 2) or state.shape[-1] != spec.state_dim:
+            raise BadInputError(
+                f"{key}: shape {tuple(state.shape)} != ({spec.state_dim},) or (batch, {spec.state_dim})"
+            )
+        state = np.ascontiguousarray(state.reshape(-1, spec.state_dim), dtype=np.float32)
+        return Prepared(self, observation, state, state.shape[0], is_torch(raw_state))
+
+    @staticmethod
+    def image_batch(img: np.ndarray, key: str) -> np.ndarray:
+        """Add the batch axis LeRobot's AddBatchDimension step would add to a 3-D image."""
+        if img.ndim == 3:
+            img = img[None]
+        if img.ndim != 4:
+            raise BadInputError(
+                f"{key}: expected an image [C, H, W] or [H, W, C] (optionally batched), got {tuple(img.shape)}"
+            )
+        return img
+
+    def convert(self, img: np.ndarray, key: str, chw: tuple[int, int, int]) -> np.ndarray:
+        """A batched image in any accepted layout/dtype -> what the artifact's input takes."""
+        c, h, w = chw
+        tail = tuple(img.shape[1:])
+        if tail == (c, h, w):
+            layout = "chw"
+        elif tail == (h, w, c):
+            layout = "hwc"
+        else:
+            raise BadInputError(
+                f"{key}: image shape {tail} is neither ({c}, {h}, {w}) nor ({h}, {w}, {c}) the policy was trained on"
+            )
+        if self.uint8:
+            return self._as_uint8_hwc(img, layout)
+        return self._as_float_chw(img, layout)
+
+    @staticmethod
+    def _as_float_chw(img: np.ndarray, layout: str) -> np.ndarray:
+        # LeRobot's prepare_observation_for_inference: uint8 -> float32 / 255, then HWC -> CHW.
+        if img.dtype == np.uint8:
+            img = img.astype(np.float32) / np.float32(255)
+        if layout == "hwc":
+            img = img.transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(img, dtype=np.float32)
+
+    @staticmethod
+    def _as_uint8_hwc(img: np.ndarray, layout: str) -> np.ndarray:
+        if layout == "chw":
+            img = img.transpose(0, 2, 3, 1)
+        if img.dtype != np.uint8:
+            # Float frames in [0, 1] came from uint8 / 255 on every camera we know of; rounding
+            # x * 255 recovers those bytes exactly, which is what a uint8 artifact then divides again.
+            img = np.clip(np.rint(img.astype(np.float32) * np.float32(255)), 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(img)
