@@ -183,7 +183,7 @@ class TritonBackend(Backend):
                 import tritonclient.http as tc
         except ImportError as exc:
             raise UnavailableError(
-                f"the Triton backend needs tritonclient: pip install 'tritonclient[{self.protocol}]' ({_one_line(exc)})"
+                f"the Triton backend needs tritonclient: pip install 'policy-export[triton]' (or 'tritonclient[{self.protocol}]>=2.67') ({_one_line(exc)})"
             ) from exc
         self._tc = tc
         if self.protocol == "grpc":
