@@ -108,3 +108,17 @@ def small_onnx(small_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def multicam_onnx(multicam_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _export(multicam_loaded, tmp_path_factory.mktemp("multicam_onnx") / "multicam.onnx")
+
+
+@pytest.fixture(scope="session")
+def small_fp16_onnx(small_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(small_loaded, tmp_path_factory.mktemp("small_fp16_onnx") / "small-fp16.onnx", precision="fp16")
+
+
+@pytest.fixture(scope="session")
+def small_torchscript(small_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from policy_export.export.torchscript import export_torchscript
+
+    path = tmp_path_factory.mktemp("small_torchscript") / "small.pt"
+    export_torchscript(small_loaded, path)
+    return path
