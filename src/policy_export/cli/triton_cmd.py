@@ -1,0 +1,129 @@
+"""``policy-export triton-repo``: write a versioned Triton model repository, or check one offline."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from policy_export.cli.common import ForceOpt, console, err_console, handle_errors, parse_int_list
+from policy_export.errors import BadInputError
+
+
+class Backend(StrEnum):
+    auto = "auto"
+    python = "python"
+
+
+class Kind(StrEnum):
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class OrtTrt(StrEnum):
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+@handle_errors
+def triton_repo(
+    artifact: Annotated[
+        Path | None, typer.Option("--artifact", "-a", help="Exported file: .onnx, TorchScript .pt, or TensorRT .plan.")
+    ] = None,
+    repo: Annotated[Path | None, typer.Option("--repo", help="Model repository folder (created if missing).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Model name (the folder under --repo).")] = None,
+    version: Annotated[int, typer.Option("--version", help="Version folder to write (integer >= 1).")] = 1,
+    backend: Annotated[
+        Backend,
+        typer.Option(
+            help="auto: the artifact's native backend (onnxruntime_onnx, tensorrt_plan, pytorch_libtorch). "
+            "python: serve an ONNX file through ONNX Runtime from Triton's Python backend."
+        ),
+    ] = Backend.auto,
+    max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms (>= 1).")] = 8,
+    preferred_batch_sizes: Annotated[
+        str | None, typer.Option(help="Dynamic batcher's preferred sizes, comma-separated, each <= max batch size.")
+    ] = None,
+    max_queue_delay_us: Annotated[
+        int, typer.Option(help="How long the dynamic batcher may hold a request to fill a batch (microseconds).")
+    ] = 500,
+    instance_count: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
+    kind: Annotated[
+        Kind | None, typer.Option(help="Instance kind. Default: gpu for TensorRT plans, cpu otherwise.")
+    ] = None,
+    warmup: Annotated[
+        bool, typer.Option("--warmup/--no-warmup", help="Warm up with random data at batch 1 and the max batch.")
+    ] = True,
+    version_policy: Annotated[
+        str, typer.Option(help="Which versions Triton serves: latest:N, all, or specific:1,2.")
+    ] = "latest:1",
+    ort_trt: Annotated[
+        OrtTrt | None,
+        typer.Option(help="ONNX models on GPU: enable ONNX Runtime's TensorRT accelerator at this precision."),
+    ] = None,
+    force: ForceOpt = False,
+    check: Annotated[
+        Path | None,
+        typer.Option("--check", help="Only validate an existing repository (or one model folder) offline, then exit."),
+    ] = None,
+) -> None:
+    """Write ARTIFACT as version N of model NAME in a Triton repository (config.pbtxt generated and checked),
+    or validate a repository offline with --check DIR."""
+    if check is not None:
+        if artifact or repo or name:
+            raise BadInputError("--check takes only a folder; drop --artifact/--repo/--name")
+        _check(check)
+        return
+    missing = [opt for opt, value in (("--artifact", artifact), ("--repo", repo), ("--name", name)) if value is None]
+    if missing:
+        raise BadInputError(f"missing {', '.join(missing)} (or use --check DIR to validate a repository)")
+    assert artifact is not None and repo is not None and name is not None
+
+    from policy_export.triton.config import TritonOptions
+    from policy_export.triton.repo import write_version
+
+    options = TritonOptions(
+        backend=backend.value,
+        max_batch_size=max_batch_size,
+        preferred_batch_sizes=tuple(parse_int_list(preferred_batch_sizes, "--preferred-batch-sizes"))
+        if preferred_batch_sizes
+        else (),
+        max_queue_delay_us=max_queue_delay_us,
+        instance_count=instance_count,
+        kind=kind.value if kind else None,
+        warmup=warmup,
+        version_policy=version_policy,
+        ort_trt=ort_trt.value if ort_trt else None,
+    )
+    res = write_version(artifact, repo, name, version, options, force=force)
+    verb = "replaced" if res.replaced else "wrote"
+    console.print(f"[green]{verb}[/] {name} version {res.version} ({res.backend}) in {res.model_dir}")
+    for f in res.files:
+        console.print(f"  {f}")
+    console.print(
+        f"  inputs: {', '.join(t.describe() for t in res.signature.inputs)}; "
+        f"outputs: {', '.join(t.describe() for t in res.signature.outputs)}"
+    )
+    console.print(
+        f"offline check ok: versions {', '.join(map(str, res.versions))}, version policy {options.version_policy}"
+    )
+
+
+def _check(path: Path) -> None:
+    from policy_export.triton.validate import check_repository
+
+    reports = check_repository(path)
+    bad = 0
+    for r in reports:
+        if r.ok:
+            versions = ", ".join(map(str, r.versions))
+            console.print(f"[green]ok[/] {r.path}: {r.backend}, versions {versions}")
+            continue
+        bad += 1
+        for problem in r.problems:
+            err_console.print(f"[bold red]error:[/] {r.path / 'config.pbtxt'}: {problem}", soft_wrap=True)
+    if bad:
+        raise BadInputError(f"{path}: {bad} of {len(reports)} model(s) failed the offline check (see above)")
+    console.print(f"{len(reports)} model(s) ok")

@@ -1,0 +1,10 @@
+"""Triton model repositories: generate, version, validate offline, and serve for tests.
+
+- :mod:`policy_export.triton.config`: a ``config.pbtxt`` built from an artifact's real signature.
+- :mod:`policy_export.triton.repo`: versioned, atomic writes into a model repository.
+- :mod:`policy_export.triton.validate`: the offline check run after every write and by ``--check``.
+- :mod:`policy_export.triton.server`: find and launch the ``tritonserver`` shipped in the
+  nvidia-pytriton wheel (CPU, Python backend only) for tests and local trials.
+
+Everything heavy (onnx, tritonclient's protobuf schema) is imported inside functions.
+"""

@@ -1,0 +1,250 @@
+"""Write one version of one model into a Triton model repository, atomically.
+
+Layout (what Triton expects)::
+
+    REPO/NAME/config.pbtxt
+    REPO/NAME/N/model.onnx   (+ its external-data files)   onnxruntime_onnx
+    REPO/NAME/N/model.onnx + model.py                       --backend python
+    REPO/NAME/N/model.plan + model.plan.json (sidecar)      tensorrt_plan
+    REPO/NAME/N/model.pt                                    pytorch_libtorch
+
+Rules, and why:
+
+- One config serves every version of a model, so a new version must have the same
+  input/output signature as the config; otherwise it is refused with the differences spelled
+  out (a different signature is a different model: use a new name).
+- An existing version is never replaced without ``force``; other versions are never touched
+  (their files are hard-linked into the new state, so they keep their bytes and inodes).
+- Atomic: the complete new model folder (old versions + new version + regenerated config)
+  is built in a staging folder, validated offline, and only then swapped in with two
+  renames. Any failure before the swap leaves the repository exactly as it was. The staging
+  folder sits *beside* the repository, not in it, because Triton treats every folder in a
+  repository, hidden ones included, as a model and would fail on a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
+from policy_export.errors import BadInputError
+from policy_export.triton.config import (
+    BackendSpec,
+    Signature,
+    TritonOptions,
+    backend_for,
+    backend_from_config,
+    build_config,
+    render,
+    signature_differences,
+    wire_signature,
+)
+from policy_export.triton.validate import CONFIG, ModelReport, check_model, config_signature, parse_config, version_dirs
+
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class WriteResult:
+    model_dir: Path
+    version: int
+    backend: str
+    files: list[Path]
+    signature: Signature
+    versions: list[int]
+    replaced: bool
+    report: ModelReport
+
+
+def onnx_external_files(path: Path) -> list[str]:
+    """Relative paths of the external-data files an ONNX model references."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    locations: set[str] = set()
+    tensors = list(model.graph.initializer)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                tensors.append(attr.t)
+    for t in tensors:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            entry = {e.key: e.value for e in t.external_data}
+            if "location" in entry:
+                locations.add(entry["location"])
+    for loc in sorted(locations):
+        if Path(loc).is_absolute() or ".." in Path(loc).parts:
+            raise BadInputError(
+                f"{path}: external data location {loc!r} must be a plain relative path to travel with it"
+            )
+        if not (path.parent / loc).exists():
+            raise BadInputError(f"{path}: external data file {loc} is missing next to it; copy it or re-export")
+    return sorted(locations)
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _replicate(src_dir: Path, dst_dir: Path, skip: set[str]) -> None:
+    """Mirror ``src_dir`` into ``dst_dir`` with hard links (files keep their inodes and bytes)."""
+    for entry in src_dir.iterdir():
+        if entry.name in skip:
+            continue
+        target = dst_dir / entry.name
+        if entry.is_dir() and not entry.is_symlink():
+            target.mkdir()
+            _replicate(entry, target, set())
+        else:
+            _link_or_copy(entry, target)
+
+
+def _staging_root(repo: Path) -> Path:
+    """Beside the repository when that is the same filesystem (rename stays atomic), else inside it."""
+    parent = repo.parent
+    try:
+        if os.access(parent, os.W_OK) and parent.stat().st_dev == repo.stat().st_dev:
+            return parent
+    except OSError:
+        pass
+    return repo
+
+
+@contextlib.contextmanager
+def _staged_model_dir(repo: Path, model_dir: Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on normal exit swap it in for ``model_dir``."""
+    root = _staging_root(repo)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{repo.name}.{model_dir.name}.", suffix=".partial", dir=root))
+    old: Path | None = None
+    try:
+        yield tmp
+        if model_dir.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{repo.name}.{model_dir.name}.", suffix=".old", dir=root))
+            os.replace(model_dir, old)
+        os.replace(tmp, model_dir)
+    finally:
+        if old is not None and not model_dir.exists():
+            os.replace(old, model_dir)  # the second rename failed: put the original back
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_artifact(info: ArtifactInfo, spec: BackendSpec, vdir: Path) -> list[Path]:
+    from policy_export.triton.server import template_text
+
+    vdir.mkdir()
+    dest = vdir / spec.filename
+    shutil.copy2(info.path, dest)
+    files = [dest]
+    if spec.artifact_kind == "onnx":
+        for loc in onnx_external_files(info.path):
+            target = vdir / loc
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(info.path.parent / loc, target)
+            files.append(target)
+    if spec.artifact_kind == "tensorrt":
+        side = vdir / (spec.filename + ".json")
+        shutil.copy2(tensorrt_sidecar(info.path), side)
+        files.append(side)
+    if spec.key == "python":
+        (vdir / "model.py").write_text(template_text("ort_model.py"))
+        files.append(vdir / "model.py")
+    return files
+
+
+def _existing_state(model_dir: Path, spec: BackendSpec) -> tuple[Signature | None, dict[int, Path]]:
+    cfg_path = model_dir / CONFIG
+    if not cfg_path.exists():
+        if any(model_dir.iterdir()):
+            raise BadInputError(
+                f"{model_dir}: folder exists without {CONFIG}; not a model written by this tool, pick another --name"
+            )
+        return None, {}
+    try:
+        cfg = parse_config(cfg_path)
+    except BadInputError as exc:
+        raise BadInputError(f"{exc}; fix it (policy-export triton-repo --check) or write to a new --name") from exc
+    existing = backend_from_config(cfg.platform, cfg.backend)
+    if existing is None or existing.key != spec.key:
+        have = cfg.platform or cfg.backend
+        raise BadInputError(
+            f"{model_dir}: model is served by {have!r}, the new version would need {spec.platform or spec.backend!r}; "
+            "one model has one backend: use a new --name"
+        )
+    return config_signature(cfg), version_dirs(model_dir)
+
+
+def write_version(
+    artifact: Path,
+    repo: Path,
+    name: str,
+    version: int,
+    options: TritonOptions | None = None,
+    force: bool = False,
+) -> WriteResult:
+    """Add (or with ``force`` replace) ``repo/name/version`` and regenerate the config."""
+    options = options or TritonOptions()
+    if not _MODEL_NAME.match(name):
+        raise BadInputError(f"--name {name!r}: use letters, digits, '_', '-', '.' (starting with a letter or digit)")
+    if version < 1:
+        raise BadInputError(f"--version {version}: Triton versions are integers >= 1")
+    info = inspect_artifact(artifact)
+    spec = backend_for(info.kind, options.backend)
+    new_sig = wire_signature(info, spec)
+    if repo.exists() and not repo.is_dir():
+        raise BadInputError(f"{repo}: --repo must be a folder")
+    repo.mkdir(parents=True, exist_ok=True)
+    model_dir = repo / name
+
+    old_sig, existing = (None, {}) if not model_dir.exists() else _existing_state(model_dir, spec)
+    replaced = version in existing
+    if replaced and not force:
+        raise BadInputError(f"{existing[version]}: version {version} of {name} exists; pass --force to replace it")
+    others = {v: p for v, p in existing.items() if v != version}
+    if old_sig is not None and others:
+        diffs = signature_differences(old_sig, new_sig)
+        if diffs:
+            raise BadInputError(
+                f"{artifact}: its signature differs from model {name}'s config ({'; '.join(diffs)}); "
+                "all versions of a model share one config: use a new --name"
+            )
+
+    versions: dict[int, ArtifactInfo] = {v: inspect_artifact(p / spec.filename) for v, p in others.items()}
+    versions[version] = info
+    cfg, sig = build_config(name, versions, spec, options)
+    text = render(cfg, sig, spec)
+
+    with _staged_model_dir(repo, model_dir) as tmp:
+        if model_dir.exists():
+            _replicate(model_dir, tmp, skip={CONFIG, str(version)})
+        files = _copy_artifact(info, spec, tmp / str(version))
+        (tmp / CONFIG).write_text(text)
+        report = check_model(tmp, expected_name=name)
+        if not report.ok:
+            raise BadInputError(
+                f"{model_dir}: the written model fails offline validation: {'; '.join(report.problems)}"
+            )
+    final_files = [model_dir / f.relative_to(tmp) for f in files]
+    report.path = model_dir
+    return WriteResult(
+        model_dir=model_dir,
+        version=version,
+        backend=spec.platform or spec.backend,
+        files=[model_dir / CONFIG, *final_files],
+        signature=sig,
+        versions=sorted(versions),
+        replaced=replaced,
+        report=report,
+    )

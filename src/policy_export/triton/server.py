@@ -1,0 +1,370 @@
+"""Find and run the ``tritonserver`` that ships inside the nvidia-pytriton wheel.
+
+Why this exists: Docker is not available on CI or on most developer laptops, yet a model
+repository is only proven by a real server loading and answering it. The nvidia-pytriton
+wheel carries a complete ``tritonserver`` (2.51) with the Python backend only. It needs
+numpy < 2, so it lives in its own virtualenv (``.venv-triton``, made by ``make triton-venv``
+from ``requirements-triton-server.txt``), separate from the main one where lerobot needs
+numpy >= 2.
+
+Making that binary run on a CPU-only machine takes four things this module does for you:
+
+1. a backend directory holding the Python backend (``libtriton_python.so``,
+   ``triton_python_backend_utils.py``) plus the Python-backend stub built for the server
+   venv's Python version, copied from the wheel's ``python_backend_stubs/<X.Y>/``;
+2. ``LD_LIBRARY_PATH`` with that Python's LIBDIR (the stub links ``libpython3.X.so``) and the
+   wheel's ``nvidia_pytriton.libs``;
+3. ``PATH`` starting with the server venv's ``bin``: the stub finds its site-packages (numpy,
+   onnxruntime) through the ``python3`` it sees first;
+4. optional Python-based stand-in backends (``backends/<name>/model.py``). The only one is
+   ``onnxruntime``: a TEST STAND-IN for Triton's native C++ ONNX Runtime backend, which is
+   not installable here. It lets an unmodified ``platform: "onnxruntime_onnx"`` config be
+   loaded, batched and served; it is not the native backend and is never shipped as one.
+
+Everything binds to 127.0.0.1 only, on free ports, and every wait is bounded.
+
+Run a repository by hand (Ctrl-C stops it)::
+
+    python -m policy_export.triton.server --repo model_repository
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import TracebackType
+
+from policy_export.errors import BadInputError, UnavailableError
+
+VENV_ENV = "POLICY_EXPORT_TRITON_VENV"
+DEFAULT_VENV = ".venv-triton"
+STAND_IN_BACKENDS = ("onnxruntime",)
+TEMPLATES_PACKAGE = "policy_export_triton_templates"
+MAKE_HINT = "create it with `make triton-venv` (or pip install -r requirements-triton-server.txt in a Python 3.12 venv)"
+
+
+@dataclass(frozen=True)
+class ServerInstall:
+    """Where the wheel's server lives inside a virtualenv, and the Python it must use."""
+
+    venv: Path
+    root: Path  # .../site-packages/pytriton/tritonserver
+    python_version: str  # "3.12"
+    python_libdir: Path
+
+    @property
+    def binary(self) -> Path:
+        return self.root / "bin" / "tritonserver"
+
+    @property
+    def python_backend(self) -> Path:
+        return self.root / "backends" / "python"
+
+    @property
+    def stub(self) -> Path:
+        return self.root / "python_backend_stubs" / self.python_version / "triton_python_backend_stub"
+
+    @property
+    def libs(self) -> Path:
+        return self.root.parent.parent / "nvidia_pytriton.libs"
+
+
+def default_venv() -> Path:
+    env = os.environ.get(VENV_ENV)
+    return Path(env) if env else Path.cwd() / DEFAULT_VENV
+
+
+def _venv_python_facts(venv: Path) -> tuple[str, Path]:
+    python = venv / "bin" / "python"
+    out = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import sys, sysconfig; print(f'{sys.version_info[0]}.{sys.version_info[1]}'); "
+            "print(sysconfig.get_config_var('LIBDIR'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise UnavailableError(
+            f"{python}: cannot run the server venv's Python ({out.stderr.strip()[-200:]}); {MAKE_HINT}"
+        )
+    version, libdir = out.stdout.split()
+    return version, Path(libdir)
+
+
+def find_server(venv: Path | None = None) -> ServerInstall:
+    """Locate tritonserver in ``venv`` (default: $POLICY_EXPORT_TRITON_VENV or ./.venv-triton)."""
+    venv = (venv or default_venv()).absolute()
+    if not (venv / "bin" / "python").exists():
+        raise UnavailableError(f"{venv}: no Triton server virtualenv here; {MAKE_HINT}")
+    roots = sorted(venv.glob("lib/python3*/site-packages/pytriton/tritonserver"))
+    if not roots or not (roots[0] / "bin" / "tritonserver").exists():
+        raise UnavailableError(f"{venv}: nvidia-pytriton (tritonserver) is not installed in it; {MAKE_HINT}")
+    version, libdir = _venv_python_facts(venv)
+    install = ServerInstall(venv=venv, root=roots[0], python_version=version, python_libdir=libdir)
+    if not install.stub.exists():
+        raise UnavailableError(f"{install.stub}: the wheel has no Python-backend stub for Python {version}")
+    if not any(libdir.glob(f"libpython{version}*.so*")):
+        raise UnavailableError(
+            f"{libdir}: no libpython{version}.so; the Python-backend stub needs a Python built with --enable-shared"
+        )
+    return install
+
+
+def template_text(name: str) -> str:
+    """A file shipped in model_repository_templates/ (installed as package data)."""
+    try:
+        return resources.files(TEMPLATES_PACKAGE).joinpath(name).read_text()
+    except (ModuleNotFoundError, FileNotFoundError) as exc:
+        raise UnavailableError(
+            f"template {name} not found in package {TEMPLATES_PACKAGE}; reinstall policy-export"
+        ) from exc
+
+
+def prepare_backends(install: ServerInstall, dest: Path, stand_ins: tuple[str, ...] = STAND_IN_BACKENDS) -> Path:
+    """Write a backend directory: the Python backend with its stub, plus the stand-in backends."""
+    python_dir = dest / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
+        shutil.copy2(install.python_backend / name, python_dir / name)
+    shutil.copy2(install.stub, python_dir / "triton_python_backend_stub")
+    for backend in stand_ins:
+        if backend != "onnxruntime":
+            raise BadInputError(f"no stand-in backend named {backend!r}; available: {', '.join(STAND_IN_BACKENDS)}")
+        bdir = dest / backend
+        bdir.mkdir(exist_ok=True)
+        (bdir / "model.py").write_text(template_text("onnxruntime_stand_in.py"))
+        (bdir / "policy_export_ort_model.py").write_text(template_text("ort_model.py"))
+    return dest
+
+
+def server_env(install: ServerInstall, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
+    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
+        env.pop(var, None)
+    env["PATH"] = f"{install.venv / 'bin'}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
+    libs = [str(install.python_libdir), str(install.libs)]
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    env["VIRTUAL_ENV"] = str(install.venv)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    return env
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(
+    install: ServerInstall, repo: Path, backends: Path, http_port: int, grpc_port: int, extra: tuple[str, ...] = ()
+) -> list[str]:
+    return [
+        str(install.binary),
+        f"--model-repository={repo}",
+        f"--backend-directory={backends}",
+        "--http-address=127.0.0.1",
+        f"--http-port={http_port}",
+        "--grpc-address=127.0.0.1",
+        f"--grpc-port={grpc_port}",
+        "--allow-metrics=false",
+        # Serve config.pbtxt exactly as written: no backend auto-completion behind our back.
+        "--disable-auto-complete-config",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        "--exit-timeout-secs=5",
+        # No GPU: keep the server from reserving (and warning about) CUDA memory.
+        "--pinned-memory-pool-byte-size=0",
+        "--cuda-memory-pool-byte-size=0:0",
+        *extra,
+    ]
+
+
+@dataclass
+class TritonServer:
+    """One tritonserver process on loopback; a context manager that always stops it.
+
+    ``http_url`` / ``grpc_url`` are ``host:port`` strings, the form tritonclient takes.
+    """
+
+    repo: Path
+    install: ServerInstall | None = None
+    workdir: Path | None = None
+    startup_timeout_s: float = 90.0
+    extra_args: tuple[str, ...] = ()
+    http_port: int = 0
+    grpc_port: int = 0
+    startup_seconds: float = float("nan")
+    exit_code: int | None = None  # set by stop()
+    log_path: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def start(self) -> None:
+        install = self.install or find_server()
+        self.install = install
+        if not self.repo.is_dir():
+            raise BadInputError(f"{self.repo}: model repository folder does not exist")
+        if self.workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="policy-export-triton-")
+            self.workdir = Path(self._tmp.name)
+        backends = prepare_backends(install, self.workdir / "backends")
+        self.log_path = self.workdir / "tritonserver.log"
+        fixed_ports = bool(self.http_port and self.grpc_port)
+        for attempt in range(3):
+            if not fixed_ports:
+                self.http_port, self.grpc_port = free_port(), free_port()
+            cmd = server_command(
+                install, self.repo.absolute(), backends, self.http_port, self.grpc_port, self.extra_args
+            )
+            t0 = time.perf_counter()
+            with open(self.log_path, "wb") as log:
+                self._proc = subprocess.Popen(
+                    cmd,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=server_env(install),
+                    cwd=self.workdir,
+                    start_new_session=True,
+                )
+            try:
+                self._wait_ready()
+            except UnavailableError:
+                port_clash = "address already in use" in self.log_tail().lower()
+                self.stop()
+                if port_clash and not fixed_ports and attempt < 2:
+                    continue
+                raise
+            self.startup_seconds = time.perf_counter() - t0
+            return
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.startup_timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            code = self._proc.poll()
+            if code is not None:
+                raise UnavailableError(
+                    f"tritonserver exited with code {code} before it was ready; last log lines:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                pass
+            time.sleep(0.1)
+        raise UnavailableError(
+            f"tritonserver not ready after {self.startup_timeout_s:.0f} s; last log lines:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 25) -> str:
+        """Error lines first (a failed model load is reported far above the end), then the last lines."""
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        text = self.log_path.read_text(errors="replace").splitlines()
+        errors = [ln[:2000] for ln in text if ln.startswith("E") and "CudaDriverHelper" not in ln]
+        tail = [ln for ln in text[-lines:] if ln not in errors]
+        return "\n".join([*errors[-10:], *tail])
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        """SIGTERM, wait (Triton drains in-flight requests), then SIGKILL the process group."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        # Python-backend stubs are children in the same session; make sure none outlive the server.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.exit_code = proc.returncode
+        return proc.returncode
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def cleanup(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> TritonServer:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Serve a model repository with the nvidia-pytriton tritonserver (CPU)."
+    )
+    parser.add_argument("--repo", type=Path, required=True, help="model repository folder")
+    parser.add_argument(
+        "--venv", type=Path, default=None, help=f"server virtualenv (default ${VENV_ENV} or ./{DEFAULT_VENV})"
+    )
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--grpc-port", type=int, default=8001)
+    args = parser.parse_args(argv)
+    server = TritonServer(
+        repo=args.repo, install=find_server(args.venv), http_port=args.http_port, grpc_port=args.grpc_port
+    )
+    try:
+        with server:
+            print(
+                f"ready in {server.startup_seconds:.2f} s: http {server.http_url}, grpc {server.grpc_url} (Ctrl-C stops)"
+            )
+            while server.returncode is None:
+                time.sleep(0.5)
+            print(server.log_tail())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
