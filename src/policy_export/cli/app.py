@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from policy_export import __version__
-from policy_export.cli import demo_cmd, inspect_cmd, onnx_cmd, triton_cmd, verify_cmd
+from policy_export.cli import bench_cmd, demo_cmd, inspect_cmd, onnx_cmd, triton_cmd, verify_cmd
 from policy_export.cli.common import set_debug
 
 app = typer.Typer(
@@ -43,6 +43,7 @@ app.command("onnx")(onnx_cmd.onnx)
 app.command("verify")(verify_cmd.verify)
 app.command("demo")(demo_cmd.demo)
 app.command("triton-repo")(triton_cmd.triton_repo)
+app.command("bench")(bench_cmd.bench)
 
 
 def main() -> None:

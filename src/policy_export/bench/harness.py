@@ -1,0 +1,298 @@
+"""Run the benchmark: start one worker per backend, interleave their calls, collect raw timings.
+
+Why interleave: the machine this runs on (a robot's computer, a shared CI runner) is
+rarely quiet. Timing backend A for a minute and then backend B for a minute lets any
+change in background load land on one of them only. Here every timed round calls each
+backend once, in rotating order, one at a time, so slow drifts hit all backends alike and
+the speed-up ratios stay meaningful even when absolute numbers move. Workers never run
+concurrently, and a short pause before each call lets the previous worker's spinning
+thread pool go to sleep.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from policy_export import errors
+from policy_export.artifacts import ArtifactInfo, inspect_artifact
+from policy_export.bench.worker import thread_env
+from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
+
+CEILING_LIBRARIES = ("torch", "onnxruntime")
+
+
+class WorkerCrashed(PolicyExportError):
+    """A worker process died or raised something that is not a user error."""
+
+
+@dataclass
+class BenchConfig:
+    checkpoint: Path
+    artifacts: list[Path]
+    batch_sizes: list[int]
+    iterations: int = 20
+    warmup: int = 3
+    threads: int | None = None
+    seed: int = 0
+    ort_providers: list[str] = field(default_factory=lambda: ["cpu"])
+    matmul_size: int = 2048
+    ceiling_seconds: float = 2.0
+    pause_s: float = 0.02
+
+    def resolved_threads(self) -> int:
+        return self.threads or len(os.sched_getaffinity(0))
+
+
+@dataclass
+class BackendRun:
+    """One backend's raw measurements; turned into table rows by :mod:`.results`."""
+
+    backend: str
+    spec: dict[str, Any]
+    kind: str = ""
+    runtime: str = ""
+    provider: str | None = None
+    precision: str = ""
+    image_format: str = "float32"
+    status: str = "ok"  # ok | skipped | error
+    reason: str = ""
+    import_s: float = float("nan")
+    load_s: float = float("nan")
+    load_rss_mb: float = float("nan")
+    calls: dict[int, list[dict[str, float]]] = field(default_factory=dict)
+    peak_rss_mb: dict[int, float] = field(default_factory=dict)
+    max_abs_vs_eager: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass
+class RawBench:
+    config: BenchConfig
+    threads: int
+    runs: list[BackendRun]
+    flops: dict[str, Any]
+    ceiling: list[dict[str, Any]]
+    spec: dict[str, Any]
+    load_average: dict[str, list[float]]
+
+
+class WorkerProcess:
+    """A backend in its own interpreter, driven by request/response messages."""
+
+    def __init__(self, name: str, threads: int) -> None:
+        self.name = name
+        parent, child = socket.socketpair()
+        self.log = tempfile.TemporaryFile()
+        env = {**os.environ, **thread_env(threads)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "policy_export.bench.worker", str(child.fileno())],
+            pass_fds=(child.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+        )
+        child.close()
+        self.conn = Connection(parent.detach())
+
+    def call(self, op: str, **args: Any) -> Any:
+        try:
+            self.conn.send((op, args))
+            status, payload = self.conn.recv()
+        except (EOFError, OSError):
+            code = self.proc.wait(timeout=30)
+            raise WorkerCrashed(f"{self.name}: worker process exited with code {code}{self._log_tail()}") from None
+        if status == "ok":
+            return payload
+        if status == "error":
+            cls_name, message = payload
+            cls = getattr(errors, cls_name, PolicyExportError)
+            raise cls(message)
+        message, tb = payload
+        raise WorkerCrashed(f"{self.name}: {message}\n{tb}")
+
+    def _log_tail(self) -> str:
+        self.log.seek(0)
+        lines = self.log.read().decode(errors="replace").strip().splitlines()
+        return f"; last output: {lines[-1]}" if lines else ""
+
+    def close(self) -> None:
+        try:
+            if self.proc.poll() is None:
+                self.call("close")
+            self.proc.wait(timeout=30)
+        except (PolicyExportError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        finally:
+            self.conn.close()
+            self.log.close()
+
+
+def planned_steps(config: BenchConfig, n_backends: int) -> int:
+    """Progress-bar total: loads, two ceiling phases, and every warm-up and timed call."""
+    calls = n_backends * len(config.batch_sizes) * (config.warmup + config.iterations)
+    return n_backends + 2 * len(CEILING_LIBRARIES) + calls
+
+
+def backend_specs(config: BenchConfig) -> list[tuple[str, dict[str, Any]]]:
+    specs: list[tuple[str, dict[str, Any]]] = [("eager", {"backend": "eager", "checkpoint": str(config.checkpoint)})]
+    for path in config.artifacts:
+        for provider in config.ort_providers:
+            is_onnx = inspect_artifact(path).kind == "onnx"
+            if not is_onnx and provider != config.ort_providers[0]:
+                continue  # the provider list only multiplies ONNX files
+            name = path.name if provider == "cpu" or not is_onnx else f"{path.name}[{provider}]"
+            specs.append((name, {"backend": "artifact", "artifact": str(path), "provider": provider}))
+    names = [n for n, _ in specs]
+    if len(set(names)) != len(names):
+        raise BadInputError("two --artifact files share a file name; rename one so the report can tell them apart")
+    return specs
+
+
+def _check_config(config: BenchConfig) -> list[ArtifactInfo]:
+    if any(b < 1 for b in config.batch_sizes) or config.iterations < 1 or config.warmup < 0:
+        raise BadInputError("--batch-sizes and --iterations must be positive, --warmup non-negative")
+    if config.threads is not None and config.threads < 1:
+        raise BadInputError("--threads must be a positive integer")
+    if config.ceiling_seconds < 0:
+        raise BadInputError("--ceiling-seconds must not be negative")
+    return [inspect_artifact(Path(a)) for a in config.artifacts]  # bad files fail before any slow work
+
+
+def make_feed(spec: Any, batch: int, seed: int, center: np.ndarray, scale: np.ndarray, image_format: str) -> dict:
+    """The same seeded inputs for every backend of one image format."""
+    from policy_export.inputs import random_inputs
+
+    rng = np.random.default_rng([seed, batch])
+    return random_inputs(spec, batch, rng, center, scale, image_format=image_format)
+
+
+def run_bench(config: BenchConfig, step: Callable[[str], None] = lambda _: None) -> RawBench:
+    """Load every backend, measure the ceiling, then time interleaved rounds per batch size."""
+    from policy_export.spec import PolicySpec
+    from policy_export.verify import check_compatible
+
+    infos = _check_config(config)
+    specs = backend_specs(config)
+    threads = config.resolved_threads()
+    load_average = {"start": list(os.getloadavg())}
+    workers: dict[str, WorkerProcess] = {}
+    runs: list[BackendRun] = []
+    try:
+        # Load one at a time, so each load time is measured alone.
+        for name, spec in specs:
+            step(f"loading {name}")
+            run = BackendRun(backend=name, spec=spec, provider=spec.get("provider"))
+            runs.append(run)
+            worker = WorkerProcess(name, threads)
+            workers[name] = worker
+            try:
+                info = worker.call("load", **spec)
+            except (UnavailableError, WorkerCrashed) as exc:
+                if name == "eager":
+                    raise
+                run.status = "skipped" if isinstance(exc, UnavailableError) else "error"
+                run.reason = str(exc).splitlines()[0]
+                workers.pop(name).close()
+                continue
+            run.kind, run.runtime = info["kind"], info["runtime"]
+            run.precision, run.image_format = info["precision"], info["image_format"]
+            run.import_s, run.load_s, run.load_rss_mb = info["import_s"], info["load_s"], info["rss_mb"]
+            if name == "eager":
+                policy_spec = PolicySpec.from_dict(info["spec"])
+                center, scale = info["state_center"], info["state_scale"]
+                ckpt_view = SimpleNamespace(spec=policy_spec, path=config.checkpoint)
+                for artifact in infos:
+                    check_compatible(artifact, ckpt_view)  # type: ignore[arg-type]
+                eager_info = info
+
+        flops = workers["eager"].call("flops")
+        probes = {lib: WorkerProcess(f"matmul-{lib}", threads) for lib in CEILING_LIBRARIES}
+        workers.update({f"matmul-{lib}": w for lib, w in probes.items()})
+        for lib, probe in probes.items():
+            probe.call("load", backend="matmul", library=lib, size=config.matmul_size)
+        ceiling = [_measure_ceiling(probes, config, "start", step)]
+
+        active = [r for r in runs if r.status == "ok"]
+        for batch in config.batch_sizes:
+            _time_batch(active, workers, config, batch, policy_spec, center, scale, step)
+
+        ceiling.append(_measure_ceiling(probes, config, "end", step))
+        load_average["end"] = list(os.getloadavg())
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return RawBench(
+        config=config,
+        threads=threads,
+        runs=runs,
+        flops=flops,
+        ceiling=ceiling,
+        spec=eager_info["spec"],
+        load_average=load_average,
+    )
+
+
+def _measure_ceiling(probes: dict[str, WorkerProcess], config: BenchConfig, phase: str, step: Callable) -> dict:
+    out: dict[str, Any] = {"phase": phase}
+    for lib, probe in probes.items():
+        step(f"matmul ceiling ({lib}, {phase})")
+        time.sleep(config.pause_s)
+        out[lib] = probe.call("measure", seconds=config.ceiling_seconds)
+    return out
+
+
+def _time_batch(
+    active: list[BackendRun],
+    workers: dict[str, WorkerProcess],
+    config: BenchConfig,
+    batch: int,
+    spec: Any,
+    center: np.ndarray,
+    scale: np.ndarray,
+    step: Callable[[str], None],
+) -> None:
+    feeds = {fmt: make_feed(spec, batch, config.seed, center, scale, fmt) for fmt in {r.image_format for r in active}}
+    for run in active:
+        workers[run.backend].call("feed", feed=feeds[run.image_format])
+        run.calls[batch] = []
+
+    def call(run: BackendRun, record: bool, what: str) -> None:
+        step(f"batch {batch}: {what} {run.backend}")
+        time.sleep(config.pause_s)
+        timing = workers[run.backend].call("run", calls=1)
+        if record:
+            run.calls[batch].extend(timing)
+
+    for i in range(config.warmup):
+        for run in _rotated(active, i):
+            call(run, False, "warm-up")
+    for i in range(config.iterations):
+        for run in _rotated(active, i):
+            call(run, True, "timing")
+
+    reference = workers["eager"].call("output")
+    for run in active:
+        run.peak_rss_mb[batch] = workers[run.backend].call("peak")
+        if run.backend != "eager" and run.image_format == "float32":
+            out = workers[run.backend].call("output")
+            run.max_abs_vs_eager[batch] = float(np.abs(out - reference).max())
+
+
+def _rotated(items: list[BackendRun], k: int) -> list[BackendRun]:
+    """Rotate call order each round so no backend always runs right after the same one."""
+    k %= len(items)
+    return items[k:] + items[:k]

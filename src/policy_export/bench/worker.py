@@ -1,0 +1,349 @@
+"""The benchmark worker: one process per backend, its thread count fixed before any runtime loads.
+
+Started by :mod:`policy_export.bench.harness` as ``python -m policy_export.bench.worker FD``
+with the thread-count variables already in its environment. It talks to the parent over
+a socket (a ``multiprocessing`` Connection) and never writes to stdout, so a chatty
+runtime cannot corrupt the protocol. The parent decides *when* each worker runs, which
+is how backends are interleaved call by call under the same machine conditions.
+
+Every call is timed here, around the backend call only, with the process's CPU time and
+page faults alongside: a backend that spends its time in the kernel (page faults from
+a growing allocator) should show it, not hide it in one wall-clock number.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+THREADS_ENV = "POLICY_EXPORT_BENCH_THREADS"
+#: Every thread pool a backend may bring: OpenMP (torch, ORT builds with OpenMP), MKL, OpenBLAS.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment for a worker: must be in place before torch / onnxruntime are imported."""
+    env = {name: str(threads) for name in THREAD_VARS}
+    env[THREADS_ENV] = str(threads)
+    return env
+
+
+def _set_torch_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)  # eager runs ops one after another; ORT gets inter_op=1 too
+    except RuntimeError:
+        pass  # already set once in this process
+
+
+def _peak_rss_mb() -> float:
+    """High-water resident set (VmHWM), resettable per phase via ``reset_peak``."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB, never reset
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # Linux >= 4.0: reset VmHWM to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+class Backend:
+    """What the worker needs from a backend: load once, then run on the current feed."""
+
+    def load(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def infer(self, feed: dict[str, np.ndarray]) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release sessions before the process exits."""
+
+
+class EagerBackend(Backend):
+    """LeRobot's own inference: preprocessor -> predict_action_chunk -> postprocessor."""
+
+    def __init__(self, checkpoint: str, threads: int) -> None:
+        self.checkpoint = checkpoint
+        self.threads = threads
+        self.ckpt: Any = None
+
+    def load(self) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        _set_torch_threads(self.threads)
+        import lerobot.policies.factory  # noqa: F401  (import cost reported apart from load)
+
+        from policy_export.checkpoint import load_checkpoint
+        from policy_export.inputs import state_distribution
+        from policy_export.versions import library_versions
+
+        t1 = time.perf_counter()
+        self.ckpt = load_checkpoint(self.checkpoint)
+        load_s = time.perf_counter() - t1
+        spec = self.ckpt.spec
+        center, scale = state_distribution(self.ckpt.input_stats, spec.state_key, spec.state_dim)
+        versions = library_versions()
+        return {
+            "import_s": t1 - t0,
+            "load_s": load_s,
+            "runtime": f"lerobot {versions.get('lerobot', '?')} / torch {versions.get('torch', '?')}",
+            "kind": "eager",
+            "precision": "fp32",
+            "image_format": "float32",
+            "spec": spec.to_dict(),
+            "state_center": np.asarray(center, np.float32),
+            "state_scale": np.asarray(scale, np.float32),
+        }
+
+    def flops(self) -> dict[str, Any]:
+        """Matmul/conv flops of the stateless core, per sample (what every backend computes)."""
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        from policy_export.core import build_core
+        from policy_export.inputs import random_inputs
+
+        core = build_core(self.ckpt)
+        feed = random_inputs(self.ckpt.spec, 1, np.random.default_rng(0))
+        args = [torch.from_numpy(feed[n]) for n in self.ckpt.spec.input_names]
+        counter = FlopCounterMode(display=False)
+        with torch.inference_mode(), counter:
+            core(*args)
+        by_module = {
+            name.removeprefix("ACTCore."): float(sum(ops.values()))
+            for name, ops in counter.get_flop_counts().items()
+            if name.count(".") == 1
+        }
+        by_op = {str(op): float(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
+        return {"per_sample": float(counter.get_total_flops()), "by_module": by_module, "by_op": by_op}
+
+    def infer(self, feed: dict[str, np.ndarray]) -> Any:
+        from policy_export.reference import eager_chunk
+
+        return eager_chunk(self.ckpt, feed)
+
+
+class ArtifactBackend(Backend):
+    """An exported file through whatever runner ``open_runner`` picks for it."""
+
+    def __init__(self, artifact: str, provider: str, threads: int) -> None:
+        self.artifact = artifact
+        self.provider = provider
+        self.threads = threads
+        self.runner: Any = None
+
+    def load(self) -> dict[str, Any]:
+        from policy_export.errors import UnavailableError
+        from policy_export.runners import open_runner
+
+        t0 = time.perf_counter()
+        try:
+            runner = open_runner(self.artifact, ort_provider=self.provider, threads=self.threads)
+            if runner.info.kind == "torchscript":
+                _set_torch_threads(self.threads)
+            t1 = time.perf_counter()
+            runner.activate()
+        except (ImportError, OSError) as exc:  # a runner or runtime library not installed here
+            raise UnavailableError(f"cannot run {self.artifact} here: {type(exc).__name__}: {exc}") from exc
+        wall = time.perf_counter() - t1
+        self.runner = runner
+        meta = runner.info.metadata
+        return {
+            "import_s": t1 - t0,
+            "load_s": runner.load_seconds or wall,
+            "runtime": runner.name,
+            "kind": runner.info.kind,
+            "precision": meta.precision,
+            "image_format": meta.image_format,
+        }
+
+    def infer(self, feed: dict[str, np.ndarray]) -> Any:
+        return self.runner.infer(feed)["action_chunk"]
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.deactivate()
+
+
+class MatmulProbe(Backend):
+    """Sustained float32 matrix-multiply rate of one library: the machine's practical ceiling."""
+
+    def __init__(self, library: str, size: int, threads: int) -> None:
+        self.library = library
+        self.size = size
+        self.threads = threads
+        self.fn: Any = None
+
+    def load(self) -> dict[str, Any]:
+        n = self.size
+        rng = np.random.default_rng(0)
+        a = rng.random((n, n), dtype=np.float32)
+        b = rng.random((n, n), dtype=np.float32)
+        if self.library == "torch":
+            _set_torch_threads(self.threads)
+            import torch
+
+            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+            self.fn = lambda: torch.mm(ta, tb)
+            runtime = f"torch {torch.__version__} (torch.mm)"
+        elif self.library == "onnxruntime":
+            import onnxruntime as ort
+            from onnx import TensorProto, helper
+
+            def value(name: str) -> Any:
+                return helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n])
+
+            graph = helper.make_graph(
+                [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul", [value("a"), value("b")], [value("c")]
+            )
+            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
+            sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+            feed = {"a": a, "b": b}
+            self.fn = lambda: sess.run(None, feed)
+            runtime = f"onnxruntime {ort.__version__} (MatMul, MLAS)"
+        else:
+            raise ValueError(f"unknown matmul library {self.library!r}")
+        return {"import_s": 0.0, "load_s": 0.0, "runtime": runtime, "kind": "matmul"}
+
+    def measure(self, seconds: float, min_calls: int = 5) -> dict[str, Any]:
+        flop = 2.0 * self.size**3
+        for _ in range(2):
+            self.fn()
+        times: list[float] = []
+        start = time.perf_counter()
+        while len(times) < min_calls or time.perf_counter() - start < seconds:
+            t0 = time.perf_counter()
+            self.fn()
+            times.append(time.perf_counter() - t0)
+        return {
+            "library": self.library,
+            "size": self.size,
+            "calls": len(times),
+            "gflops_median": flop / float(np.median(times)) / 1e9,
+            "gflops_best": flop / min(times) / 1e9,
+        }
+
+
+def make_backend(spec: dict[str, Any], threads: int) -> Backend:
+    kind = spec["backend"]
+    if kind == "eager":
+        return EagerBackend(spec["checkpoint"], threads)
+    if kind == "artifact":
+        return ArtifactBackend(spec["artifact"], spec.get("provider", "cpu"), threads)
+    if kind == "matmul":
+        return MatmulProbe(spec["library"], int(spec["size"]), threads)
+    raise ValueError(f"unknown backend spec {spec!r}")
+
+
+class Worker:
+    """Message loop state: one backend, its current input feed, its last output."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.backend: Backend | None = None
+        self.feed: dict[str, np.ndarray] | None = None
+        self.output: Any = None
+
+    def handle(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "load":
+            self.backend = make_backend(args, self.threads)
+            info = self.backend.load()
+            info["rss_mb"] = _peak_rss_mb()
+            return info
+        assert self.backend is not None, "load first"
+        if op == "flops":
+            return self.backend.flops()  # type: ignore[attr-defined]
+        if op == "measure":
+            return self.backend.measure(float(args["seconds"]))  # type: ignore[attr-defined]
+        if op == "feed":
+            self.feed = args["feed"]
+            self.output = None
+            return {"peak_reset": _reset_peak()}
+        if op == "run":
+            return [self._timed_call() for _ in range(int(args.get("calls", 1)))]
+        if op == "output":
+            return None if self.output is None else np.asarray(self.output, dtype=np.float32)
+        if op == "peak":
+            return _peak_rss_mb()
+        raise ValueError(f"unknown op {op!r}")
+
+    def _timed_call(self) -> dict[str, float]:
+        assert self.backend is not None and self.feed is not None, "feed first"
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
+        t0 = time.perf_counter()
+        out = self.backend.infer(self.feed)
+        wall = time.perf_counter() - t0
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+        if self.output is None:
+            self.output = out
+        return {
+            "wall_s": wall,
+            "user_s": r1.ru_utime - r0.ru_utime,
+            "sys_s": r1.ru_stime - r0.ru_stime,
+            "minor_faults": float(r1.ru_minflt - r0.ru_minflt),
+        }
+
+
+def serve(conn: Connection, threads: int) -> None:
+    worker = Worker(threads)
+    while True:
+        try:
+            op, args = conn.recv()
+        except EOFError:
+            break
+        if op == "close":
+            if worker.backend is not None:
+                worker.backend.close()
+            conn.send(("ok", None))
+            break
+        try:
+            conn.send(("ok", worker.handle(op, args)))
+        except Exception as exc:
+            from policy_export.errors import PolicyExportError
+
+            if isinstance(exc, PolicyExportError):
+                conn.send(("error", (type(exc).__name__, str(exc))))
+            else:
+                conn.send(("crash", (f"{type(exc).__name__}: {exc}", traceback.format_exc())))
+
+
+def main(argv: list[str]) -> None:
+    threads = int(os.environ.get(THREADS_ENV, "0")) or (os.cpu_count() or 1)
+    for name, value in thread_env(threads).items():
+        os.environ.setdefault(name, value)
+    import logging
+    import warnings
+
+    warnings.simplefilter("ignore")
+    logging.disable(logging.WARNING)
+    conn = Connection(int(argv[1]))
+    try:
+        serve(conn, threads)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv)

@@ -1,0 +1,83 @@
+"""``policy-export bench``: latency and throughput of every backend against LeRobot eager."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_errors, parse_int_list
+from policy_export.cli.verify_cmd import OrtProvider
+
+
+@handle_errors
+def bench(
+    checkpoint: CheckpointOpt,
+    artifact: Annotated[
+        list[Path] | None,
+        typer.Option("--artifact", "-a", help="Exported file (ONNX, TorchScript, TensorRT plan); repeatable."),
+    ] = None,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
+    iterations: Annotated[int, typer.Option(help="Timed calls per backend and batch size.")] = 20,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per backend and batch size first.")] = 3,
+    threads: Annotated[
+        int | None, typer.Option(help="Threads for every backend (default: the CPUs this process may use).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs (the same for every backend).")] = 0,
+    ort_provider: Annotated[
+        list[OrtProvider] | None,
+        typer.Option(help="ONNX Runtime execution provider(s) for .onnx artifacts; repeatable. Default: cpu."),
+    ] = None,
+    ceiling_seconds: Annotated[
+        float, typer.Option(help="Seconds of matrix multiplies per library to measure the ceiling (before and after).")
+    ] = 2.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw latency vs batch size to this PNG (needs the 'bench' extra).")
+    ] = None,
+) -> None:
+    """Time LeRobot eager inference and each artifact on the same inputs, each in its own process.
+
+    Also measures this machine's sustained matmul rate (the ceiling) and the core's flops per sample, and reports each backend's share of that ceiling.
+
+    Exit code 0: every backend ran; 2: bad input, or a backend whose runtime is not available here (the others are still reported).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from policy_export.bench.harness import BenchConfig, backend_specs, planned_steps, run_bench
+    from policy_export.bench.machine import machine_info
+    from policy_export.bench.report import render_table, write_json, write_plot
+    from policy_export.bench.results import to_json_dict
+    from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK
+    from policy_export.fsutil import check_writable
+
+    config = BenchConfig(
+        checkpoint=checkpoint,
+        artifacts=list(artifact or []),
+        batch_sizes=parse_int_list(batch_sizes, "--batch-sizes"),
+        iterations=iterations,
+        warmup=warmup,
+        threads=threads,
+        seed=seed,
+        ort_providers=[p.value for p in ort_provider] if ort_provider else ["cpu"],
+        ceiling_seconds=ceiling_seconds,
+    )
+    for out in (json_path, plot):
+        if out is not None:
+            check_writable(out, force=True, what="report")  # fail now, not after minutes of timing
+    n_backends = len(backend_specs(config))
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, transient=True, console=console) as progress:
+        task = progress.add_task("benchmarking", total=planned_steps(config, n_backends))
+        raw = run_bench(config, step=lambda what: progress.update(task, advance=1, description=what))
+    report = to_json_dict(raw, machine_info(), ["policy-export", *sys.argv[1:]])
+    console.print(render_table(report))
+    if json_path:
+        write_json(report, json_path)
+        console.print(f"wrote {json_path}")
+    if plot:
+        write_plot(report, plot)
+        console.print(f"wrote {plot}")
+    exit_with(EXIT_BAD_INPUT if report["skipped"] else EXIT_OK)
