@@ -1,0 +1,279 @@
+"""Rollout parity: the exported core + host-side shim against LeRobot's stateful ``select_action``.
+
+Chunk parity proves the core; this proves what the robot actually executes. LeRobot's
+policy (preprocessor -> ``select_action`` -> postprocessor, ``policy.reset()`` at episode
+start) and a :class:`~policy_export.runtime.PolicyClient` on the artifact are driven side by
+side for ``steps`` control steps with a fresh random observation at every step, across a
+mid-episode reset placed where a queue is half consumed. Both sides' core calls are
+counted too: the shim must ask for a chunk at exactly the steps LeRobot does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy_export.artifacts import ArtifactInfo
+from policy_export.checkpoint import LoadedCheckpoint
+from policy_export.compare import compare
+from policy_export.errors import BadInputError, UnavailableError
+from policy_export.export.tolerances import default_atol
+from policy_export.inputs import random_inputs, state_distribution
+from policy_export.reference import lerobot_observation
+from policy_export.runtime.shim import ShimSettings
+from policy_export.verify import ArtifactCheck, BatchResult
+
+
+@dataclass(frozen=True)
+class RolloutMode:
+    """One way of turning chunks into actions, as LeRobot's config would select it."""
+
+    settings: ShimSettings
+
+    @property
+    def label(self) -> str:
+        s = self.settings
+        if s.mode == "ensemble":
+            return f"rollout ensemble c={s.temporal_ensemble_coeff:g}"
+        return f"rollout queue n={s.n_action_steps}"
+
+
+def rollout_modes(ckpt: LoadedCheckpoint) -> list[RolloutMode]:
+    """Queue mode always (the checkpoint's n_action_steps, or the whole chunk when the checkpoint
+    ensembles with n_action_steps = 1); ensembling mode too when the checkpoint ensembles."""
+    spec = ckpt.spec
+    if spec.temporal_ensemble_coeff is None:
+        return [RolloutMode(ShimSettings(spec.chunk_size, spec.n_action_steps))]
+    n = spec.n_action_steps if spec.n_action_steps > 1 else spec.chunk_size
+    return [
+        RolloutMode(ShimSettings(spec.chunk_size, n)),
+        RolloutMode(ShimSettings(spec.chunk_size, 1, spec.temporal_ensemble_coeff)),
+    ]
+
+
+def reset_steps(steps: int, n_action_steps: int) -> list[int]:
+    """Episode starts: step 0 and one mid-rollout reset that lands inside a half-used queue."""
+    mid = steps // 2
+    if n_action_steps > 1 and mid % n_action_steps == 0:
+        mid += 1
+    return [0, mid] if 0 < mid < steps else [0]
+
+
+class LeRobotRollout:
+    """LeRobot's policy with its config switched to one mode (restored on exit), counting chunk calls."""
+
+    def __init__(self, ckpt: LoadedCheckpoint, settings: ShimSettings) -> None:
+        self.ckpt = ckpt
+        self.settings = settings
+        self.calls = 0
+
+    def __enter__(self) -> LeRobotRollout:
+        from lerobot.policies.act.modeling_act import ACTTemporalEnsembler
+
+        policy, cfg = self.ckpt.policy, self.ckpt.policy.config
+        self._saved = (cfg.n_action_steps, cfg.temporal_ensemble_coeff, getattr(policy, "temporal_ensembler", None))
+        cfg.n_action_steps = self.settings.n_action_steps
+        cfg.temporal_ensemble_coeff = self.settings.temporal_ensemble_coeff
+        if self.settings.temporal_ensemble_coeff is not None:
+            policy.temporal_ensembler = ACTTemporalEnsembler(self.settings.temporal_ensemble_coeff, cfg.chunk_size)
+        original = type(policy).predict_action_chunk
+
+        def counted(batch: Any, **kw: Any) -> Any:
+            self.calls += 1
+            return original(policy, batch, **kw)
+
+        policy.predict_action_chunk = counted  # instance attribute: select_action calls through it
+        return self
+
+    def reset(self) -> None:
+        self.ckpt.policy.reset()
+
+    def select_action(self, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:
+        import torch
+
+        ckpt = self.ckpt
+        with torch.inference_mode():
+            batch = ckpt.preprocessor(lerobot_observation(ckpt, feed, image_format))
+            action = ckpt.policy.select_action(batch)
+            return ckpt.postprocessor(action).detach().cpu().numpy().astype(np.float32)
+
+    def __exit__(self, *exc: Any) -> None:
+        policy, cfg = self.ckpt.policy, self.ckpt.policy.config
+        del policy.predict_action_chunk
+        cfg.n_action_steps, cfg.temporal_ensemble_coeff, ensembler = self._saved
+        if ensembler is None:
+            if hasattr(policy, "temporal_ensembler"):
+                del policy.temporal_ensembler
+        else:
+            policy.temporal_ensembler = ensembler
+        policy.reset()
+
+
+def robot_observation(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], batched: bool) -> dict[str, np.ndarray]:
+    """The LeRobot-style dict a robot loop holds (uint8 HWC frames for a uint8 artifact)."""
+    obs = {ckpt.spec.state_key: feed["state"]}
+    for cam in ckpt.spec.cameras:
+        obs[cam.key] = feed[cam.input_name]
+    return obs if batched else {k: v[0] for k, v in obs.items()}
+
+
+@dataclass
+class RolloutTrace:
+    """Both sides' actions ``[steps, B, A]`` and how often each asked its network for a chunk."""
+
+    reference: np.ndarray
+    candidate: np.ndarray
+    resets: list[int]
+    lerobot_chunk_calls: int
+    client_core_calls: int
+    #: Median wall time of one ``client.select_action`` (core call or not), in ms.
+    step_ms_median: float
+
+
+def run_rollout(
+    ckpt: LoadedCheckpoint,
+    client: Any,
+    settings: ShimSettings,
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    image_format: str,
+    progress: Any = None,
+) -> RolloutTrace:
+    """Drive LeRobot and ``client`` side by side for ``steps`` control steps."""
+    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
+    resets = reset_steps(steps, settings.n_action_steps)
+    calls = [0]
+    infer = client.backend.infer
+
+    def counted(feed: dict[str, np.ndarray]) -> np.ndarray:
+        calls[0] += 1
+        return infer(feed)
+
+    client.backend.infer = counted
+    refs, outs, times = [], [], []
+    try:
+        with LeRobotRollout(ckpt, settings) as ref:
+            for step in range(steps):
+                if step in resets:
+                    ref.reset()
+                    client.reset()
+                rng = np.random.default_rng([seed, batch_size, step, int(settings.mode == "ensemble")])
+                feed = random_inputs(ckpt.spec, batch_size, rng, center, scale, image_format=image_format)
+                refs.append(ref.select_action(feed, image_format))
+                # One robot: hand the client an unbatched observation, as a robot loop would.
+                obs = robot_observation(ckpt, feed, batched=batch_size > 1)
+                t0 = time.perf_counter()
+                out = client.select_action(obs)
+                times.append((time.perf_counter() - t0) * 1e3)
+                outs.append(np.asarray(out, dtype=np.float32))
+                if progress is not None:
+                    progress()
+            lerobot_calls = ref.calls
+    finally:
+        del client.backend.infer
+    return RolloutTrace(np.stack(refs), np.stack(outs), resets, lerobot_calls, calls[0], float(np.median(times)))
+
+
+@dataclass
+class RolloutResult(BatchResult):
+    """A rollout row: statistics over ``[steps, B, A]`` plus what happened at each step."""
+
+    resets: list[int] | None = None
+    per_step_max_abs: list[float] | None = None
+    lerobot_chunk_calls: int = 0
+    client_core_calls: int = 0
+
+
+def _tolerance(info: ArtifactInfo, atol: float | None, per_artifact_atol: dict[str, float] | None) -> float:
+    table = per_artifact_atol or {}
+    override = table.get(info.path.name, table.get(str(info.path)))
+    if override is not None:
+        return override
+    return atol if atol is not None else default_atol(info.metadata.precision)
+
+
+def rollout_checks(
+    ckpt: LoadedCheckpoint,
+    infos: list[ArtifactInfo],
+    *,
+    steps: int,
+    batch_sizes: list[int],
+    atol: float | None = None,
+    rtol: float = 0.0,
+    seed: int = 0,
+    ort_provider: str = "cpu",
+    per_artifact_atol: dict[str, float] | None = None,
+    progress: Any = None,
+) -> list[ArtifactCheck]:
+    """One check per (artifact, mode), one row per batch size, in verify's report scheme."""
+    if steps < 2:
+        raise BadInputError(f"--rollout takes the number of control steps (>= 2), got {steps}")
+    from policy_export.runtime import PolicyClient
+
+    checks = []
+    for info in infos:
+        meta = info.metadata
+        tol = _tolerance(info, atol, per_artifact_atol)
+        for mode in rollout_modes(ckpt):
+            check = ArtifactCheck(
+                artifact=str(info.path),
+                kind=info.kind,
+                runner="",
+                precision=meta.precision,
+                image_format=meta.image_format,
+                atol=tol,
+                rtol=rtol,
+                status="passed",
+                check=mode.label,
+            )
+            checks.append(check)
+            try:
+                client = PolicyClient.from_artifact(Path(info.path), provider=ort_provider, settings=mode.settings)
+            except UnavailableError as exc:
+                check.status, check.reason = "skipped", str(exc)
+                continue
+            check.runner = client.backend.name
+            try:
+                for bs in batch_sizes:
+                    client.reset()
+                    trace = run_rollout(
+                        ckpt,
+                        client,
+                        mode.settings,
+                        steps=steps,
+                        batch_size=bs,
+                        seed=seed,
+                        image_format=meta.image_format,
+                        progress=progress,
+                    )
+                    stats = compare(trace.reference, trace.candidate, tol, rtol)
+                    if trace.lerobot_chunk_calls != trace.client_core_calls:
+                        stats.passed = False
+                        check.reason = (
+                            f"batch {bs}: the shim asked the core for {trace.client_core_calls} chunks, "
+                            f"LeRobot's select_action for {trace.lerobot_chunk_calls}"
+                        )
+                    diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
+                    check.results.append(
+                        RolloutResult(
+                            batch_size=bs,
+                            samples=steps,
+                            stats=stats,
+                            infer_ms_median=trace.step_ms_median,
+                            resets=trace.resets,
+                            per_step_max_abs=[float(x) for x in diff.reshape(steps, -1).max(axis=1)],
+                            lerobot_chunk_calls=trace.lerobot_chunk_calls,
+                            client_core_calls=trace.client_core_calls,
+                        )
+                    )
+                    if not stats.passed:
+                        check.status = "failed"
+            finally:
+                client.close()
+    return checks
