@@ -3,6 +3,7 @@
 nox -s tests      # the unit/integration suite (same as `make test`)
 nox -s lint       # ruff
 nox -s parity     # export + verify a checkpoint; fails the build on a parity regression
+nox -s gpu        # TensorRT + onnxruntime-gpu tests (pytest -m gpu) on an NVIDIA GPU host
 """
 
 from __future__ import annotations
@@ -61,3 +62,18 @@ def parity(session: nox.Session) -> None:
         "--junit",
         f"{out}/parity.xml",
     )
+
+
+@nox.session(python=PYTHON)
+def gpu(session: nox.Session) -> None:
+    """TensorRT and ONNX Runtime CUDA tests (``pytest -m gpu``) on an NVIDIA GPU host.
+
+    onnxruntime-gpu replaces the CPU wheel: both provide the ``onnxruntime`` module and must
+    never be installed together. Polygraphy's auto-install stays off: what runs is what is pinned here.
+    Bounds are what the code targets; they were not run here (no GPU on the dev/CI machines).
+    """
+    session.env["POLYGRAPHY_AUTOINSTALL_DEPS"] = "0"
+    session.install("-e", ".[dev,gpu]")
+    session.run("python", "-m", "pip", "uninstall", "--yes", "onnxruntime")
+    session.install("onnxruntime-gpu>=1.22,<1.33", "tensorrt>=10.0,<11")
+    session.run("pytest", "-m", "gpu", "-rs", *session.posargs)

@@ -21,7 +21,7 @@ from policy_export.artifacts import ArtifactInfo, inspect_artifact
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import ErrorStats, merge_samples
 from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, BadInputError, UnavailableError
-from policy_export.export.tolerances import default_atol
+from policy_export.export.tolerances import DEFAULT_ATOL, default_atol
 from policy_export.inputs import random_inputs, state_distribution
 from policy_export.reference import eager_chunk
 
@@ -47,10 +47,10 @@ class ArtifactCheck:
     rtol: float
     status: str  # passed | failed | skipped
     reason: str = ""
+    #: Where ``atol`` came from: "default fp32" / "default fp16" / "--tolerance" / "--artifact-tolerance".
+    atol_source: str = ""
     warnings: list[str] = field(default_factory=list)
     results: list[BatchResult] = field(default_factory=list)
-    #: "chunk" (one core call vs predict_action_chunk) or a rollout label (client + shim vs select_action).
-    check: str = "chunk"
 
 
 @dataclass
@@ -151,11 +151,17 @@ def verify_artifacts(
     report = VerifyReport(
         checkpoint=str(ckpt.path), policy=ckpt.spec.to_dict(), seed=seed, batch_sizes=list(batch_sizes), samples=samples
     )
+    report.extra["default_atol"] = dict(DEFAULT_ATOL)
     refs = ReferenceCache(ckpt, seed)
     for info, warn in zip(infos, warnings, strict=True):
         meta = info.metadata
         override = (per_artifact_atol or {}).get(info.path.name, (per_artifact_atol or {}).get(str(info.path)))
         tol = override if override is not None else (atol if atol is not None else default_atol(meta.precision))
+        source = (
+            "--artifact-tolerance"
+            if override is not None
+            else ("--tolerance" if atol is not None else f"default {meta.precision}")
+        )
         check = ArtifactCheck(
             artifact=str(info.path),
             kind=info.kind,
@@ -165,6 +171,7 @@ def verify_artifacts(
             atol=tol,
             rtol=rtol,
             status="passed",
+            atol_source=source,
             warnings=warn,
         )
         report.checks.append(check)

@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 
 from policy_export import __version__
-from policy_export.cli import bench_cmd, demo_cmd, inspect_cmd, onnx_cmd, triton_cmd, verify_cmd
+from policy_export.cli import (
+    bench_cmd,
+    demo_cmd,
+    export_cmd,
+    inspect_cmd,
+    onnx_cmd,
+    tensorrt_cmd,
+    torchscript_cmd,
+    triton_cmd,
+    verify_cmd,
+)
 from policy_export.cli.common import set_debug
 
 app = typer.Typer(
@@ -41,6 +51,9 @@ def root(
 app.command("inspect")(inspect_cmd.inspect)
 app.command("onnx")(onnx_cmd.onnx)
 app.command("verify")(verify_cmd.verify)
+app.command("torchscript")(torchscript_cmd.torchscript)
+app.command("tensorrt")(tensorrt_cmd.tensorrt)
+app.command("export")(export_cmd.export)
 app.command("demo")(demo_cmd.demo)
 app.command("triton-repo")(triton_cmd.triton_repo)
 app.command("bench")(bench_cmd.bench)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_errors, load, parse_int_list
+from policy_export.export.tolerances import DEFAULT_ATOL
 
 
 class OrtProvider(StrEnum):
@@ -40,7 +41,10 @@ def verify(
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes to test.")] = "1,4",
     samples: Annotated[int, typer.Option(help="Random input draws per batch size.")] = 2,
     tolerance: Annotated[
-        float | None, typer.Option(help="Absolute tolerance (default: 1e-4 for fp32 artifacts, 5e-2 for fp16).")
+        float | None,
+        typer.Option(
+            help=f"Absolute tolerance for every artifact (default by precision: fp32 {DEFAULT_ATOL['fp32']:g}, fp16 {DEFAULT_ATOL['fp16']:g})."
+        ),
     ] = None,
     rtol: Annotated[
         float, typer.Option(help="Relative tolerance added to the absolute one (numpy.allclose rule).")
@@ -56,14 +60,6 @@ def verify(
     junit: Annotated[
         Path | None, typer.Option(help="Write a JUnit XML report here (one test case per artifact x batch).")
     ] = None,
-    rollout: Annotated[
-        int,
-        typer.Option(
-            metavar="STEPS",
-            help="Also run STEPS control steps of LeRobot's stateful select_action against the runtime client + "
-            "action shim (queue mode; ensembling mode too for ensembling checkpoints), with a reset mid-episode.",
-        ),
-    ] = 0,
 ) -> None:
     """Compare artifacts, each run by its real runtime, with LeRobot's eager inference.
 
@@ -75,15 +71,9 @@ def verify(
     from policy_export.verify import verify_artifacts
 
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
-    if rollout and rollout < 2:
-        raise typer.BadParameter(f"--rollout takes the number of control steps (>= 2), got {rollout}")
     overrides = _parse_atol_overrides(artifact_tolerance or [])
     ckpt = load(checkpoint)
     total = len(artifact) * len(sizes) * samples
-    if rollout:
-        from policy_export.rollout import rollout_modes
-
-        total += len(artifact) * len(rollout_modes(ckpt)) * len(sizes) * rollout
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task("verifying", total=total)
         result = verify_artifacts(
@@ -98,23 +88,6 @@ def verify(
             per_artifact_atol=overrides,
             progress=lambda: progress.advance(task),
         )
-        if rollout:
-            from policy_export.artifacts import inspect_artifact
-            from policy_export.rollout import rollout_checks
-
-            result.checks += rollout_checks(
-                ckpt,
-                [inspect_artifact(a) for a in artifact],
-                steps=rollout,
-                batch_sizes=sizes,
-                atol=tolerance,
-                rtol=rtol,
-                seed=seed,
-                ort_provider=ort_provider.value,
-                per_artifact_atol=overrides,
-                progress=lambda: progress.advance(task),
-            )
-            result.extra["rollout_steps"] = rollout
     console.print(render_table(result))
     for c in result.checks:
         for w in c.warnings:

@@ -1,0 +1,380 @@
+"""The all-formats export pipeline: load -> wrap -> export (each format) -> verify.
+
+Modelled on Triton Model Navigator: an explicit sequence of steps, each producing an
+artifact and a status, all recorded in one machine-readable report
+(``<out-dir>/export-report.json``) that is written even when a step fails, so CI can
+show *which* step broke and why.
+
+Status rules (the same as ``verify``): a parity failure anywhere -> exit 1; otherwise an
+error, or a format that could not be built or run here -> exit 2 ("incomplete"), because
+a format the user asked for and did not get must not turn a build green. With
+``allow_unavailable`` a format skipped *only* because this machine lacks its runtime (no
+GPU / TensorRT) is still reported as skipped but does not fail the run; that is for CI
+matrices that run one command on CPU and GPU runners alike.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy_export.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_PARITY_FAILED,
+    BadInputError,
+    ParityError,
+    PolicyExportError,
+    UnavailableError,
+)
+from policy_export.fsutil import check_writable, write_text_atomic
+
+FORMATS = ("onnx", "torchscript", "tensorrt")
+FILE_NAMES = {"onnx": "policy.onnx", "torchscript": "policy.pt", "tensorrt": "policy.plan"}
+REPORT_NAME = "export-report.json"
+#: The wrap step's check of the in-memory core against LeRobot eager (fp32, same as verify).
+WRAP_CHECK_BATCH = 2
+
+
+@dataclass
+class Step:
+    """One pipeline step. status: running | passed | failed | skipped | error."""
+
+    name: str  # load | wrap | export | verify
+    target: str  # checkpoint | core | onnx | torchscript | tensorrt
+    status: str = "running"
+    artifact: str | None = None
+    duration_s: float = 0.0
+    error: str | None = None
+    #: For skipped steps: True when the only reason is a runtime missing on this machine.
+    unavailable: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PipelineReport:
+    checkpoint: str
+    out_dir: str
+    formats: list[str]
+    image_format: str
+    precision: str
+    batch_sizes: list[int]
+    samples: int
+    allow_unavailable: bool
+    started_at: str = ""
+    duration_s: float = 0.0
+    steps: list[Step] = field(default_factory=list)
+    #: The verify step's :class:`~policy_export.verify.VerifyReport` (one run over every built artifact).
+    verify: Any = None
+
+    @property
+    def exit_code(self) -> int:
+        if any(s.status == "failed" for s in self.steps):
+            return EXIT_PARITY_FAILED
+        for s in self.steps:
+            if s.status in ("error", "running"):
+                return EXIT_BAD_INPUT
+            if s.status == "skipped" and not (self.allow_unavailable and s.unavailable):
+                return EXIT_BAD_INPUT
+        return EXIT_OK
+
+    @property
+    def status(self) -> str:
+        return {EXIT_OK: "passed", EXIT_PARITY_FAILED: "failed"}.get(self.exit_code, "incomplete")
+
+    def step(self, name: str, target: str) -> Step | None:
+        return next((s for s in self.steps if s.name == name and s.target == target), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["verify"] = self.verify.to_dict() if self.verify is not None else None
+        d["status"] = self.status
+        d["exit_code"] = self.exit_code
+        return d
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"onnx,torchscript"`` -> ordered, de-duplicated list; tensorrt implies onnx (it is built from it)."""
+    asked = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in asked if f not in FORMATS]
+    if not asked or unknown:
+        raise BadInputError(f"--formats {text!r}: choose from {', '.join(FORMATS)} (comma-separated)")
+    if "tensorrt" in asked and "onnx" not in asked:
+        asked.append("onnx")
+    return [f for f in FORMATS if f in asked]
+
+
+StepCallback = Callable[[Step], None]
+
+
+class _Recorder:
+    def __init__(self, report: PipelineReport, on_step: StepCallback | None) -> None:
+        self.report = report
+        self.on_step = on_step
+
+    @contextmanager
+    def step(self, name: str, target: str, artifact: Path | None = None) -> Iterator[Step]:
+        """Time a step; map our error types onto statuses; unexpected errors are recorded, then re-raised."""
+        st = Step(name, target, artifact=str(artifact) if artifact else None)
+        self.report.steps.append(st)
+        self.notify(st)
+        t0 = time.perf_counter()
+        try:
+            yield st
+            if st.status == "running":
+                st.status = "passed"
+        except UnavailableError as exc:
+            st.status, st.error, st.unavailable = "skipped", str(exc), True
+        except ParityError as exc:
+            st.status, st.error = "failed", str(exc)
+        except PolicyExportError as exc:
+            st.status, st.error = "error", str(exc)
+        except BaseException as exc:
+            st.status, st.error = "error", f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            st.duration_s = round(time.perf_counter() - t0, 3)
+            self.notify(st)
+
+    def skip(self, name: str, target: str, reason: str, unavailable: bool = False) -> None:
+        st = Step(name, target, status="skipped", error=reason, unavailable=unavailable)
+        self.report.steps.append(st)
+        self.notify(st)
+
+    def notify(self, st: Step) -> None:
+        if self.on_step is not None:
+            self.on_step(st)
+
+
+def run_export_pipeline(
+    checkpoint: Path,
+    out_dir: Path,
+    *,
+    formats: list[str],
+    image_format: str = "float32",
+    precision: str = "fp32",
+    batch_sizes: list[int] | None = None,
+    samples: int = 2,
+    max_batch: int = 16,
+    allow_unavailable: bool = False,
+    force: bool = False,
+    on_step: StepCallback | None = None,
+    on_verify_progress: Callable[[], None] | None = None,
+) -> PipelineReport:
+    """Run every step, write ``<out_dir>/export-report.json``, return the report (never raises on a step's failure)."""
+    sizes = list(batch_sizes or [1, 4])
+    if any(b < 1 for b in sizes) or samples < 1 or max_batch < 1:
+        raise BadInputError("--batch-sizes, --samples and --max-batch must be positive integers")
+    formats = [f for f in FORMATS if f in formats]
+    paths = {f: out_dir / FILE_NAMES[f] for f in formats}
+    for fmt, path in paths.items():  # refuse to clobber before any slow work
+        check_writable(path, force, f"{fmt} artifact")
+    report = PipelineReport(
+        checkpoint=str(checkpoint),
+        out_dir=str(out_dir),
+        formats=formats,
+        image_format=image_format,
+        precision=precision,
+        batch_sizes=sizes,
+        samples=samples,
+        allow_unavailable=allow_unavailable,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    t0 = time.perf_counter()
+    try:
+        _run(report, _Recorder(report, on_step), checkpoint, paths, max_batch, force, on_verify_progress)
+    finally:
+        report.duration_s = round(time.perf_counter() - t0, 3)
+        write_text_atomic(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    return report
+
+
+def _run(
+    report: PipelineReport,
+    rec: _Recorder,
+    checkpoint: Path,
+    paths: dict[str, Path],
+    max_batch: int,
+    force: bool,
+    on_verify_progress: Callable[[], None] | None,
+) -> None:
+    from policy_export.checkpoint import load_checkpoint
+
+    ckpt = None
+    with rec.step("load", "checkpoint") as loading:
+        ckpt = load_checkpoint(checkpoint)
+        loading.details = {"policy_type": ckpt.spec.policy_type, "inputs": ckpt.spec.input_names}
+    if ckpt is None:
+        for fmt in paths:
+            rec.skip("export", fmt, "the checkpoint did not load")
+        return
+    with rec.step("wrap", "core") as wrapping:
+        wrapping.details = _wrap_check(ckpt, report.image_format)
+    if wrapping.status != "passed":
+        for fmt in paths:
+            rec.skip("export", fmt, "the stateless core does not match LeRobot eager; see the wrap step")
+        return
+
+    built: dict[str, Path] = {}
+    for fmt, path in paths.items():
+        if fmt == "tensorrt":
+            _export_tensorrt(rec, report, paths, built, max_batch, force)
+            continue
+        with rec.step("export", fmt, path) as st:
+            st.details = _export_one(fmt, ckpt, path, report, force)
+            built[fmt] = path
+
+    if not built:
+        rec.skip("verify", "all", "nothing was exported")
+        return
+    _verify(rec, report, ckpt, built, on_verify_progress)
+
+
+def _wrap_check(ckpt: Any, image_format: str) -> dict[str, Any]:
+    """The in-memory core vs LeRobot eager on one seeded batch: catches a wrapper bug before any export."""
+    import torch
+
+    from policy_export.core import build_core
+    from policy_export.export.tolerances import default_atol
+    from policy_export.inputs import random_inputs, state_distribution
+    from policy_export.reference import eager_chunk
+
+    core = build_core(ckpt, image_format=image_format)
+    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
+    feed = random_inputs(ckpt.spec, WRAP_CHECK_BATCH, np.random.default_rng(99), center, scale, image_format)
+    with torch.no_grad():
+        got = core(*(torch.from_numpy(feed[n]) for n in ckpt.spec.input_names)).numpy()
+    want = eager_chunk(ckpt, feed, image_format)
+    max_abs = float(np.abs(got - want).max())
+    atol = default_atol("fp32")
+    if not np.isfinite(max_abs) or max_abs > atol:
+        raise ParityError(f"stateless core differs from LeRobot eager by {max_abs:.3g} > {atol:g} before any export")
+    return {"max_abs_vs_eager": max_abs, "batch": WRAP_CHECK_BATCH, "atol": atol}
+
+
+def _export_one(fmt: str, ckpt: Any, path: Path, report: PipelineReport, force: bool) -> dict[str, Any]:
+    if fmt == "onnx":
+        from policy_export.export.onnx import export_onnx
+
+        res = export_onnx(ckpt, path, force=force, image_format=report.image_format, precision=report.precision)
+        details: dict[str, Any] = {
+            "exporter": res.exporter,
+            "opset": res.opset,
+            "nodes": res.nodes,
+            "precision": report.precision,
+            "quick_check_max_abs": res.quick_check_max_abs,
+        }
+        if res.fallback_reason:
+            details["fallback_reason"] = res.fallback_reason
+    else:
+        from policy_export.export.torchscript import export_torchscript
+
+        ts = export_torchscript(ckpt, path, force=force, image_format=report.image_format)
+        details = {
+            "exporter": "torch.jit.trace",
+            "precision": "fp32",
+            "quick_check_max_abs": ts.quick_check_max_abs,
+            "checked_batches": list(ts.checked_batches),
+        }
+    details["size_bytes"] = path.stat().st_size
+    return details
+
+
+def _export_tensorrt(
+    rec: _Recorder,
+    report: PipelineReport,
+    paths: dict[str, Path],
+    built: dict[str, Path],
+    max_batch: int,
+    force: bool,
+) -> None:
+    from policy_export.export.tensorrt import build_tensorrt, tensorrt_unavailable_reason
+
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        rec.skip("export", "tensorrt", reason, unavailable=True)
+        return
+    if "onnx" not in built:
+        rec.skip("export", "tensorrt", "the ONNX export it is built from did not succeed")
+        return
+    path = paths["tensorrt"]
+    top = max(report.batch_sizes)
+    with rec.step("export", "tensorrt", path) as st:
+        res = build_tensorrt(
+            built["onnx"],
+            path,
+            precision=report.precision,
+            min_batch=1,
+            opt_batch=top,
+            max_batch=max(max_batch, top),
+            force=force,
+        )
+        st.details = {
+            "precision": res.precision,
+            "profile": res.profile,
+            "build_seconds": res.build_seconds,
+            "quick_check_max_abs_vs_onnxruntime": res.quick_check_max_abs,
+            "sidecar": str(res.sidecar),
+            **res.host,
+            "size_bytes": path.stat().st_size,
+        }
+        built["tensorrt"] = path
+
+
+def _verify(
+    rec: _Recorder,
+    report: PipelineReport,
+    ckpt: Any,
+    built: dict[str, Path],
+    on_verify_progress: Callable[[], None] | None,
+) -> None:
+    from policy_export.verify import verify_artifacts
+
+    fmts = list(built)
+    steps = [Step("verify", f, artifact=str(built[f])) for f in fmts]
+    for st in steps:
+        report.steps.append(st)
+        rec.notify(st)
+    t0 = time.perf_counter()
+    try:
+        result = verify_artifacts(
+            ckpt,
+            [built[f] for f in fmts],
+            batch_sizes=report.batch_sizes,
+            samples=report.samples,
+            progress=on_verify_progress,
+        )
+    except PolicyExportError as exc:
+        for st in steps:
+            st.status, st.error = ("failed" if isinstance(exc, ParityError) else "error"), str(exc)
+            rec.notify(st)
+        return
+    elapsed = round(time.perf_counter() - t0, 3)
+    report.verify = result
+    for st, check in zip(steps, result.checks, strict=True):
+        st.duration_s = elapsed  # one shared run (shared LeRobot references); per-artifact time is in details
+        st.status = check.status
+        st.error = check.reason or None
+        st.unavailable = check.status == "skipped"
+        worst = max((r.stats.max_abs for r in check.results), default=float("nan"))
+        st.details = {
+            "runner": check.runner,
+            "precision": check.precision,
+            "atol": check.atol,
+            "atol_source": check.atol_source,
+            "worst_max_abs": worst,
+            "batch_sizes": [r.batch_size for r in check.results],
+            "infer_ms_median": {r.batch_size: r.infer_ms_median for r in check.results},
+            "warnings": check.warnings,
+        }
+        if check.status == "failed":
+            st.error = f"max abs error {worst:.3g} > atol {check.atol:g}"
+        rec.notify(st)

@@ -1,0 +1,278 @@
+"""Build a TensorRT engine (plan) from an exported ONNX file, through Polygraphy's loaders.
+
+Design choices, and why:
+- Polygraphy (``NetworkFromOnnxBytes`` -> ``CreateConfig`` -> ``EngineBytesFromNetwork``)
+  instead of hand-written builder boilerplate: it is NVIDIA's maintained wrapper and
+  handles profiles, memory pools and timing caches across TensorRT versions.
+- Strongly typed networks: precision is a property of the ONNX graph, not a builder hint.
+  TensorRT deprecated the weakly typed FP16 flag in 10.12 and removed it in 11.x, so an
+  fp16 plan is built from the fp16 ONNX (our maintained converter, float32 I/O kept),
+  converting a given fp32 ONNX on the fly. fp32 builds clear TF32 so fp32 means fp32.
+- A plan only runs on the GPU model and TensorRT version it was built with; the JSON
+  sidecar ``<plan>.json`` records both (plus precision, profile, ONNX sha256 and the
+  normalization hash) and the runner refuses a mismatch with one clear line.
+- tensorrt and polygraphy are imported lazily, and Polygraphy's dependency auto-install
+  is forced off: a build tool must never pip-install behind the user's back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import re
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policy_export.artifacts import inspect_artifact, tensorrt_sidecar
+from policy_export.errors import BadInputError, ParityError, PolicyExportError, UnavailableError
+from policy_export.fsutil import atomic_output, check_writable
+from policy_export.spec import ArtifactMetadata
+from policy_export.versions import library_versions
+
+SIDECAR_SCHEMA = 1
+_SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
+
+
+@dataclass
+class TensorRTBuildResult:
+    path: Path
+    sidecar: Path
+    precision: str
+    profile: dict[str, int]
+    build_seconds: float
+    quick_check_max_abs: float
+    host: dict[str, str]
+
+
+def tensorrt_unavailable_reason() -> str | None:
+    """Why TensorRT cannot run here (one line), or None when a GPU and the module are present."""
+    missing = []
+    if not _cuda_gpu_visible():
+        missing.append("no CUDA GPU is visible")
+    if importlib.util.find_spec("tensorrt") is None:
+        missing.append("the `tensorrt` Python module is not installed")
+    else:
+        try:
+            import tensorrt  # noqa: F401
+        except (ImportError, OSError) as exc:
+            missing.append(f"`import tensorrt` fails ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+    if not missing:
+        return None
+    return (
+        f"TensorRT is not available here: {' and '.join(missing)}; build and run plans on an NVIDIA GPU host "
+        "with `pip install tensorrt` (see README, `nox -s gpu`)"
+    )
+
+
+def _cuda_gpu_visible() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)
+
+
+def host_info() -> dict[str, str]:
+    """TensorRT version, GPU name and compute capability of this host (GPU 0 of CUDA_VISIBLE_DEVICES)."""
+    import tensorrt as trt
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(0)
+    return {
+        "tensorrt_version": trt.__version__,
+        "gpu_name": torch.cuda.get_device_name(0),
+        "compute_capability": f"{major}.{minor}",
+    }
+
+
+def plan_incompatibility(recorded: dict[str, Any], host: dict[str, str]) -> str | None:
+    """What differs between the host a plan was built on and this one (None if it may run here)."""
+    labels = {"tensorrt_version": "TensorRT", "gpu_name": "GPU", "compute_capability": "compute capability"}
+    diffs = [
+        f"{label} {recorded.get(key)!s} (built) vs {host.get(key)!s} (here)"
+        for key, label in labels.items()
+        if str(recorded.get(key)) != str(host.get(key))
+    ]
+    return "; ".join(diffs) or None
+
+
+def parse_size(text: str) -> int:
+    """``"4G"``, ``"512M"``, ``"1048576"`` -> bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?\s*", text, flags=re.IGNORECASE)
+    if not m or float(m.group(1)) <= 0:
+        raise BadInputError(f"--workspace {text!r}: give a size like 4G, 512M or a byte count")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def disable_polygraphy_autoinstall() -> None:
+    import polygraphy.config
+
+    polygraphy.config.AUTOINSTALL_DEPS = False
+
+
+def build_tensorrt(
+    onnx_path: Path,
+    output: Path,
+    *,
+    precision: str = "fp32",
+    min_batch: int = 1,
+    opt_batch: int = 4,
+    max_batch: int = 16,
+    workspace: int | None = None,
+    timing_cache: Path | None = None,
+    force: bool = False,
+    quick_check: bool = True,
+) -> TensorRTBuildResult:
+    """Validate inputs, check this host can build, build, quick-check, write plan + sidecar atomically."""
+    if precision not in ("fp32", "fp16"):
+        raise BadInputError(f"--precision must be fp32 or fp16, not {precision!r}")
+    if not 1 <= min_batch <= opt_batch <= max_batch:
+        raise BadInputError(
+            f"batch profile must satisfy 1 <= --min-batch <= --opt-batch <= --max-batch, got {min_batch}/{opt_batch}/{max_batch}"
+        )
+    info = inspect_artifact(onnx_path)
+    if info.kind != "onnx":
+        raise BadInputError(
+            f"{onnx_path}: --onnx must be an ONNX file written by policy-export, not a {info.kind} file"
+        )
+    meta = info.metadata
+    if meta.precision == "fp16" and precision == "fp32":
+        raise BadInputError(
+            f"{onnx_path}: this ONNX file is fp16; build an fp32 plan from the fp32 ONNX, or pass --precision fp16"
+        )
+    sidecar = tensorrt_sidecar(output)
+    check_writable(output, force, "TensorRT plan")
+    check_writable(sidecar, force, "TensorRT sidecar")
+    reason = tensorrt_unavailable_reason()
+    if reason:
+        raise UnavailableError(reason)
+
+    onnx_bytes = onnx_path.read_bytes()
+    converted = precision == "fp16" and meta.precision != "fp16"
+    if converted:
+        onnx_bytes = _fp16_onnx_bytes(onnx_bytes)
+    profile = {"min": min_batch, "opt": opt_batch, "max": max_batch}
+    shapes = {s.name: tuple(int(d) for d in s.shape[1:]) for s in info.inputs}
+    t0 = time.perf_counter()
+    plan = _build_plan(onnx_bytes, shapes, profile, workspace, timing_cache)
+    build_seconds = time.perf_counter() - t0
+    max_abs = _quick_check(plan, onnx_path, meta, precision, profile) if quick_check else float("nan")
+
+    host = host_info()
+    plan_meta = ArtifactMetadata(
+        spec=meta.spec,
+        artifact_kind="tensorrt",
+        image_format=meta.image_format,
+        precision=precision,
+        exporter=f"tensorrt {host['tensorrt_version']} via polygraphy (from {meta.exporter} ONNX)",
+        opset=meta.opset,
+        versions={**meta.versions, **library_versions("polygraphy", "tensorrt")},
+    )
+    record = {
+        "schema": SIDECAR_SCHEMA,
+        "metadata": json.loads(plan_meta.to_json()),
+        "tensorrt": {
+            **host,
+            "precision": precision,
+            "strongly_typed": True,
+            "tf32": False,
+            "fp16_converted_from_fp32_onnx": converted,
+            "profile": profile,
+            "input_shapes": {n: {k: [b, *shape] for k, b in profile.items()} for n, shape in shapes.items()},
+            "workspace_bytes": workspace,
+            "timing_cache": str(timing_cache) if timing_cache else None,
+            "onnx_file": onnx_path.name,
+            "onnx_sha256": sha256_file(onnx_path),
+            "normalization_hash": meta.spec.norm_hash,
+            "plan_sha256": hashlib.sha256(plan).hexdigest(),
+            "build_seconds": round(build_seconds, 2),
+            "quick_check_max_abs_vs_onnxruntime": max_abs,
+            "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        },
+    }
+    # Sidecar renamed first: a plan that appears is never without its record.
+    with atomic_output(output, force=force, what="TensorRT plan") as tmp_plan:
+        tmp_plan.write_bytes(plan)
+        with atomic_output(sidecar, force=force, what="TensorRT sidecar") as tmp_side:
+            tmp_side.write_text(json.dumps(record, indent=2) + "\n")
+    return TensorRTBuildResult(output, sidecar, precision, profile, build_seconds, max_abs, host)
+
+
+def _fp16_onnx_bytes(onnx_bytes: bytes) -> bytes:
+    import onnx
+
+    from policy_export.export.fp16 import convert_to_fp16
+
+    return convert_to_fp16(onnx.load_from_string(onnx_bytes)).SerializeToString()
+
+
+def _build_plan(
+    onnx_bytes: bytes,
+    shapes: dict[str, tuple[int, ...]],
+    profile: dict[str, int],
+    workspace: int | None,
+    timing_cache: Path | None,
+) -> bytes:
+    disable_polygraphy_autoinstall()
+    import tensorrt as trt
+    from polygraphy.backend.trt import CreateConfig, EngineBytesFromNetwork, NetworkFromOnnxBytes, Profile
+    from polygraphy.exception import PolygraphyException
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+    trt_profile = Profile()
+    for name, shape in shapes.items():
+        trt_profile.add(name, (profile["min"], *shape), (profile["opt"], *shape), (profile["max"], *shape))
+    cache = str(timing_cache) if timing_cache else None
+    if timing_cache:
+        timing_cache.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        network = NetworkFromOnnxBytes(onnx_bytes, strongly_typed=True)
+        config = CreateConfig(
+            tf32=False,
+            profiles=[trt_profile],
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: workspace} if workspace else None,
+            load_timing_cache=cache,
+        )
+        return bytes(EngineBytesFromNetwork(network, config=config, save_timing_cache=cache)())
+    except PolygraphyException as exc:
+        raise PolicyExportError(f"TensorRT build failed: {str(exc).strip().splitlines()[-1]}") from exc
+
+
+def _quick_check(
+    plan: bytes, onnx_path: Path, meta: ArtifactMetadata, precision: str, profile: dict[str, int]
+) -> float:
+    """The fresh plan vs ONNX Runtime (CPU) on the source ONNX at the profile's min and max batch."""
+    import onnxruntime as ort
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    from policy_export.export.tolerances import default_atol
+    from policy_export.inputs import random_inputs
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    with TrtRunner(EngineFromBytes(plan)) as trt_runner:
+        for batch in sorted({profile["min"], profile["max"]}):
+            feed = random_inputs(meta.spec, batch, np.random.default_rng(batch), image_format=meta.image_format)
+            want = sess.run(["action_chunk"], feed)[0]
+            got = trt_runner.infer(feed)["action_chunk"]
+            worst = max(worst, float(np.abs(np.asarray(got, np.float32) - want).max()))
+    atol = 10 * default_atol(precision)
+    if not np.isfinite(worst) or worst > atol:
+        raise ParityError(
+            f"TensorRT plan disagrees with ONNX Runtime on {onnx_path.name} right after the build "
+            f"(max abs error {worst:.3g} > {atol:.3g}); nothing was written"
+        )
+    return worst

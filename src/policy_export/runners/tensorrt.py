@@ -1,0 +1,84 @@
+"""TensorRT runner for ``.plan`` files, through Polygraphy's ``TrtRunner``.
+
+A plan is tied to the GPU model and TensorRT version that built it. Rather than let
+TensorRT fail deep in deserialization (or, on a same-architecture GPU, run silently
+mis-tuned), ``activate`` compares the sidecar's record with this host first and refuses
+with one line naming both. Every "cannot run here" case is an :class:`UnavailableError`,
+so ``verify`` reports the plan as skipped with the reason, never as passed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+
+from policy_export.artifacts import ArtifactInfo, tensorrt_sidecar
+from policy_export.errors import BadInputError, UnavailableError
+from policy_export.runners.base import Runner
+
+
+class TensorRTRunner(Runner):
+    """Runs a TensorRT plan on GPU 0, within the batch range of its optimization profile."""
+
+    def __init__(self, info: ArtifactInfo) -> None:
+        super().__init__(info)
+        self.name = "tensorrt"
+        self.record: dict[str, Any] = json.loads(tensorrt_sidecar(info.path).read_text()).get("tensorrt", {})
+        self._runner: Any = None
+
+    def activate(self) -> None:
+        from policy_export.export.tensorrt import (
+            disable_polygraphy_autoinstall,
+            host_info,
+            plan_incompatibility,
+            tensorrt_unavailable_reason,
+        )
+
+        reason = tensorrt_unavailable_reason()
+        if reason:
+            raise UnavailableError(f"{self.info.path.name}: {reason}")
+        mismatch = plan_incompatibility(self.record, host_info())
+        if mismatch:
+            raise UnavailableError(
+                f"{self.info.path.name}: plan was built for another GPU/TensorRT ({mismatch}); "
+                "rebuild it on this host with `policy-export tensorrt --onnx ...`"
+            )
+        disable_polygraphy_autoinstall()
+        from polygraphy.backend.common import BytesFromPath
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        from polygraphy.exception import PolygraphyException
+
+        t0 = time.perf_counter()
+        try:
+            self._runner = TrtRunner(EngineFromBytes(BytesFromPath(str(self.info.path))))
+            self._runner.activate()
+        except PolygraphyException as exc:
+            self._runner = None
+            raise UnavailableError(
+                f"{self.info.path.name}: TensorRT could not load the plan ({str(exc).strip().splitlines()[-1]}); rebuild it on this host"
+            ) from exc
+        self.load_seconds = time.perf_counter() - t0
+
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        assert self._runner is not None, "activate() first"
+        names = self.info.metadata.spec.input_names
+        missing = [n for n in names if n not in feed]
+        if missing:
+            raise BadInputError(f"{self.info.path.name}: missing inputs {missing}; the plan takes {names}")
+        batch = int(feed["state"].shape[0])
+        prof = self.record.get("profile", {})
+        if prof and not prof["min"] <= batch <= prof["max"]:
+            raise BadInputError(
+                f"{self.info.path.name}: batch {batch} is outside the plan's profile [{prof['min']}, {prof['max']}]; "
+                "rebuild with a wider --min-batch/--max-batch or use batch sizes within it"
+            )
+        out = self._runner.infer({n: np.ascontiguousarray(feed[n]) for n in names})
+        return {"action_chunk": np.array(out["action_chunk"], dtype=np.float32, copy=True)}
+
+    def deactivate(self) -> None:
+        if self._runner is not None:
+            self._runner.deactivate()
+            self._runner = None
