@@ -8,11 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from policy_export.fsutil import write_text_atomic
-from policy_export.verify import VerifyReport
+from policy_export.verify import ArtifactCheck, VerifyReport
 
 
 def _fmt(x: float) -> str:
     return f"{x:.2e}" if x == x else "nan"
+
+
+def _runner(c: ArtifactCheck) -> str:
+    """Rollout rows name their mode next to the runner (e.g. ``onnxruntime-cpu rollout queue n=10``)."""
+    return c.runner if c.check == "chunk" else f"{c.runner or c.kind} {c.check}"
 
 
 def render_table(report: VerifyReport) -> Any:
@@ -45,14 +50,16 @@ def render_table(report: VerifyReport) -> Any:
     for c in report.checks:
         name = Path(c.artifact).name
         if not c.results:
-            table.add_row(name, c.runner or c.kind, c.precision, "-", *["-"] * 8, f"[yellow]{c.status}[/]: {c.reason}")
+            table.add_row(
+                name, _runner(c) or c.kind, c.precision, "-", *["-"] * 8, f"[yellow]{c.status}[/]: {c.reason}"
+            )
             continue
         for r in c.results:
             s = r.stats
             ok = "[green]pass[/]" if s.passed else "[red]FAIL[/]"
             table.add_row(
                 name,
-                c.runner,
+                _runner(c),
                 c.precision,
                 str(r.batch_size),
                 _fmt(s.max_abs),
@@ -75,7 +82,7 @@ def write_json(report: VerifyReport, path: Path) -> None:
 def write_junit(report: VerifyReport, path: Path) -> None:
     suites = ET.Element("testsuites", name="policy-export verify")
     for c in report.checks:
-        name = Path(c.artifact).name
+        name = Path(c.artifact).name + ("" if c.check == "chunk" else f" {c.check}")
         suite = ET.SubElement(suites, "testsuite", name=name, tests=str(max(1, len(c.results))))
         failures = 0
         if not c.results:
@@ -97,6 +104,7 @@ def write_junit(report: VerifyReport, path: Path) -> None:
                     f"max abs error {s.max_abs:.3e} > atol {s.atol:.1e} (rtol {s.rtol:g}) at {s.worst_index}: "
                     f"reference {s.worst_reference:.6g}, artifact {s.worst_candidate:.6g}"
                 )
+                msg += f"; {c.reason}" if c.reason else ""
                 ET.SubElement(case, "failure", message=msg, type="ParityError").text = msg
         suite.set("failures", str(failures))
     ET.indent(suites)

@@ -51,6 +51,8 @@ class ArtifactCheck:
     atol_source: str = ""
     warnings: list[str] = field(default_factory=list)
     results: list[BatchResult] = field(default_factory=list)
+    #: "chunk" (one core call vs predict_action_chunk) or a rollout label (client + shim vs select_action).
+    check: str = "chunk"
 
 
 @dataclass

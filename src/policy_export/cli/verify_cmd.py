@@ -60,6 +60,14 @@ def verify(
     junit: Annotated[
         Path | None, typer.Option(help="Write a JUnit XML report here (one test case per artifact x batch).")
     ] = None,
+    rollout: Annotated[
+        int,
+        typer.Option(
+            metavar="STEPS",
+            help="Also run STEPS control steps of LeRobot's stateful select_action against the runtime client + "
+            "action shim (queue mode; ensembling mode too for ensembling checkpoints), with a reset mid-episode.",
+        ),
+    ] = 0,
 ) -> None:
     """Compare artifacts, each run by its real runtime, with LeRobot's eager inference.
 
@@ -71,9 +79,15 @@ def verify(
     from policy_export.verify import verify_artifacts
 
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
+    if rollout and rollout < 2:
+        raise typer.BadParameter(f"--rollout takes the number of control steps (>= 2), got {rollout}")
     overrides = _parse_atol_overrides(artifact_tolerance or [])
     ckpt = load(checkpoint)
     total = len(artifact) * len(sizes) * samples
+    if rollout:
+        from policy_export.rollout import rollout_modes
+
+        total += len(artifact) * len(rollout_modes(ckpt)) * len(sizes) * rollout
     with Progress(transient=True, console=console) as progress:
         task = progress.add_task("verifying", total=total)
         result = verify_artifacts(
@@ -88,6 +102,23 @@ def verify(
             per_artifact_atol=overrides,
             progress=lambda: progress.advance(task),
         )
+        if rollout:
+            from policy_export.artifacts import inspect_artifact
+            from policy_export.rollout import rollout_checks
+
+            result.checks += rollout_checks(
+                ckpt,
+                [inspect_artifact(a) for a in artifact],
+                steps=rollout,
+                batch_sizes=sizes,
+                atol=tolerance,
+                rtol=rtol,
+                seed=seed,
+                ort_provider=ort_provider.value,
+                per_artifact_atol=overrides,
+                progress=lambda: progress.advance(task),
+            )
+            result.extra["rollout_steps"] = rollout
     console.print(render_table(result))
     for c in result.checks:
         for w in c.warnings:
