@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from test_runtime_shim import run_blocked
 
+from policy_export.compare import compare
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.inputs import random_inputs, state_distribution
 from policy_export.reference import eager_chunk
@@ -223,26 +224,28 @@ def _served(meta):
 
 def test_triton_metadata_and_signature_checks(small_onnx):
     from policy_export.artifacts import inspect_artifact
-    from policy_export.spec import METADATA_KEY
 
     meta = inspect_artifact(small_onnx).metadata
     served = _served(meta)
-    full = {"max_batch_size": 8, "parameters": {METADATA_KEY: {"string_value": meta.to_json()}}}
-    assert metadata_from_triton(full, served, "here").spec == meta.spec
+    full = {"max_batch_size": 8, "parameters": {"version.3.metadata": {"string_value": meta.to_json()}}}
+    assert metadata_from_triton(full, served, "here", "3").spec == meta.spec
     check_signature(meta, served, 8, "here")  # matches: no error
 
+    cams = '[{"key": "observation.images.top", "input_name": "image", "shape": [3, 96, 128]}]'
     loose = {
         "max_batch_size": 8,
         "parameters": {
             "chunk_size": {"string_value": "20"},
             "n_action_steps": {"string_value": "10"},
+            "version.2.n_action_steps": {"string_value": "4"},
             "temporal_ensemble_coeff": {"string_value": ""},
-            "camera_keys": {"string_value": '["observation.images.top"]'},
+            "cameras": {"string_value": cams},
         },
     }
-    rebuilt = metadata_from_triton(loose, served, "here")
+    rebuilt = metadata_from_triton(loose, served, "here", "1")
     assert rebuilt.spec.cameras == meta.spec.cameras and rebuilt.spec.n_action_steps == 10
     assert rebuilt.spec.temporal_ensemble_coeff is None
+    assert metadata_from_triton(loose, served, "here", "2").spec.n_action_steps == 4  # per-version value wins
 
     with pytest.raises(BadInputError, match="no policy parameters"):
         metadata_from_triton({"parameters": {}}, served, "here")
@@ -253,3 +256,83 @@ def test_triton_metadata_and_signature_checks(small_onnx):
         BadInputError, match=r"image shape \[-1, 3, 64, 64\] != \[-1, 3, 96, 128\]; action_chunk type FP16 != FP32"
     ):
         check_signature(meta, wrong, 8, "here")
+    # TorchScript models are served under Triton's name__index convention.
+    renamed = {"state": "state__0", "image": "image__1", "action_chunk": "action_chunk__0"}
+    ts = {k: [dict(t, name=renamed[t["name"]]) for t in v] for k, v in served.items()}
+    check_signature(meta, ts, 8, "here", renamed)
+    with pytest.raises(BadInputError, match="no tensor 'state'"):
+        check_signature(meta, ts, 8, "here")
+
+
+# -- against a real Triton server (tests/triton_harness.py; skipped locally without .venv-triton) ------------
+
+
+@pytest.fixture(scope="module")
+def triton(small_onnx, small_fp16_onnx, small_u8_onnx, tmp_path_factory):
+    from triton_harness import triton_server
+
+    from policy_export.triton.config import TritonOptions
+    from policy_export.triton.repo import write_version
+
+    repo = tmp_path_factory.mktemp("client_repo")
+    # Two versions under version_policy all; max_batch_size 2 makes the client split larger batches.
+    write_version(small_onnx, repo, "act", 1, TritonOptions(max_batch_size=2, version_policy="all"))
+    write_version(small_fp16_onnx, repo, "act", 2, TritonOptions(max_batch_size=2, version_policy="all"))
+    write_version(small_u8_onnx, repo, "frames", 1, TritonOptions(backend="python"))
+    with triton_server(repo) as server:
+        yield server
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_triton_client_real_server(triton, protocol, small_loaded, small_onnx, frames):
+    from policy_export.artifacts import inspect_artifact
+
+    url = triton.grpc_url if protocol == "grpc" else triton.http_url
+    with PolicyClient.from_triton(url, "act", version=1, protocol=protocol) as client:
+        assert client.metadata.spec == inspect_artifact(small_onnx).metadata.spec
+        assert client.settings == ShimSettings(20, 10) and client.backend.max_batch_size == 2
+        ref = eager_chunk(small_loaded, frames, image_format="uint8")
+        five = {k: np.concatenate([v, v[:2]]) for k, v in frames.items()}  # 5 robots > max_batch_size 2
+        chunk = client.predict_chunk(_obs(small_loaded, five["state"], five["image"]))
+        np.testing.assert_allclose(chunk[:3], ref, atol=ATOL, rtol=0)
+        with PolicyClient.from_artifact(small_onnx) as local:
+            np.testing.assert_allclose(
+                chunk, local.predict_chunk(_obs(small_loaded, five["state"], five["image"])), atol=1e-6
+            )
+
+    # Unpinned: the newest served version, pinned for the episode, with that version's metadata.
+    with PolicyClient.from_triton(f"{protocol}://{url}", "act", protocol=None) as client:
+        assert client.backend.version == "2" and client.metadata.precision == "fp16"
+
+    with PolicyClient.from_triton(url, "frames", protocol=protocol) as client:
+        assert client.metadata.image_format == "uint8"
+        out = client.predict_chunk(_obs(small_loaded, frames["state"], frames["image"]))  # raw HWC frames on the wire
+        np.testing.assert_allclose(out, ref, atol=ATOL, rtol=0)
+
+
+def test_triton_rollout_matches_lerobot_select_action(triton, small_loaded):
+    from policy_export.rollout import run_rollout
+
+    settings = ShimSettings.from_spec(small_loaded.spec)
+    with PolicyClient.from_triton(triton.grpc_url, "act", version=1) as client:
+        trace = run_rollout(small_loaded, client, settings, steps=20, batch_size=2, seed=3, image_format="float32")
+    assert trace.client_core_calls == trace.lerobot_chunk_calls == 3  # steps 0, 10 (queue dry), 11 (reset)
+    stats = compare(trace.reference, trace.candidate, ATOL)
+    assert stats.passed, stats
+
+
+def test_triton_model_or_version_that_differs_is_one_clear_line(triton):
+    with pytest.raises(UnavailableError) as err:
+        PolicyClient.from_triton(triton.grpc_url, "policy", timeout_s=5)
+    msg = str(err.value)
+    assert "model 'policy'" in msg and "not ready" in msg and "act/1" in msg and "\n" not in msg
+    with pytest.raises((UnavailableError, BadInputError), match="version 7"):
+        PolicyClient.from_triton(triton.http_url, "act", version=7, protocol="http")
+
+
+def test_from_env_triton_against_the_real_server(triton, small_loaded, frames):
+    env = {"INFERENCE_MODE": "triton", "TRITON_URL": triton.http_url, "TRITON_PROTOCOL": "http"}
+    with PolicyClient.from_env(env | {"MODEL_NAME": "act", "MODEL_VERSION": "1"}) as client:
+        action = client.select_action(_obs(small_loaded, frames["state"][0], frames["image"][0]))
+    ref = eager_chunk(small_loaded, {k: v[:1] for k, v in frames.items()}, image_format="uint8")
+    np.testing.assert_allclose(action, ref[:, 0], atol=ATOL, rtol=0)

@@ -59,78 +59,107 @@ def _optional_float(text: str | None) -> float | None:
     return float(text)
 
 
-def metadata_from_triton(config: dict[str, Any], model_meta: dict[str, Any], where: str) -> ArtifactMetadata:
-    """The policy metadata a Triton model carries: the full artifact metadata JSON in the
-    ``policy_export`` parameter when present, else rebuilt from the model's signature and
-    the individual policy parameters (``chunk_size``, ``n_action_steps``, ...)."""
+def resolve_version(requested: str, model_meta: dict[str, Any], where: str) -> str:
+    """The version the client will talk to. Without one asked for, the newest version the server
+    lists (what Triton serves an unversioned request), pinned so that a newer version loaded
+    mid-episode cannot change the model under a running shim."""
+    served = [str(v) for v in model_meta.get("versions", [])]
+    if requested:
+        if served and requested not in served:
+            raise BadInputError(f"{where}: version {requested} is not served (versions: {', '.join(served)})")
+        return requested
+    numeric = [int(v) for v in served if v.isdigit()]
+    return str(max(numeric)) if numeric else ""
+
+
+def wire_names(config: dict[str, Any]) -> dict[str, str]:
+    """Policy tensor name -> name on the wire (``state`` -> ``state__0`` for TorchScript models)."""
     params = _parameters(config)
-    if params.get(METADATA_KEY):
-        try:
-            return ArtifactMetadata.from_json(params[METADATA_KEY])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BadInputError(
-                f"{where}: config parameter {METADATA_KEY!r} is not policy-export metadata ({exc})"
-            ) from exc
-    missing = [k for k in ("chunk_size", "n_action_steps") if not params.get(k)]
+    names = {}
+    for side in ("input", "output"):
+        wire = [n for n in params.get(f"{side}_names", "").split(",") if n]
+        policy = [n for n in params.get(f"policy_{side}_names", "").split(",") if n]
+        if wire and len(wire) == len(policy):
+            names.update(zip(policy, wire, strict=True))
+    return names
+
+
+def metadata_from_triton(
+    config: dict[str, Any], model_meta: dict[str, Any], where: str, version: str = ""
+) -> ArtifactMetadata:
+    """The policy metadata a Triton model carries in its config ``parameters``.
+
+    ``policy-export triton-repo`` records each version's full artifact metadata
+    (``version.<v>.metadata``); without it the metadata is rebuilt from the per-model policy
+    parameters (``chunk_size``, ``n_action_steps``, ``cameras``, ...) and the served signature.
+    """
+    params = _parameters(config)
+    for key in (f"version.{version}.metadata", METADATA_KEY):
+        if params.get(key):
+            try:
+                return ArtifactMetadata.from_json(params[key])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise BadInputError(f"{where}: config parameter {key!r} is not policy-export metadata ({exc})") from exc
+    missing = [k for k in ("chunk_size", "n_action_steps", "cameras") if k not in params]
     if missing:
         raise BadInputError(
             f"{where}: model config has no policy parameters ({', '.join(missing)}); "
             "generate the repository with `policy-export triton-repo` so the client can check what it talks to"
         )
-    inputs = {i["name"]: i for i in model_meta.get("inputs", [])}
+
+    def param(name: str) -> str:
+        return params.get(f"version.{version}.{name}", params.get(name, ""))
+
+    wire = wire_names(config)
     outputs = {o["name"]: o for o in model_meta.get("outputs", [])}
-    if "state" not in inputs or "action_chunk" not in outputs:
+    inputs = {i["name"]: i for i in model_meta.get("inputs", [])}
+    state, chunk = inputs.get(wire.get("state", "state")), outputs.get(wire.get("action_chunk", "action_chunk"))
+    if state is None or chunk is None:
         raise BadInputError(
             f"{where}: model signature {sorted(inputs)} -> {sorted(outputs)} is not a policy-export core "
             "(needs input 'state' and output 'action_chunk')"
         )
-    image_names = [n for n in inputs if n != "state"]
-    camera_keys = json.loads(params["camera_keys"]) if params.get("camera_keys") else None
-    uint8 = any(inputs[n]["datatype"] == "UINT8" for n in image_names)
-    cameras = []
-    for i, name in enumerate(image_names):
-        dims = [int(d) for d in inputs[name]["shape"]][-3:]
-        shape = (dims[2], dims[0], dims[1]) if uint8 else (dims[0], dims[1], dims[2])
-        if camera_keys:
-            key = camera_keys[i]
-        elif name.startswith("image_"):
-            key = "observation.images." + name.removeprefix("image_")
-        else:
-            raise BadInputError(
-                f"{where}: model config does not say which LeRobot camera feeds input {name!r} (parameter camera_keys); "
-                "regenerate the repository with `policy-export triton-repo`"
-            )
-        cameras.append(CameraSpec(key=key, input_name=name, shape=shape))  # type: ignore[arg-type]
-    out_dims = [int(d) for d in outputs["action_chunk"]["shape"]]
+    cameras = tuple(
+        CameraSpec(key=c["key"], input_name=c["input_name"], shape=tuple(c["shape"]))  # type: ignore[arg-type]
+        for c in json.loads(params["cameras"])
+    )
     spec = PolicySpec(
         policy_type=params.get("policy_type", "act"),
         state_key=params.get("state_key", "observation.state"),
-        state_dim=int(inputs["state"]["shape"][-1]),
+        state_dim=int(state["shape"][-1]),
         action_key=params.get("action_key", "action"),
-        action_dim=out_dims[-1],
-        cameras=tuple(cameras),
+        action_dim=int(chunk["shape"][-1]),
+        cameras=cameras,
         chunk_size=int(params["chunk_size"]),
-        n_action_steps=int(params["n_action_steps"]),
-        temporal_ensemble_coeff=_optional_float(params.get("temporal_ensemble_coeff")),
+        n_action_steps=int(param("n_action_steps")),
+        temporal_ensemble_coeff=_optional_float(param("temporal_ensemble_coeff")),
         normalization=json.loads(params["normalization"]) if params.get("normalization") else {},
-        norm_hash=params.get("norm_hash", ""),
+        norm_hash=param("normalization_hash"),
     )
     return ArtifactMetadata(
         spec=spec,
         artifact_kind=params.get("artifact_kind", "triton"),
-        image_format="uint8" if uint8 else "float32",
-        precision=params.get("precision", "fp32"),
+        image_format=params.get("image_format", "float32"),
+        precision=param("precision") or "fp32",
     )
 
 
-def check_signature(meta: ArtifactMetadata, model_meta: dict[str, Any], max_batch_size: int, where: str) -> None:
+def check_signature(
+    meta: ArtifactMetadata,
+    model_meta: dict[str, Any],
+    max_batch_size: int,
+    where: str,
+    wire: dict[str, str] | None = None,
+) -> None:
     """The server's inputs/outputs must be exactly what the client will send and read."""
+    wire = wire or {}
     problems = []
     expected = {**meta.input_shapes(), "action_chunk": ("batch", meta.spec.chunk_size, meta.spec.action_dim)}
     dtypes = {n: {WIRE_TYPES[d]} for n, d in meta.input_dtypes().items()}
     dtypes["action_chunk"] = {"FP32", "FP16"} if meta.precision == "fp16" else {"FP32"}
     served = {t["name"]: t for t in [*model_meta.get("inputs", []), *model_meta.get("outputs", [])]}
-    for name, shape in expected.items():
+    for policy_name, shape in expected.items():
+        name = wire.get(policy_name, policy_name)
         if name not in served:
             problems.append(f"no tensor {name!r}")
             continue
@@ -144,9 +173,9 @@ def check_signature(meta: ArtifactMetadata, model_meta: dict[str, Any], max_batc
             or dims[0] not in (-1, 1)
         ):
             problems.append(f"{name} shape {dims} != {want}")
-        if served[name]["datatype"] not in dtypes[name]:
-            problems.append(f"{name} type {served[name]['datatype']} != {'|'.join(sorted(dtypes[name]))}")
-    extra = sorted(set(served) - set(expected))
+        if served[name]["datatype"] not in dtypes[policy_name]:
+            problems.append(f"{name} type {served[name]['datatype']} != {'|'.join(sorted(dtypes[policy_name]))}")
+    extra = sorted(set(served) - {wire.get(n, n) for n in expected})
     if extra:
         problems.append(f"unexpected tensors {extra}")
     if problems:
@@ -176,6 +205,7 @@ class TritonBackend(Backend):
             f" version {self.version}" if self.version else ""
         )
         self.name = f"triton-{self.protocol}"
+        self.wire: dict[str, str] = {}
         try:
             if self.protocol == "grpc":
                 import tritonclient.grpc as tc
@@ -223,10 +253,13 @@ class TritonBackend(Backend):
         if not self._call("model readiness check", self.client.is_model_ready, self.model, self.version):
             raise UnavailableError(f"{self.where}: model is not ready on the server; available: {self._available()}")
         model_meta = self._json("model metadata", self.client.get_model_metadata)
+        self.version = resolve_version(self.version, model_meta, self.where)
+        self.where = f"Triton {self.protocol}://{self.url} model {self.model!r} version {self.version or '?'}"
         config = self._json("model config", self.client.get_model_config)
         max_batch = int(config.get("max_batch_size", 0) or 0)
-        meta = metadata_from_triton(config, model_meta, self.where)
-        check_signature(meta, model_meta, max_batch, self.where)
+        meta = metadata_from_triton(config, model_meta, self.where, self.version)
+        self.wire = wire_names(config)
+        check_signature(meta, model_meta, max_batch, self.where, self.wire)
         return max_batch, meta
 
     def _available(self) -> str:
@@ -253,14 +286,15 @@ class TritonBackend(Backend):
         inputs = []
         for name in self.metadata.spec.input_names:
             arr = np.ascontiguousarray(feed[name])
-            inp = tc.InferInput(name, list(arr.shape), WIRE_TYPES[arr.dtype.name])
+            inp = tc.InferInput(self.wire.get(name, name), list(arr.shape), WIRE_TYPES[arr.dtype.name])
             inp.set_data_from_numpy(arr)
             inputs.append(inp)
-        outputs = [tc.InferRequestedOutput("action_chunk")]
+        out_name = self.wire.get("action_chunk", "action_chunk")
+        outputs = [tc.InferRequestedOutput(out_name)]
         result = self._call(
             "inference", self.client.infer, self.model, inputs, model_version=self.version, outputs=outputs
         )
-        return np.asarray(result.as_numpy("action_chunk"), dtype=np.float32)
+        return np.asarray(result.as_numpy(out_name), dtype=np.float32)
 
     def close(self) -> None:
         client = getattr(self, "client", None)
