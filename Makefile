@@ -3,22 +3,33 @@
 PYTHON ?= python3
 VENV   ?= .venv
 STAMP  := $(VENV)/.installed-stamp
+# The Triton server's own venv (nvidia-pytriton needs numpy < 2): the real-server tests run in `make test`.
+TRITON_VENV  ?= .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean triton-venv
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), f"need Python 3.12 (see .python-version), got {sys.version.split()[0]}"'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench,gpu]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench,gpu,triton]'
 	@touch $(STAMP)
+
+$(TRITON_STAMP): requirements-triton-server.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install --quiet -r requirements-triton-server.txt
+	@touch $(TRITON_STAMP)
+
+triton-venv: $(TRITON_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/policy-export demo --out-dir demo-output
 
-test: $(STAMP)
+test: $(STAMP) $(TRITON_STAMP)
 	$(VENV)/bin/ruff check src wrappers tests examples noxfile.py
 	$(VENV)/bin/python -m pytest
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) demo-output .pytest_cache

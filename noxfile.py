@@ -4,6 +4,7 @@ nox -s tests      # the unit/integration suite (same as `make test`)
 nox -s lint       # ruff
 nox -s parity     # export + verify a checkpoint; fails the build on a parity regression
 nox -s gpu        # TensorRT + onnxruntime-gpu tests (pytest -m gpu) on an NVIDIA GPU host
+nox -s triton     # the Triton repository + real-server tests, with the server's own venv (numpy < 2)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[dev,bench,gpu]")
+    session.install("-e", ".[dev,bench,gpu,triton]")
     session.run("pytest", *session.posargs)
 
 
@@ -61,6 +62,36 @@ def parity(session: nox.Session) -> None:
         f"{out}/parity.json",
         "--junit",
         f"{out}/parity.xml",
+    )
+
+
+@nox.session(python=PYTHON)
+def triton(session: nox.Session) -> None:
+    """Triton repository tests against a real tritonserver (the nvidia-pytriton wheel, CPU).
+
+    The server needs numpy < 2 and lerobot needs numpy >= 2, so the server gets a second
+    virtualenv beside this session's, built from requirements-triton-server.txt.
+    """
+    session.install("-e", ".[dev,triton]")
+    server_venv = os.path.join(os.path.dirname(session.virtualenv.location), "triton-server")
+    if not os.path.exists(os.path.join(server_venv, "bin", "python")):
+        session.run("python", "-m", "venv", server_venv)
+    session.run(
+        os.path.join(server_venv, "bin", "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "-r",
+        "requirements-triton-server.txt",
+        external=True,
+    )
+    session.run(
+        "pytest",
+        "tests/test_triton_repo.py",
+        "tests/test_triton_server.py",
+        *session.posargs,
+        env={"POLICY_EXPORT_TRITON_VENV": server_venv, "CI": "1"},
     )
 
 

@@ -122,3 +122,9 @@ def small_torchscript(small_loaded, tmp_path_factory: pytest.TempPathFactory) ->
     path = tmp_path_factory.mktemp("small_torchscript") / "small.pt"
     export_torchscript(small_loaded, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_uint8_onnx(small_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small policy taking raw camera frames (uint8 [B, H, W, 3]); scaling happens in-graph."""
+    return _export(small_loaded, tmp_path_factory.mktemp("small_uint8_onnx") / "small-uint8.onnx", image_format="uint8")

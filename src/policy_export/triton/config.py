@@ -67,7 +67,7 @@ BACKENDS = {
     "onnxruntime": BackendSpec("onnxruntime", "onnxruntime", "onnxruntime_onnx", "model.onnx", "onnx"),
     "python": BackendSpec("python", "python", None, "model.onnx", "onnx"),
     "tensorrt": BackendSpec("tensorrt", "tensorrt", "tensorrt_plan", "model.plan", "tensorrt"),
-    "pytorch": BackendSpec("pytorch", "pytorch", "pytorch_libtorch", "model.pt", "torchscript"),
+    "pytorch": BackendSpec("pytorch", "pytorch", "pytorch_libtorch", "model.pt", "torchscript", named_index=True),
 }
 AUTO_BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "torchscript": "pytorch"}
 
@@ -209,6 +209,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _coeff(value: float | None) -> str:
+    """ "none" when ensembling is off: an empty string would vanish from the JSON form of the config."""
+    return "none" if value is None else repr(value)
+
+
 def _policy_parameters(sig: Signature, versions: dict[int, ArtifactInfo], spec: BackendSpec) -> dict[str, str]:
     latest = versions[max(versions)].metadata
     s = latest.spec
@@ -229,7 +234,7 @@ def _policy_parameters(sig: Signature, versions: dict[int, ArtifactInfo], spec: 
         "versions": ",".join(str(v) for v in sorted(versions)),
         # The latest version's values, for clients that do not pin a version; per-version below.
         "n_action_steps": str(s.n_action_steps),
-        "temporal_ensemble_coeff": "" if s.temporal_ensemble_coeff is None else repr(s.temporal_ensemble_coeff),
+        "temporal_ensemble_coeff": _coeff(s.temporal_ensemble_coeff),
         "normalization_hash": s.norm_hash,
     }
     for v, info in sorted(versions.items()):
@@ -237,9 +242,7 @@ def _policy_parameters(sig: Signature, versions: dict[int, ArtifactInfo], spec: 
         params.update(
             {
                 f"version.{v}.n_action_steps": str(m.spec.n_action_steps),
-                f"version.{v}.temporal_ensemble_coeff": ""
-                if m.spec.temporal_ensemble_coeff is None
-                else repr(m.spec.temporal_ensemble_coeff),
+                f"version.{v}.temporal_ensemble_coeff": _coeff(m.spec.temporal_ensemble_coeff),
                 f"version.{v}.normalization_hash": m.spec.norm_hash,
                 f"version.{v}.precision": m.precision,
                 f"version.{v}.sha256": file_sha256(info.path),
@@ -247,6 +250,37 @@ def _policy_parameters(sig: Signature, versions: dict[int, ArtifactInfo], spec: 
             }
         )
     return params
+
+
+def plan_profile(plan: Path) -> dict[str, int] | None:
+    """The batch optimization profile recorded in a TensorRT plan's sidecar (None if absent)."""
+    from policy_export.artifacts import tensorrt_sidecar
+
+    try:
+        profile = json.loads(tensorrt_sidecar(plan).read_text()).get("tensorrt", {}).get("profile")
+    except (OSError, ValueError):
+        return None
+    if isinstance(profile, dict) and all(isinstance(profile.get(k), int) for k in ("min", "max")):
+        return {k: int(v) for k, v in profile.items() if isinstance(v, int)}
+    return None
+
+
+def profile_problems(plan: Path, max_batch_size: int) -> list[str]:
+    """Why Triton would refuse or fail this plan at ``max_batch_size`` (its profile bounds the batch)."""
+    profile = plan_profile(plan)
+    if profile is None:
+        return []
+    problems = []
+    if max_batch_size > profile["max"]:
+        problems.append(
+            f"max_batch_size {max_batch_size} exceeds the plan's optimization profile max {profile['max']}: "
+            "rebuild the plan with a larger --max-batch or lower --max-batch-size"
+        )
+    if profile["min"] > 1:
+        problems.append(
+            f"the plan's optimization profile min batch is {profile['min']}: batch-1 requests would fail; rebuild with --min-batch 1"
+        )
+    return problems
 
 
 def _check_options(options: TritonOptions, spec: BackendSpec) -> None:
@@ -281,6 +315,11 @@ def build_config(
     """The ModelConfig message for model ``name`` serving ``versions`` (all the same signature)."""
     pb = model_config_pb2()
     _check_options(options, spec)
+    if spec.key == "tensorrt":
+        for info in versions.values():
+            problems = profile_problems(info.path, options.max_batch_size)
+            if problems:
+                raise BadInputError(f"{info.path}: {problems[0]}")
     sig = wire_signature(versions[max(versions)], spec)
     cfg = pb.ModelConfig()
     cfg.name = name

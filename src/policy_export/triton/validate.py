@@ -31,6 +31,7 @@ from policy_export.triton.config import (
     backend_from_config,
     file_sha256,
     model_config_pb2,
+    profile_problems,
     signature_differences,
     wire_signature,
 )
@@ -213,7 +214,9 @@ def _check_version_policy(cfg: Any, versions: dict[int, Path], problems: list[st
     if cfg.version_policy.WhichOneof("policy_choice") == "specific":
         missing = [v for v in cfg.version_policy.specific.versions if v not in versions]
         if missing:
-            problems.append(f"version_policy specific lists versions {missing} that have no folder")
+            problems.append(
+                f"version_policy specific lists versions {missing} that have no folder (Triton logs an error for each)"
+            )
 
 
 def _check_version(
@@ -239,8 +242,10 @@ def _check_version(
     except PolicyExportError as exc:
         problems.append(f"{label}: {exc}")
         return
+    if spec.key == "tensorrt":
+        problems.extend(f"{label}: {p}" for p in profile_problems(artifact, cfg.max_batch_size))
     for diff in signature_differences(config_sig, sig):
-        problems.append(f"{label}: {diff.replace('new artifact', spec.filename)}")
+        problems.append(f"{label}: {diff.replace('the new artifact', f'{vdir.name}/{spec.filename}')}")
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     meta = info.metadata
     expected = {
