@@ -170,3 +170,14 @@ def test_onnxruntime_gpu_providers_match_lerobot_eager(small_onnx, small_loaded,
         )
     report = verify_artifacts(small_loaded, [small_onnx], batch_sizes=[1, 4], samples=2, ort_provider=provider)
     assert report.exit_code == 0 and report.checks[0].runner == f"onnxruntime-{provider}", report.checks[0]
+
+
+def test_verify_rejects_plan_without_or_with_broken_sidecar(small_ckpt, tmp_path):
+    plan = tmp_path / "lonely.plan"
+    plan.write_bytes(b"engine bytes")
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(plan)])
+    assert res.exit_code == 2 and "has no sidecar lonely.plan.json" in _flat(res.output)
+    tensorrt_sidecar(plan).write_text("{not json")
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(plan)])
+    assert res.exit_code == 2 and "sidecar lonely.plan.json is unreadable" in _flat(res.output)
+    assert "Traceback" not in res.output

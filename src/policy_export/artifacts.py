@@ -143,6 +143,9 @@ def inspect_artifact(path: Path) -> ArtifactInfo:
         side = tensorrt_sidecar(path)
         if not side.exists():
             raise _metadata_error(path, f"TensorRT plan has no sidecar {side.name}")
-        meta = ArtifactMetadata.from_json(json.dumps(json.loads(side.read_text())["metadata"]))
+        try:
+            meta = ArtifactMetadata.from_json(json.dumps(json.loads(side.read_text())["metadata"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _metadata_error(path, f"TensorRT sidecar {side.name} is unreadable ({type(exc).__name__})") from exc
     inputs, outputs = _signature_from_metadata(meta)
     return ArtifactInfo(path=path, kind=kind, metadata=meta, inputs=inputs, outputs=outputs)

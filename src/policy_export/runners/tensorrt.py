@@ -26,7 +26,13 @@ class TensorRTRunner(Runner):
     def __init__(self, info: ArtifactInfo) -> None:
         super().__init__(info)
         self.name = "tensorrt"
-        self.record: dict[str, Any] = json.loads(tensorrt_sidecar(info.path).read_text()).get("tensorrt", {})
+        side = tensorrt_sidecar(info.path)
+        try:
+            self.record: dict[str, Any] = json.loads(side.read_text()).get("tensorrt", {})
+        except (OSError, ValueError, AttributeError) as exc:
+            raise BadInputError(
+                f"{side}: unreadable TensorRT sidecar ({type(exc).__name__}); rebuild the plan"
+            ) from exc
         self._runner: Any = None
 
     def activate(self) -> None:
