@@ -9,6 +9,7 @@ tritonclient cannot be imported at all.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -199,3 +200,25 @@ def test_runtime_imports_and_runs_with_numpy_alone():
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok"
+
+
+def test_bench_shim_cli_writes_table_and_json(tmp_path):
+    """Functional check of the benchmark command (its figures are not asserted on: not a timed test)."""
+    from typer.testing import CliRunner
+
+    from policy_export.cli.app import app
+
+    out = tmp_path / "shim.json"
+    args = ["bench-shim", "--chunk-size", "10", "--action-dim", "3", "--batch-sizes", "1,2", "--queue-steps", "5"]
+    res = CliRunner().invoke(app, [*args, "--steps", "20", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "Action shim overhead per control step" in res.output
+    report = json.loads(out.read_text())
+    rows = {(r["impl"], r["mode"], r["batch"]) for r in report["rows"]}
+    impls = {"policy_export (numpy)", "lerobot (torch)"}
+    assert rows == {(i, m, b) for i in impls for m in ("queue n=5", "ensemble c=0.01") for b in (1, 2)}
+    assert all(0 < r["median_us"] <= r["p90_us"] <= r["p99_us"] for r in report["rows"])
+    assert report["machine"]["logical_cpus"] >= 1
+
+    res = CliRunner().invoke(app, ["bench-shim", "--chunk-size", "10", "--queue-steps", "20"])
+    assert res.exit_code == 2 and "--queue-steps must be <= --chunk-size 10" in res.output

@@ -9,6 +9,7 @@ import typer
 from policy_export import __version__
 from policy_export.cli import (
     bench_cmd,
+    bench_shim_cmd,
     demo_cmd,
     export_cmd,
     inspect_cmd,
@@ -57,6 +58,7 @@ app.command("export")(export_cmd.export)
 app.command("demo")(demo_cmd.demo)
 app.command("triton-repo")(triton_cmd.triton_repo)
 app.command("bench")(bench_cmd.bench)
+app.command("bench-shim")(bench_shim_cmd.bench_shim)
 
 
 def main() -> None:

@@ -99,6 +99,8 @@ class ActionQueue(_BatchState):
 
     A robot whose queue is empty gets the first ``n_action_steps`` actions of a fresh chunk,
     then one action is popped per step: exactly LeRobot's ``deque(maxlen=n_action_steps)``.
+    While every robot is at the same point of its queue (no per-robot reset this episode) a
+    step is one slice and two integer updates; robots out of step cost one gather.
     """
 
     def __init__(self, chunk_size: int, n_action_steps: int) -> None:
@@ -108,15 +110,29 @@ class ActionQueue(_BatchState):
         self.batch_size: int | None = None
         self._actions: np.ndarray | None = None  # [B, n_action_steps, A]
         self._next = np.zeros(0, np.int64)  # per robot: index of the next action; n_action_steps = empty
+        self._sync: int | None = None  # the common index while all robots are in step (then _next is stale)
+        self._left = 0  # actions left in the shortest queue
+        self._all = np.zeros(0, np.int64)
 
     def _allocate(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self._actions = None
         self._next = np.full(batch_size, self.n_action_steps, np.int64)
+        self._sync, self._left = self.n_action_steps, 0
+        self._all = np.arange(batch_size)
+
+    def _materialize(self) -> None:
+        if self._sync is not None:
+            self._next[:] = self._sync
+            self._sync = None
 
     def pending(self, batch_size: int) -> np.ndarray:
         """Robots (row indices) whose queue is empty and so need a chunk this step."""
         self._check_batch(batch_size)
+        if self._left > 0:
+            return self._all[:0]
+        if self._sync is not None:
+            return self._all
         return np.flatnonzero(self._next >= self.n_action_steps)
 
     def push(self, chunks: np.ndarray, rows: np.ndarray) -> None:
@@ -125,18 +141,26 @@ class ActionQueue(_BatchState):
         chunks = self._check_chunks(chunks, len(rows), self.chunk_size)
         if self._actions is None or self._actions.shape[2] != chunks.shape[2]:
             self._actions = np.zeros((self.batch_size, self.n_action_steps, chunks.shape[2]), np.float32)
-        self._actions[rows] = chunks[:, : self.n_action_steps]
-        self._next[rows] = 0
+        if rows is self._all or np.array_equal(rows, self._all):
+            self._actions[...] = chunks[:, : self.n_action_steps]
+            self._sync = 0
+        else:
+            self._materialize()
+            self._actions[rows] = chunks[:, : self.n_action_steps]
+            self._next[rows] = 0
+        self._left = self.n_action_steps - (self._sync if self._sync is not None else int(self._next.max()))
 
     def pop(self) -> np.ndarray:
         """Next action of every robot, ``[B, A]`` (a new array)."""
-        if self._actions is None or (self._next >= self.n_action_steps).any():
+        if self._actions is None or self._left < 1:
             raise BadInputError("action queue is empty; call step() (or push()) before pop()")
-        if self.batch_size == 1:
-            out = self._actions[0, self._next[0]][None].copy()
+        if self._sync is not None:
+            out = self._actions[:, self._sync].copy()
+            self._sync += 1
         else:
-            out = self._actions[np.arange(self.batch_size), self._next]
-        self._next += 1
+            out = self._actions[self._all, self._next]
+            self._next += 1
+        self._left -= 1
         return out
 
     def step(self, predict: Predict, batch_size: int) -> np.ndarray:
@@ -149,10 +173,12 @@ class ActionQueue(_BatchState):
         """New episode for every robot (``robot=None``; the batch size may then change) or one."""
         self._robots(robot)
         if robot is None:
-            self.batch_size, self._actions = None, None
+            self.batch_size, self._actions, self._sync, self._left = None, None, None, 0
             self._next = np.zeros(0, np.int64)
-        else:
+        elif self.batch_size is not None:
+            self._materialize()
             self._next[robot] = self.n_action_steps
+            self._left = 0
 
 
 class TemporalEnsembler(_BatchState):
@@ -164,6 +190,9 @@ class TemporalEnsembler(_BatchState):
     product ``-coeff * i`` in float32, the cumulative sum accumulated in float64) so that,
     fed the same chunks, this matches LeRobot to the last bit except where torch's vectorised
     ``exp`` is one ulp off the correctly rounded one.
+
+    The per-slot prediction counts are shared by the whole batch, as in LeRobot, until one
+    robot starts a new episode on its own; from then on each robot has its own counts.
     """
 
     def __init__(self, temporal_ensemble_coeff: float, chunk_size: int) -> None:
@@ -175,13 +204,12 @@ class TemporalEnsembler(_BatchState):
         self.weights_cumsum = np.cumsum(self.weights.astype(np.float64)).astype(np.float32)
         self.batch_size: int | None = None
         self._ens: np.ndarray | None = None  # [B, chunk_size - 1, A] after the pop
-        self._count = np.zeros((0, 0, 1), np.int64)  # [B, chunk_size - 1, 1]
+        self._count = np.ones((0, 1), np.int64)  # [chunk_size - 1, 1] shared, or [B, chunk_size - 1, 1]
         self._fresh = np.zeros(0, bool)  # robots starting an episode: next chunk initialises them
 
     def _allocate(self, batch_size: int) -> None:
         self.batch_size = batch_size
         self._ens = None
-        self._count = np.ones((batch_size, self.chunk_size - 1, 1), np.int64)
         self._fresh = np.ones(batch_size, bool)
 
     def pending(self, batch_size: int) -> np.ndarray:
@@ -195,24 +223,27 @@ class TemporalEnsembler(_BatchState):
             self._allocate(len(chunks))
         chunks = self._check_chunks(chunks, self.batch_size or 0, self.chunk_size)
         if self._ens is None or self._ens.shape[2] != chunks.shape[2]:
-            self._ens = np.zeros((self.batch_size, self.chunk_size - 1, chunks.shape[2]), np.float32)
             self._fresh[:] = True
-        if self._fresh.all():
+        fresh = self._fresh.any()
+        if fresh and self._fresh.all():
             full = chunks.copy()
-            count = np.ones((self.batch_size, self.chunk_size, 1), np.int64)
+            count = np.ones((self.chunk_size, 1), np.int64)
         else:
             # Same operations, same order as ACTTemporalEnsembler.update (float32 throughout).
-            ens = self._ens * self.weights_cumsum[self._count - 1]
-            ens += chunks[:, :-1] * self.weights[self._count]
-            ens /= self.weights_cumsum[self._count]
-            count = np.minimum(self._count + 1, self.chunk_size)
+            count = self._count
+            ens = self._ens * self.weights_cumsum[count - 1]
+            ens += chunks[:, :-1] * self.weights[count]
+            ens /= self.weights_cumsum[count]
+            count = np.minimum(count + 1, self.chunk_size)
             full = np.concatenate([ens, chunks[:, -1:]], axis=1)
-            count = np.concatenate([count, np.ones_like(count[:, -1:])], axis=1)
-            if self._fresh.any():
+            count = np.concatenate([count, np.ones_like(count[..., -1:, :])], axis=-2)
+            if fresh:
+                if count.ndim == 2:  # robots part ways: from now on each keeps its own counts
+                    count = np.broadcast_to(count, (self.batch_size or 0, *count.shape)).copy()
                 full[self._fresh] = chunks[self._fresh]
                 count[self._fresh] = 1
         self._fresh[:] = False
-        action, self._ens, self._count = full[:, 0].copy(), full[:, 1:], count[:, 1:]
+        action, self._ens, self._count = full[:, 0].copy(), full[:, 1:], count[..., 1:, :]
         return action
 
     def step(self, predict: Predict, batch_size: int) -> np.ndarray:
@@ -223,7 +254,6 @@ class TemporalEnsembler(_BatchState):
         self._robots(robot)
         if robot is None:
             self.batch_size, self._ens = None, None
-            self._count = np.zeros((0, 0, 1), np.int64)
             self._fresh = np.zeros(0, bool)
-        else:
+        elif self.batch_size is not None:
             self._fresh[robot] = True
