@@ -173,7 +173,7 @@ def run_export_pipeline(
     sizes = list(batch_sizes or [1, 4])
     if any(b < 1 for b in sizes) or samples < 1 or max_batch < 1:
         raise BadInputError("--batch-sizes, --samples and --max-batch must be positive integers")
-    formats = [f for f in FORMATS if f in formats]
+    formats = parse_formats(",".join(formats))
     paths = {f: out_dir / FILE_NAMES[f] for f in formats}
     for fmt, path in paths.items():  # refuse to clobber before any slow work
         check_writable(path, force, f"{fmt} artifact")
