@@ -396,3 +396,29 @@ def test_templates_ship_in_the_wheel(tmp_path):
     for f in ("config.pbtxt.tmpl", "ort_model.py", "onnxruntime_stand_in.py"):
         assert f"policy_export_triton_templates/{f}" in names, sorted(n for n in names if "templates" in n)
     assert "policy_export/triton/server.py" in names
+
+
+def test_ensembling_and_per_version_parameters(small_onnx):
+    """temporal_ensemble_coeff and per-version values reach the parameters a client reads."""
+    import dataclasses
+
+    from policy_export.triton.config import backend_for, build_config
+
+    info = inspect_artifact(small_onnx)
+    ensembling = dataclasses.replace(
+        info.metadata.spec, n_action_steps=1, temporal_ensemble_coeff=0.01, norm_hash="abc"
+    )
+    v2 = dataclasses.replace(info, metadata=dataclasses.replace(info.metadata, spec=ensembling))
+    cfg, _ = build_config("act", {1: info, 2: v2}, backend_for("onnx"), TritonOptions())
+    p = params(cfg)
+    assert (p["temporal_ensemble_coeff"], p["n_action_steps"], p["normalization_hash"]) == ("0.01", "1", "abc")
+    assert (p["version.1.temporal_ensemble_coeff"], p["version.1.n_action_steps"]) == ("none", "10")
+    assert p["version.2.temporal_ensemble_coeff"] == "0.01"
+    assert ArtifactMetadata.from_json(p["version.2.metadata"]).spec == ensembling
+
+
+def test_check_flags_leftover_staging_folder(valid_repo):
+    """Triton loads every folder in a repository, hidden ones too; a crashed write's leftover is an error."""
+    (valid_repo / ".act.x1y2.partial" / "1").mkdir(parents=True)
+    res = triton_repo("--check", valid_repo)
+    assert res.exit_code == 2 and "left over from an interrupted write" in res.output
