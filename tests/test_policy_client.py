@@ -336,3 +336,18 @@ def test_from_env_triton_against_the_real_server(triton, small_loaded, frames):
         action = client.select_action(_obs(small_loaded, frames["state"][0], frames["image"][0]))
     ref = eager_chunk(small_loaded, {k: v[:1] for k, v in frames.items()}, image_format="uint8")
     np.testing.assert_allclose(action, ref[:, 0], atol=ATOL, rtol=0)
+
+
+def test_closed_loop_example_runs_locally_and_against_triton(triton, small_onnx):
+    import subprocess
+    import sys
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "closed_loop.py"
+    args = [sys.executable, str(example), "--artifact", str(small_onnx), "--steps", "12", "--robots", "2"]
+    proc = subprocess.run([*args, "--triton-url", triton.grpc_url], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "local ONNX Runtime: PolicyClient(onnxruntime-cpu, queue" in proc.stdout
+    assert "Triton grpc: PolicyClient(triton-grpc, queue" in proc.stdout
+    # The local ORT model and the server's "latest" version (the fp16 one) agree within fp16 tolerance.
+    diff = float(proc.stdout.rsplit("max |difference| ", 1)[1].split()[0])
+    assert diff < 5e-2, proc.stdout
