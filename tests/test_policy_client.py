@@ -351,3 +351,36 @@ def test_closed_loop_example_runs_locally_and_against_triton(triton, small_onnx)
     # The local ORT model and the server's "latest" version (the fp16 one) agree within fp16 tolerance.
     diff = float(proc.stdout.rsplit("max |difference| ", 1)[1].split()[0])
     assert diff < 5e-2, proc.stdout
+
+
+def test_torchscript_artifact_through_the_same_client(small_loaded, small_torchscript, frames):
+    ref = eager_chunk(small_loaded, frames, image_format="uint8")
+    with PolicyClient.from_artifact(small_torchscript) as client:
+        assert client.backend.name == "torchscript-cpu" and client.settings == ShimSettings(20, 10)
+        chunk = client.predict_chunk(_obs(small_loaded, frames["state"], frames["image"]))
+    np.testing.assert_allclose(chunk, ref, atol=ATOL, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("provider", ["cuda", "tensorrt"])
+def test_onnxruntime_gpu_providers(provider, small_loaded, small_onnx, frames):
+    import onnxruntime as ort
+
+    from policy_export.runners.onnxrt import PROVIDERS
+
+    if PROVIDERS[provider][0] not in ort.get_available_providers():
+        pytest.skip(f"{PROVIDERS[provider][0]} not available here (needs onnxruntime-gpu on an NVIDIA host)")
+    ref = eager_chunk(small_loaded, frames, image_format="uint8")
+    with PolicyClient.from_artifact(small_onnx, provider=provider) as client:
+        assert client.backend.name == f"onnxruntime-{provider}"
+        chunk = client.predict_chunk(_obs(small_loaded, frames["state"], frames["image"]))
+    np.testing.assert_allclose(chunk, ref, atol=1e-3 if provider == "tensorrt" else ATOL, rtol=0)
+
+
+def test_missing_gpu_provider_is_a_clear_error(small_onnx):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this host has CUDA: the error path is for hosts without it")
+    with pytest.raises(UnavailableError, match="CUDAExecutionProvider is not available here"):
+        PolicyClient.from_artifact(small_onnx, provider="cuda")

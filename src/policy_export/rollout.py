@@ -25,7 +25,7 @@ from policy_export.export.tolerances import default_atol
 from policy_export.inputs import random_inputs, state_distribution
 from policy_export.reference import lerobot_observation
 from policy_export.runtime.shim import ShimSettings
-from policy_export.verify import ArtifactCheck, BatchResult
+from policy_export.verify import ArtifactCheck, BatchResult, check_compatible
 
 
 @dataclass(frozen=True)
@@ -190,12 +190,15 @@ class RolloutResult(BatchResult):
     client_core_calls: int = 0
 
 
-def _tolerance(info: ArtifactInfo, atol: float | None, per_artifact_atol: dict[str, float] | None) -> float:
+def _tolerance(info: ArtifactInfo, atol: float | None, per_artifact_atol: dict[str, float] | None) -> tuple[float, str]:
+    """The same tolerance (and its source) the chunk parity of this artifact uses."""
     table = per_artifact_atol or {}
     override = table.get(info.path.name, table.get(str(info.path)))
     if override is not None:
-        return override
-    return atol if atol is not None else default_atol(info.metadata.precision)
+        return override, "--artifact-tolerance"
+    if atol is not None:
+        return atol, "--tolerance"
+    return default_atol(info.metadata.precision), f"default {info.metadata.precision}"
 
 
 def rollout_checks(
@@ -217,9 +220,10 @@ def rollout_checks(
     from policy_export.runtime import PolicyClient
 
     checks = []
-    for info in infos:
+    warnings = [check_compatible(info, ckpt) for info in infos]  # refuse a foreign artifact before any slow work
+    for info, warn in zip(infos, warnings, strict=True):
         meta = info.metadata
-        tol = _tolerance(info, atol, per_artifact_atol)
+        tol, source = _tolerance(info, atol, per_artifact_atol)
         for mode in rollout_modes(ckpt):
             check = ArtifactCheck(
                 artifact=str(info.path),
@@ -230,6 +234,8 @@ def rollout_checks(
                 atol=tol,
                 rtol=rtol,
                 status="passed",
+                atol_source=source,
+                warnings=warn,
                 check=mode.label,
             )
             checks.append(check)
