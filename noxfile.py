@@ -5,6 +5,7 @@ nox -s lint       # ruff
 nox -s parity     # export + verify a checkpoint; fails the build on a parity regression
 nox -s gpu        # TensorRT + onnxruntime-gpu tests (pytest -m gpu) on an NVIDIA GPU host
 nox -s triton     # the Triton repository + real-server tests, with the server's own venv (numpy < 2)
+nox -s bench_shim # per-step overhead of the host-side action shim (reports/bench-shim.json)
 """
 
 from __future__ import annotations
@@ -108,3 +109,11 @@ def gpu(session: nox.Session) -> None:
     session.run("python", "-m", "pip", "uninstall", "--yes", "onnxruntime")
     session.install("onnxruntime-gpu>=1.22,<1.33", "tensorrt>=10.0,<11")
     session.run("pytest", "-m", "gpu", "-rs", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench_shim(session: nox.Session) -> None:
+    """Per-step cost of the action queue / temporal ensembling alone; args after -- go to the command."""
+    session.install("-e", ".")
+    os.makedirs("reports", exist_ok=True)
+    session.run("policy-export", "bench-shim", "--json", "reports/bench-shim.json", *session.posargs)
