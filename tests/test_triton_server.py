@@ -265,6 +265,47 @@ for p in sorted(Path({str(repo)!r}).glob("*/config.pbtxt")):
     assert sorted(_server_python(parse_all).split()) == ["act", "act_multicam", "act_python", "act_uint8"]
 
 
+REJECTED = {
+    # case: (edit from, edit to, what --check says, what the 2.51 server logs)
+    "preferred batch size above max": (
+        "preferred_batch_size: [4, 8]", "preferred_batch_size: [4, 16]",
+        "preferred_batch_size 16 is outside", "preferred size must be <= max batch size",
+    ),
+    "warmup input that is not a model input": (
+        'key: "state"', 'key: "states"',
+        "must be exactly the model inputs", "missing required input(s) ['state']",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(REJECTED))
+def test_what_check_catches_the_real_server_rejects(case, small_onnx, tmp_path):
+    """The offline rules mirror the server: the same edit fails --check and fails the server's load."""
+    from triton_harness import require_server
+
+    from policy_export.errors import UnavailableError
+    from policy_export.triton.config import TritonOptions
+    from policy_export.triton.repo import write_version
+    from policy_export.triton.server import TritonServer, find_server
+
+    require_server()
+    old, new, message, server_message = REJECTED[case]
+    repo = tmp_path / "repo"
+    write_version(small_onnx, repo, "act", 1, TritonOptions(preferred_batch_sizes=(4, 8)))
+    cfg = repo / "act" / "config.pbtxt"
+    cfg.write_text(cfg.read_text().replace(old, new, 1))
+    res = CliRunner().invoke(app, ["triton-repo", "--check", str(repo)])
+    assert res.exit_code == 2 and message in res.output, res.output
+
+    server = TritonServer(repo=repo, install=find_server(SERVER_VENV), startup_timeout_s=120)
+    try:
+        with pytest.raises(UnavailableError, match="exited with code") as excinfo, server:
+            pass
+    finally:
+        server.cleanup()
+    assert server_message in str(excinfo.value), str(excinfo.value)
+
+
 def test_server_stops_cleanly(served):
     server, _ = served
     http_port = server.http_port
