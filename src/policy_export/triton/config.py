@@ -48,7 +48,6 @@ DATA_TYPES = {
     "int64": "TYPE_INT64",
     "bool": "TYPE_BOOL",
 }
-NUMPY_DTYPES = {"TYPE_FP32": "float32", "TYPE_FP16": "float16", "TYPE_UINT8": "uint8", "TYPE_INT64": "int64"}
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from typing import Any
 from policy_export.errors import BadInputError, PolicyExportError
 from policy_export.triton.config import (
     BACKENDS,
-    NUMPY_DTYPES,
     BackendSpec,
     Signature,
     WireTensor,
@@ -315,7 +314,7 @@ def check_repository(path: Path) -> list[ModelReport]:
     for child in sorted(path.iterdir()):
         if not child.is_dir():
             continue
-        if child.name.startswith(".") and child.name.endswith(".partial"):
+        if child.name.startswith(".") and child.name.endswith((".partial", ".old")):
             reports.append(
                 ModelReport(
                     name=child.name,
@@ -328,8 +327,3 @@ def check_repository(path: Path) -> list[ModelReport]:
     if not reports:
         raise BadInputError(f"{path}: no model folders (NAME/{CONFIG}) here")
     return reports
-
-
-def numpy_dtype(data_type: str) -> str:
-    """numpy dtype name for a Triton TYPE_* (for clients and warmup-like test feeds)."""
-    return NUMPY_DTYPES[data_type]
