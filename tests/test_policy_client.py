@@ -384,3 +384,17 @@ def test_missing_gpu_provider_is_a_clear_error(small_onnx):
         pytest.skip("this host has CUDA: the error path is for hosts without it")
     with pytest.raises(UnavailableError, match="CUDAExecutionProvider is not available here"):
         PolicyClient.from_artifact(small_onnx, provider="cuda")
+
+
+def test_triton_url_scheme_picks_the_protocol():
+    from policy_export.runtime.triton import split_url
+
+    assert split_url("127.0.0.1:8000", None) == ("127.0.0.1:8000", "grpc")
+    assert split_url("http://127.0.0.1:8000/", None) == ("127.0.0.1:8000", "http")
+    assert split_url("grpc://h:8001", "grpc") == ("h:8001", "grpc")
+    with pytest.raises(BadInputError, match="says http but protocol='grpc'"):
+        split_url("http://h:8000", "grpc")
+    with pytest.raises(BadInputError, match="TLS is not supported"):
+        split_url("https://h:8000", None)
+    with pytest.raises(BadInputError, match="one of grpc, http"):
+        split_url("h:8000", "websocket")

@@ -62,12 +62,14 @@ class PolicyClient:
         url: str,
         model: str,
         version: str | int | None = None,
-        protocol: str | None = "grpc",
+        protocol: str | None = None,
         *,
         timeout_s: float | None = None,
         settings: ShimSettings | None = None,
     ) -> PolicyClient:
-        """A model on a Triton server. ``url`` is ``host:port`` (or ``grpc://`` / ``http://host:port``)."""
+        """A model on a Triton server. ``url`` is ``host:port`` (or ``grpc://`` / ``http://host:port``);
+        ``protocol`` is "grpc" or "http", by default what the URL's scheme says, else gRPC.
+        ``version=None`` takes the newest version the server serves and pins it for this client."""
         from policy_export.runtime.triton import DEFAULT_TIMEOUT_S, TritonBackend
 
         backend = TritonBackend(url, model, version, protocol, timeout_s=timeout_s or DEFAULT_TIMEOUT_S)

@@ -193,7 +193,7 @@ class TritonBackend(Backend):
         url: str,
         model: str,
         version: str | int | None = None,
-        protocol: str | None = "grpc",
+        protocol: str | None = None,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
