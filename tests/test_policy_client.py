@@ -27,15 +27,6 @@ from policy_export.runtime.triton import check_signature, metadata_from_triton
 ATOL = 1e-4
 
 
-@pytest.fixture(scope="session")
-def small_u8_onnx(small_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from policy_export.export.onnx import export_onnx
-
-    path = tmp_path_factory.mktemp("small_u8") / "small_u8.onnx"
-    export_onnx(small_loaded, path, image_format="uint8")
-    return path
-
-
 @pytest.fixture(scope="module")
 def frames(small_loaded):
     """A batch of 3 raw camera frames (uint8 HWC) and states around the dataset statistics."""
@@ -48,7 +39,7 @@ def _obs(ckpt, state, image):
     return {ckpt.spec.state_key: state, ckpt.spec.cameras[0].key: image}
 
 
-def test_predict_chunk_matches_lerobot_for_every_observation_form(small_loaded, small_onnx, small_u8_onnx, frames):
+def test_predict_chunk_matches_lerobot_for_every_observation_form(small_loaded, small_onnx, small_uint8_onnx, frames):
     import torch
 
     ref = eager_chunk(small_loaded, frames, image_format="uint8")  # LeRobot's own uint8 -> float conversion
@@ -60,7 +51,7 @@ def test_predict_chunk_matches_lerobot_for_every_observation_form(small_loaded, 
         "float HWC": np.ascontiguousarray(chw_float.transpose(0, 2, 3, 1)),
         "torch float CHW": torch.from_numpy(chw_float),
     }
-    for artifact in (small_onnx, small_u8_onnx):
+    for artifact in (small_onnx, small_uint8_onnx):
         with PolicyClient.from_artifact(artifact) as client:
             outs = {}
             for name, image in forms.items():
@@ -268,7 +259,7 @@ def test_triton_metadata_and_signature_checks(small_onnx):
 
 
 @pytest.fixture(scope="module")
-def triton(small_onnx, small_fp16_onnx, small_u8_onnx, tmp_path_factory):
+def triton(small_onnx, small_fp16_onnx, small_uint8_onnx, tmp_path_factory):
     from triton_harness import triton_server
 
     from policy_export.triton.config import TritonOptions
@@ -278,7 +269,7 @@ def triton(small_onnx, small_fp16_onnx, small_u8_onnx, tmp_path_factory):
     # Two versions under version_policy all; max_batch_size 2 makes the client split larger batches.
     write_version(small_onnx, repo, "act", 1, TritonOptions(max_batch_size=2, version_policy="all"))
     write_version(small_fp16_onnx, repo, "act", 2, TritonOptions(max_batch_size=2, version_policy="all"))
-    write_version(small_u8_onnx, repo, "frames", 1, TritonOptions(backend="python"))
+    write_version(small_uint8_onnx, repo, "frames", 1, TritonOptions(backend="python"))
     with triton_server(repo) as server:
         yield server
 
