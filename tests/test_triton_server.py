@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -198,7 +199,12 @@ def test_dynamic_batching_really_batches(served, model, small_loaded):
                 inputs.append(inp)
             pending.append(client.async_infer(model, inputs, model_version="1"))
         got = np.concatenate([p.get_result(timeout=TIMEOUT_S).as_numpy("action_chunk") for p in pending])
+        # Triton updates statistics after it sends the responses: wait (bounded) for the last ones.
+        deadline = time.monotonic() + 10
         after = stats(client)
+        while after["requests"] - before["requests"] < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+            after = stats(client)
     finally:
         client.close()
     requests, executions = after["requests"] - before["requests"], after["exec"] - before["exec"]
