@@ -48,8 +48,10 @@ class BenchConfig:
     threads: int | None = None
     seed: int = 0
     ort_providers: list[str] = field(default_factory=lambda: ["cpu"])
-    matmul_size: int = 2048
-    ceiling_seconds: float = 2.0
+    matmul_sizes: tuple[int, ...] = (1024, 2048)
+    ceiling_seconds: float = 1.0
+    max_background: float = 0.10
+    quiet_wait_s: float = 20.0
     pause_s: float = 0.02
 
     def resolved_threads(self) -> int:
@@ -81,11 +83,13 @@ class BackendRun:
 class RawBench:
     config: BenchConfig
     threads: int
+    cpus: int
     runs: list[BackendRun]
     flops: dict[str, Any]
     ceiling: list[dict[str, Any]]
     spec: dict[str, Any]
     load_average: dict[str, list[float]]
+    rounds: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 class WorkerProcess:
@@ -141,10 +145,60 @@ class WorkerProcess:
             self.log.close()
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """CPU-seconds the whole machine has been busy, and stolen by the hypervisor, so far.
+
+    Sampled around every timed call: busy time minus the worker's own CPU time is what
+    other processes took while we were timing, the honest measure of how quiet the run was.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fh.readline().split()[1:9])
+    except (OSError, ValueError):
+        return float("nan"), float("nan")
+    hz = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq) / hz, steal / hz
+
+
+class Quiet:
+    """Tells whether other processes are leaving the CPUs to us, and waits until they do.
+
+    Shared machines (a developer box, a CI runner, a robot computer with camera drivers)
+    are the norm. A timed round during which other processes took more than
+    ``max_background`` of the CPUs is thrown away and run again, for every backend alike,
+    up to twice as many extra rounds as requested; what was discarded is reported.
+    """
+
+    def __init__(self, max_background: float, max_wait_s: float) -> None:
+        self.limit = max_background
+        self.max_wait_s = max_wait_s
+        self.cpus = os.cpu_count() or 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit < 1.0
+
+    def others_share(self, busy_s: float, own_cpu_s: float, window_s: float) -> float:
+        return max(0.0, busy_s - own_cpu_s) / (window_s * self.cpus) if window_s > 0 else 0.0
+
+    def wait(self) -> None:
+        if not self.enabled:
+            return
+        deadline = time.monotonic() + self.max_wait_s
+        while time.monotonic() < deadline:
+            b0, t0 = machine_cpu_seconds()[0], time.perf_counter()
+            time.sleep(0.25)
+            if self.others_share(machine_cpu_seconds()[0] - b0, 0.0, time.perf_counter() - t0) <= self.limit:
+                return
+
+    def ok(self, share: float) -> bool:
+        return not self.enabled or not share > self.limit
+
+
 def planned_steps(config: BenchConfig, n_backends: int) -> int:
     """Progress-bar total: loads, two ceiling phases, and every warm-up and timed call."""
     calls = n_backends * len(config.batch_sizes) * (config.warmup + config.iterations)
-    return n_backends + 2 * len(CEILING_LIBRARIES) + calls
+    return n_backends + 2 * len(CEILING_LIBRARIES) * len(config.matmul_sizes) + calls
 
 
 def backend_specs(config: BenchConfig) -> list[tuple[str, dict[str, Any]]]:
@@ -169,6 +223,8 @@ def _check_config(config: BenchConfig) -> list[ArtifactInfo]:
         raise BadInputError("--threads must be a positive integer")
     if config.ceiling_seconds < 0:
         raise BadInputError("--ceiling-seconds must not be negative")
+    if not 0 <= config.max_background <= 1:
+        raise BadInputError("--max-background is a share of the CPUs, between 0 and 1 (1 keeps every round)")
     return [inspect_artifact(Path(a)) for a in config.artifacts]  # bad files fail before any slow work
 
 
@@ -180,7 +236,7 @@ def make_feed(spec: Any, batch: int, seed: int, center: np.ndarray, scale: np.nd
     return random_inputs(spec, batch, rng, center, scale, image_format=image_format)
 
 
-def run_bench(config: BenchConfig, step: Callable[[str], None] = lambda _: None) -> RawBench:
+def run_bench(config: BenchConfig, step: Callable[[str, int], None] = lambda what, n: None) -> RawBench:
     """Load every backend, measure the ceiling, then time interleaved rounds per batch size."""
     from policy_export.spec import PolicySpec
     from policy_export.verify import check_compatible
@@ -194,7 +250,7 @@ def run_bench(config: BenchConfig, step: Callable[[str], None] = lambda _: None)
     try:
         # Load one at a time, so each load time is measured alone.
         for name, spec in specs:
-            step(f"loading {name}")
+            step(f"loading {name}", 1)
             run = BackendRun(backend=name, spec=spec, provider=spec.get("provider"))
             runs.append(run)
             worker = WorkerProcess(name, threads)
@@ -223,14 +279,16 @@ def run_bench(config: BenchConfig, step: Callable[[str], None] = lambda _: None)
         probes = {lib: WorkerProcess(f"matmul-{lib}", threads) for lib in CEILING_LIBRARIES}
         workers.update({f"matmul-{lib}": w for lib, w in probes.items()})
         for lib, probe in probes.items():
-            probe.call("load", backend="matmul", library=lib, size=config.matmul_size)
-        ceiling = [_measure_ceiling(probes, config, "start", step)]
+            probe.call("load", backend="matmul", library=lib, sizes=list(config.matmul_sizes))
+        quiet = Quiet(config.max_background, config.quiet_wait_s)
+        ceiling = _measure_ceiling(probes, config, "start", quiet, step)
 
         active = [r for r in runs if r.status == "ok"]
+        rounds = {}
         for batch in config.batch_sizes:
-            _time_batch(active, workers, config, batch, policy_spec, center, scale, step)
+            rounds[batch] = _time_batch(active, workers, config, batch, policy_spec, center, scale, quiet, step)
 
-        ceiling.append(_measure_ceiling(probes, config, "end", step))
+        ceiling += _measure_ceiling(probes, config, "end", quiet, step)
         load_average["end"] = list(os.getloadavg())
     finally:
         for worker in workers.values():
@@ -238,20 +296,33 @@ def run_bench(config: BenchConfig, step: Callable[[str], None] = lambda _: None)
     return RawBench(
         config=config,
         threads=threads,
+        cpus=os.cpu_count() or 1,
         runs=runs,
         flops=flops,
         ceiling=ceiling,
         spec=eager_info["spec"],
         load_average=load_average,
+        rounds=rounds,
     )
 
 
-def _measure_ceiling(probes: dict[str, WorkerProcess], config: BenchConfig, phase: str, step: Callable) -> dict:
-    out: dict[str, Any] = {"phase": phase}
+def _measure_ceiling(
+    probes: dict[str, WorkerProcess], config: BenchConfig, phase: str, quiet: Quiet, step: Callable[[str, int], None]
+) -> list[dict[str, Any]]:
+    """One measurement per library and size; retried (twice at most) if the machine was busy."""
+    out = []
     for lib, probe in probes.items():
-        step(f"matmul ceiling ({lib}, {phase})")
-        time.sleep(config.pause_s)
-        out[lib] = probe.call("measure", seconds=config.ceiling_seconds)
+        for size in config.matmul_sizes:
+            step(f"matmul ceiling ({lib}, {size}, {phase})", 1)
+            for _attempt in range(3):
+                quiet.wait()
+                time.sleep(config.pause_s)
+                b0, t0 = machine_cpu_seconds()[0], time.perf_counter()
+                m = probe.call("measure", size=size, seconds=config.ceiling_seconds)
+                share = quiet.others_share(machine_cpu_seconds()[0] - b0, m["cpu_s"], time.perf_counter() - t0)
+                if quiet.ok(share):
+                    break
+            out.append({**m, "phase": phase, "background_cpu": share})
     return out
 
 
@@ -263,26 +334,48 @@ def _time_batch(
     spec: Any,
     center: np.ndarray,
     scale: np.ndarray,
-    step: Callable[[str], None],
-) -> None:
+    quiet: Quiet,
+    step: Callable[[str, int], None],
+) -> dict[str, int]:
+    """Warm-up rounds, then timed rounds until ``iterations`` quiet ones are kept."""
     feeds = {fmt: make_feed(spec, batch, config.seed, center, scale, fmt) for fmt in {r.image_format for r in active}}
     for run in active:
         workers[run.backend].call("feed", feed=feeds[run.image_format])
         run.calls[batch] = []
 
-    def call(run: BackendRun, record: bool, what: str) -> None:
-        step(f"batch {batch}: {what} {run.backend}")
-        time.sleep(config.pause_s)
-        timing = workers[run.backend].call("run", calls=1)
-        if record:
-            run.calls[batch].extend(timing)
+    def one_round(i: int, what: str) -> dict[str, dict[str, float]]:
+        timings = {}
+        for run in _rotated(active, i):
+            step(f"batch {batch}: {what} {run.backend}", 1 if what == "warm-up" else 0)
+            time.sleep(config.pause_s)
+            (busy0, steal0), t0 = machine_cpu_seconds(), time.perf_counter()
+            timing = workers[run.backend].call("run", calls=1)[0]
+            (busy1, steal1), t1 = machine_cpu_seconds(), time.perf_counter()
+            timing.update(window_s=t1 - t0, machine_busy_s=busy1 - busy0, steal_s=steal1 - steal0)
+            timings[run.backend] = timing
+        return timings
 
     for i in range(config.warmup):
-        for run in _rotated(active, i):
-            call(run, False, "warm-up")
-    for i in range(config.iterations):
-        for run in _rotated(active, i):
-            call(run, True, "timing")
+        one_round(i, "warm-up")
+    kept = discarded = 0
+    max_rounds = 3 * config.iterations
+    while kept < config.iterations:
+        quiet.wait()
+        timings = one_round(kept + discarded, "timing")
+        # Summed over the round: /proc/stat counts in 10 ms ticks, too coarse for one short call.
+        share = quiet.others_share(
+            sum(t["machine_busy_s"] for t in timings.values()),
+            sum(t["user_s"] + t["sys_s"] for t in timings.values()),
+            sum(t["window_s"] for t in timings.values()),
+        )
+        busy_round = not quiet.ok(share)
+        if busy_round and kept + discarded < max_rounds - (config.iterations - kept):
+            discarded += 1
+            continue
+        kept += 1
+        step(f"batch {batch}: timed round {kept}/{config.iterations}", len(active))
+        for run in active:
+            run.calls[batch].append(timings[run.backend])
 
     reference = workers["eager"].call("output")
     for run in active:
@@ -290,6 +383,7 @@ def _time_batch(
         if run.backend != "eager" and run.image_format == "float32":
             out = workers[run.backend].call("output")
             run.max_abs_vs_eager[batch] = float(np.abs(out - reference).max())
+    return {"kept": kept, "discarded": discarded}
 
 
 def _rotated(items: list[BackendRun], k: int) -> list[BackendRun]:

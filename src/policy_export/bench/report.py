@@ -22,9 +22,12 @@ def render_table(report: dict[str, Any]) -> Table:
         title=f"policy-export bench ({report['settings']['threads']} threads, "
         f"{report['settings']['iterations']} timed calls per row)",
         caption=(
-            f"ceiling: {ceiling['gflops']:.0f} GFLOP/s sustained float32 matmul ({ceiling['library']}); core "
+            f"ceiling: {ceiling['gflops']:.0f} GFLOP/s sustained float32 matmul ({ceiling['library']}, "
+            f"{ceiling['matrix_size']}²); core "
             f"{ceiling['core_gflop_per_sample']:.1f} GFLOP/sample -> floor {ceiling['floor_ms_per_sample']:.0f} ms/sample. "
-            "speed-up = eager median / backend median at the same batch size, same run."
+            "speed-up = eager median / backend median at the same batch size, same run. "
+            f"Other processes used {_f(report['machine']['background_cpu'], '.0%')} of the CPUs while timing; "
+            f"busy rounds discarded: {sum(r['discarded'] for r in report['settings']['rounds'].values())}."
         ),
     )
     for name, justify in [
@@ -42,6 +45,7 @@ def render_table(report: dict[str, Any]) -> Table:
         ("load s", "right"),
         ("peak RSS MB", "right"),
         ("max |Δ| vs eager", "right"),
+        ("others' CPU", "right"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     last_batch = None
@@ -66,6 +70,7 @@ def render_table(report: dict[str, Any]) -> Table:
             _f(row["load_s"], ".2f"),
             _f(row["peak_rss_mb"], ".0f"),
             _f(row["max_abs_vs_eager"], ".1e"),
+            _f(row["background_cpu"], ".0%"),
         )
     for skipped in report["skipped"]:
         table.add_section()
@@ -87,6 +92,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         ) from exc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     sizes = report["settings"]["batch_sizes"]
     floor = report["ceiling"]["floor_ms_per_sample"]
@@ -106,7 +112,10 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     ax_sample.set(xlabel="batch size", ylabel="ms per sample (median)", xscale="log", ylim=(0, None))
     for ax in (ax_call, ax_sample):
         ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.grid(True, alpha=0.3)
+    ax_call.yaxis.set_major_formatter(ScalarFormatter())
+    ax_call.yaxis.set_minor_formatter(NullFormatter())
     ax_sample.legend(fontsize=8)
     machine = report["machine"]
     fig.suptitle(

@@ -22,32 +22,37 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def ceiling_summary(raw: RawBench) -> dict[str, Any]:
-    """The best sustained matmul rate seen (any library, either phase) and the latency floor it implies."""
-    by_library: dict[str, dict[str, float]] = {}
-    for phase in raw.ceiling:
-        for lib, m in phase.items():
-            if lib == "phase":
-                continue
-            entry = by_library.setdefault(lib, {"matrix_size": m["size"]})
-            entry[f"gflops_{phase['phase']}"] = m["gflops_median"]
-            entry["gflops_best_call"] = max(entry.get("gflops_best_call", 0.0), m["gflops_best"])
-    best_lib, best = max(
-        ((lib, max(v for k, v in e.items() if k in ("gflops_start", "gflops_end"))) for lib, e in by_library.items()),
-        key=lambda x: x[1],
-    )
+    """The best sustained matmul rate measured (any library, size, phase) and the latency floor it implies."""
+    by_library: dict[str, dict[str, dict[str, float]]] = {}
+    for m in raw.ceiling:
+        entry = by_library.setdefault(m["library"], {}).setdefault(str(m["size"]), {})
+        entry[f"gflops_{m['phase']}"] = m["gflops_median"]
+        entry[f"background_cpu_{m['phase']}"] = m["background_cpu"]
+    best = max(raw.ceiling, key=lambda m: m["gflops_median"])
     flops = raw.flops["per_sample"]
     return {
-        "gflops": best,
-        "library": best_lib,
+        "gflops": best["gflops_median"],
+        "library": best["library"],
+        "matrix_size": best["size"],
         "threads": raw.threads,
-        "method": f"median rate of float32 {raw.config.matmul_size}x{raw.config.matmul_size} matmuls over "
-        f">= {raw.config.ceiling_seconds:g} s, before and after the timed rounds; the best library and phase",
+        "method": "median rate of repeated float32 NxN matmuls for >= "
+        f"{raw.config.ceiling_seconds:g} s per library and size, before and after the timed rounds; the best one",
         "by_library": by_library,
         "core_gflop_per_sample": flops / 1e9,
         "core_gflop_by_module": {k: v / 1e9 for k, v in raw.flops["by_module"].items()},
         "core_gflop_by_op": {k: v / 1e9 for k, v in raw.flops["by_op"].items()},
-        "floor_ms_per_sample": flops / (best * 1e9) * 1e3,
+        "floor_ms_per_sample": flops / (best["gflops_median"] * 1e9) * 1e3,
     }
+
+
+def background_load(calls: list[dict[str, float]], cpus: int) -> dict[str, float]:
+    """Share of the machine's CPUs that other processes (and the hypervisor) took during these calls."""
+    window = sum(c["window_s"] for c in calls) * cpus
+    others = sum(c["machine_busy_s"] - c["user_s"] - c["sys_s"] for c in calls)
+    steal = sum(c["steal_s"] for c in calls)
+    if not window or not math.isfinite(others):
+        return {"background_cpu": float("nan"), "steal": float("nan")}
+    return {"background_cpu": max(0.0, others / window), "steal": steal / window}
 
 
 def result_rows(raw: RawBench, ceiling: dict[str, Any]) -> list[dict[str, Any]]:
@@ -86,6 +91,8 @@ def result_rows(raw: RawBench, ceiling: dict[str, Any]) -> list[dict[str, Any]]:
                     "cpu_user_ms": _pct([c["user_s"] * 1e3 for c in calls], 50),
                     "cpu_sys_ms": _pct([c["sys_s"] * 1e3 for c in calls], 50),
                     "minor_faults": _pct([c["minor_faults"] for c in calls], 50),
+                    "preempted_per_call": _pct([c["preempted"] for c in calls], 50),
+                    **background_load(calls, raw.cpus),
                     "achieved_gflops": gflops,
                     "fraction_of_ceiling": gflops / ceiling["gflops"],
                     "latency_vs_floor": median / floor_ms,
@@ -126,9 +133,15 @@ def to_json_dict(raw: RawBench, machine: dict[str, Any], command: list[str]) -> 
                 "seed": cfg.seed,
                 "ort_providers": cfg.ort_providers,
                 "schedule": "one worker process per backend; timed calls interleaved round-robin, one at a time",
+                "max_background": cfg.max_background,
+                "rounds": {str(b): r for b, r in raw.rounds.items()},
             },
             "policy": raw.spec,
-            "machine": {**machine, "load_average": raw.load_average},
+            "machine": {
+                **machine,
+                "load_average": raw.load_average,
+                **background_load([c for r in raw.runs for cs in r.calls.values() for c in cs], raw.cpus),
+            },
             "ceiling": ceiling,
             "results": result_rows(raw, ceiling),
             "skipped": [

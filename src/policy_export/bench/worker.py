@@ -185,65 +185,86 @@ class ArtifactBackend(Backend):
 
 
 class MatmulProbe(Backend):
-    """Sustained float32 matrix-multiply rate of one library: the machine's practical ceiling."""
+    """Sustained float32 matrix-multiply rate of one library: the machine's practical ceiling.
 
-    def __init__(self, library: str, size: int, threads: int) -> None:
+    ONNX Runtime's right-hand matrix is a constant, as model weights are, so MLAS packs it
+    once at load exactly as it does for the policy's layers; torch gets plain tensors, as
+    its eager layers do.
+    """
+
+    def __init__(self, library: str, sizes: list[int], threads: int) -> None:
         self.library = library
-        self.size = size
+        self.sizes = sizes
         self.threads = threads
-        self.fn: Any = None
+        self.fns: dict[int, Any] = {}
 
     def load(self) -> dict[str, Any]:
-        n = self.size
         rng = np.random.default_rng(0)
-        a = rng.random((n, n), dtype=np.float32)
-        b = rng.random((n, n), dtype=np.float32)
         if self.library == "torch":
             _set_torch_threads(self.threads)
             import torch
 
-            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            self.fn = lambda: torch.mm(ta, tb)
+            for n in self.sizes:
+                a, b = (torch.from_numpy(rng.random((n, n), dtype=np.float32)) for _ in range(2))
+                self.fns[n] = lambda a=a, b=b: torch.mm(a, b)
             runtime = f"torch {torch.__version__} (torch.mm)"
         elif self.library == "onnxruntime":
             import onnxruntime as ort
-            from onnx import TensorProto, helper
 
-            def value(name: str) -> Any:
-                return helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n])
-
-            graph = helper.make_graph(
-                [helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul", [value("a"), value("b")], [value("c")]
-            )
-            model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = self.threads
-            so.inter_op_num_threads = 1
-            sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-            feed = {"a": a, "b": b}
-            self.fn = lambda: sess.run(None, feed)
+            for n in self.sizes:
+                sess = ort.InferenceSession(
+                    _matmul_model(n, rng), _probe_session_options(ort, self.threads), providers=["CPUExecutionProvider"]
+                )
+                feed = {"a": rng.random((n, n), dtype=np.float32)}
+                self.fns[n] = lambda sess=sess, feed=feed: sess.run(None, feed)
             runtime = f"onnxruntime {ort.__version__} (MatMul, MLAS)"
         else:
             raise ValueError(f"unknown matmul library {self.library!r}")
         return {"import_s": 0.0, "load_s": 0.0, "runtime": runtime, "kind": "matmul"}
 
-    def measure(self, seconds: float, min_calls: int = 5) -> dict[str, Any]:
-        flop = 2.0 * self.size**3
+    def measure(self, size: int, seconds: float, min_calls: int = 5) -> dict[str, Any]:
+        fn = self.fns[size]
+        flop = 2.0 * size**3
         for _ in range(2):
-            self.fn()
+            fn()
+        r0 = resource.getrusage(resource.RUSAGE_SELF)
         times: list[float] = []
         start = time.perf_counter()
         while len(times) < min_calls or time.perf_counter() - start < seconds:
             t0 = time.perf_counter()
-            self.fn()
+            fn()
             times.append(time.perf_counter() - t0)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "library": self.library,
-            "size": self.size,
+            "size": size,
             "calls": len(times),
+            "seconds": sum(times),
+            "cpu_s": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
             "gflops_median": flop / float(np.median(times)) / 1e9,
             "gflops_best": flop / min(times) / 1e9,
         }
+
+
+def _matmul_model(n: int, rng: np.random.Generator) -> bytes:
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(rng.random((n, n), dtype=np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["a", "b"], ["c"])],
+        "matmul",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])],
+        [weight],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def _probe_session_options(ort: Any, threads: int) -> Any:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return so
 
 
 def make_backend(spec: dict[str, Any], threads: int) -> Backend:
@@ -253,7 +274,7 @@ def make_backend(spec: dict[str, Any], threads: int) -> Backend:
     if kind == "artifact":
         return ArtifactBackend(spec["artifact"], spec.get("provider", "cpu"), threads)
     if kind == "matmul":
-        return MatmulProbe(spec["library"], int(spec["size"]), threads)
+        return MatmulProbe(spec["library"], [int(n) for n in spec["sizes"]], threads)
     raise ValueError(f"unknown backend spec {spec!r}")
 
 
@@ -276,7 +297,7 @@ class Worker:
         if op == "flops":
             return self.backend.flops()  # type: ignore[attr-defined]
         if op == "measure":
-            return self.backend.measure(float(args["seconds"]))  # type: ignore[attr-defined]
+            return self.backend.measure(int(args["size"]), float(args["seconds"]))  # type: ignore[attr-defined]
         if op == "feed":
             self.feed = args["feed"]
             self.output = None
@@ -303,6 +324,7 @@ class Worker:
             "user_s": r1.ru_utime - r0.ru_utime,
             "sys_s": r1.ru_stime - r0.ru_stime,
             "minor_faults": float(r1.ru_minflt - r0.ru_minflt),
+            "preempted": float(r1.ru_nivcsw - r0.ru_nivcsw),
         }
 
 

@@ -31,8 +31,16 @@ def bench(
         typer.Option(help="ONNX Runtime execution provider(s) for .onnx artifacts; repeatable. Default: cpu."),
     ] = None,
     ceiling_seconds: Annotated[
-        float, typer.Option(help="Seconds of matrix multiplies per library to measure the ceiling (before and after).")
-    ] = 2.0,
+        float,
+        typer.Option(help="Seconds of matrix multiplies per library and size to measure the ceiling (before and after)."),
+    ] = 1.0,
+    max_background: Annotated[
+        float,
+        typer.Option(
+            help="Re-run a timed round (every backend) if other processes used more than this share of the CPUs "
+            "during it, at most 2x --iterations extra rounds; 1 keeps every round."
+        ),
+    ] = 0.10,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the full results as JSON here.")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Draw latency vs batch size to this PNG (needs the 'bench' extra).")
@@ -63,6 +71,7 @@ def bench(
         seed=seed,
         ort_providers=[p.value for p in ort_provider] if ort_provider else ["cpu"],
         ceiling_seconds=ceiling_seconds,
+        max_background=max_background,
     )
     for out in (json_path, plot):
         if out is not None:
@@ -71,7 +80,7 @@ def bench(
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=True, console=console) as progress:
         task = progress.add_task("benchmarking", total=planned_steps(config, n_backends))
-        raw = run_bench(config, step=lambda what: progress.update(task, advance=1, description=what))
+        raw = run_bench(config, step=lambda what, n: progress.update(task, advance=n, description=what))
     report = to_json_dict(raw, machine_info(), ["policy-export", *sys.argv[1:]])
     console.print(render_table(report))
     if json_path:
