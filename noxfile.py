@@ -6,6 +6,7 @@ nox -s parity     # export + verify a checkpoint; fails the build on a parity re
 nox -s gpu        # TensorRT + onnxruntime-gpu tests (pytest -m gpu) on an NVIDIA GPU host
 nox -s triton     # the Triton repository + real-server tests, with the server's own venv (numpy < 2)
 nox -s bench_shim # per-step overhead of the host-side action shim (reports/bench-shim.json)
+nox -s bench      # BENCHMARKS.md: demo policy, every CPU backend vs LeRobot eager (reports/bench/)
 """
 
 from __future__ import annotations
@@ -117,3 +118,47 @@ def bench_shim(session: nox.Session) -> None:
     session.install("-e", ".")
     os.makedirs("reports", exist_ok=True)
     session.run("policy-export", "bench-shim", "--json", "reports/bench-shim.json", *session.posargs)
+
+
+BENCH_DIR = "reports/bench"
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Reproduce BENCHMARKS.md: the demo policy (1 camera 3x480x640, 8-dim state, chunk 100)
+    exported to ONNX fp32, ONNX fp16 and TorchScript, timed against LeRobot eager at batch 1 and 8.
+
+    Writes reports/bench/bench.json and bench.png. Run it on an otherwise idle machine: the
+    JSON records how much CPU other processes took while timing. Args after -- go to bench.
+    """
+    session.install("-e", ".[bench]")
+    out = BENCH_DIR
+    checkpoint = f"{out}/demo-checkpoint"
+    session.run("python", "-c", f"from policy_export.demo import build_checkpoint; build_checkpoint({checkpoint!r})")
+    export = ["--checkpoint", checkpoint, "--force", "--output"]
+    session.run("policy-export", "onnx", *export, f"{out}/act_demo.onnx")
+    session.run("policy-export", "onnx", *export, f"{out}/act_demo_fp16.onnx", "--precision", "fp16")
+    session.run("policy-export", "torchscript", *export, f"{out}/act_demo.pt")
+    session.run(
+        "policy-export",
+        "bench",
+        "--checkpoint",
+        checkpoint,
+        "--artifact",
+        f"{out}/act_demo.onnx",
+        "--artifact",
+        f"{out}/act_demo_fp16.onnx",
+        "--artifact",
+        f"{out}/act_demo.pt",
+        "--batch-sizes",
+        "1,8",
+        "--iterations",
+        "20",
+        "--warmup",
+        "3",
+        "--json",
+        f"{out}/bench.json",
+        "--plot",
+        f"{out}/bench.png",
+        *session.posargs,
+    )
