@@ -25,7 +25,20 @@ REQUIRED = ("backend", "batch_size", "median_ms", "p90_ms", "p99_ms", "throughpu
 @pytest.fixture(scope="module")
 def bench_run(small_ckpt, small_onnx, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    args = ["bench", "-c", str(small_ckpt), "-a", str(small_onnx), "--batch-sizes", "1,2", "--threads", "1", "--iterations", "2", *FAST]
+    args = [
+        "bench",
+        "-c",
+        str(small_ckpt),
+        "-a",
+        str(small_onnx),
+        "--batch-sizes",
+        "1,2",
+        "--threads",
+        "1",
+        "--iterations",
+        "2",
+        *FAST,
+    ]
     result = runner.invoke(app, [*args, "--json", str(out / "r.json"), "--plot", str(out / "r.png")])
     return result, out
 
@@ -128,3 +141,15 @@ def test_help_lists_bench_without_importing_heavy_runtimes():
     assert out.strip() == "[]"
     assert "bench" in runner.invoke(app, ["--help"]).output
     assert "--batch-sizes" in runner.invoke(app, ["bench", "--help"]).output
+
+
+def test_checkpoint_and_artifact_problems_exit_2_with_one_line(small_ckpt, multicam_onnx, tmp_path):
+    missing = runner.invoke(app, ["bench", "-c", str(tmp_path / "nope"), "--json", str(tmp_path / "r.json")])
+    assert missing.exit_code == 2
+    assert "checkpoint directory does not exist" in missing.output
+    other = runner.invoke(
+        app, ["bench", "-c", str(small_ckpt), "-a", str(multicam_onnx), "--json", str(tmp_path / "r.json")]
+    )
+    assert other.exit_code == 2
+    assert "does not match checkpoint" in other.output
+    assert not (tmp_path / "r.json").exists()

@@ -119,8 +119,7 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
     ax_sample.legend(fontsize=8)
     machine = report["machine"]
     fig.suptitle(
-        f"{machine['cpu']}, {report['settings']['threads']} threads; "
-        f"ceiling {report['ceiling']['gflops']:.0f} GFLOP/s",
+        f"{machine['cpu']}, {report['settings']['threads']} threads; ceiling {report['ceiling']['gflops']:.0f} GFLOP/s",
         fontsize=10,
     )
     fig.tight_layout()

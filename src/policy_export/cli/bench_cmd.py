@@ -32,7 +32,9 @@ def bench(
     ] = None,
     ceiling_seconds: Annotated[
         float,
-        typer.Option(help="Seconds of matrix multiplies per library and size to measure the ceiling (before and after)."),
+        typer.Option(
+            help="Seconds of matrix multiplies per library and size to measure the ceiling (before and after)."
+        ),
     ] = 1.0,
     max_background: Annotated[
         float,
