@@ -114,6 +114,7 @@ def test_unavailable_backends_are_skipped_with_a_reason(small_ckpt, small_onnx, 
     assert set(skipped) == {f"{small_onnx.name}[cuda]", "policy.plan"}
     assert "CUDAExecutionProvider" in skipped[f"{small_onnx.name}[cuda]"]["reason"]
     assert all(s["status"] == "skipped" and s["reason"] for s in skipped.values())
+    assert f"skipped {small_onnx.name}[cuda]: ONNX Runtime provider CUDAExecutionProvider" in result.output
     assert {r["backend"] for r in report["results"]} == {"eager", small_onnx.name}
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from policy_export.errors import UnavailableError
@@ -56,7 +57,7 @@ def render_table(report: dict[str, Any]) -> Table:
         speedup = row["speedup_vs_eager"]
         colour = "green" if speedup > 1.05 else "red" if speedup < 0.95 else ""
         table.add_row(
-            row["backend"],
+            escape(row["backend"]),
             str(row["batch_size"]),
             _f(row["median_ms"], ".1f"),
             _f(row["p90_ms"], ".1f"),
@@ -72,10 +73,12 @@ def render_table(report: dict[str, Any]) -> Table:
             _f(row["max_abs_vs_eager"], ".1e"),
             _f(row["background_cpu"], ".0%"),
         )
-    for skipped in report["skipped"]:
-        table.add_section()
-        table.add_row(skipped["backend"], f"[yellow]{skipped['status']}[/]: {skipped['reason']}")
     return table
+
+
+def skipped_lines(report: dict[str, Any]) -> list[str]:
+    """One line per backend that could not run here, with the reason (kept out of the table's columns)."""
+    return [f"[yellow]{s['status']}[/] {escape(s['backend'])}: {escape(s['reason'])}" for s in report["skipped"]]
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:

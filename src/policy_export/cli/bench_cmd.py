@@ -58,7 +58,7 @@ def bench(
 
     from policy_export.bench.harness import BenchConfig, backend_specs, planned_steps, run_bench
     from policy_export.bench.machine import machine_info
-    from policy_export.bench.report import render_table, write_json, write_plot
+    from policy_export.bench.report import render_table, skipped_lines, write_json, write_plot
     from policy_export.bench.results import to_json_dict
     from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK
     from policy_export.fsutil import check_writable
@@ -85,6 +85,8 @@ def bench(
         raw = run_bench(config, step=lambda what, n: progress.update(task, advance=n, description=what))
     report = to_json_dict(raw, machine_info(), ["policy-export", *sys.argv[1:]])
     console.print(render_table(report))
+    for line in skipped_lines(report):
+        console.print(line, soft_wrap=True)
     if json_path:
         write_json(report, json_path)
         console.print(f"wrote {json_path}")
