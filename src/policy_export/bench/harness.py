@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from policy_export import errors
-from policy_export.artifacts import ArtifactInfo, inspect_artifact
+from policy_export.artifacts import ArtifactInfo, detect_kind, inspect_artifact
 from policy_export.bench.worker import thread_env
 from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
 
@@ -116,16 +116,24 @@ class WorkerProcess:
             self.conn.send((op, args))
             status, payload = self.conn.recv()
         except (EOFError, OSError):
-            code = self.proc.wait(timeout=30)
+            try:
+                code = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                code = self.proc.wait()
             raise WorkerCrashed(f"{self.name}: worker process exited with code {code}{self._log_tail()}") from None
         if status == "ok":
             return payload
         if status == "error":
             cls_name, message = payload
-            cls = getattr(errors, cls_name, PolicyExportError)
+            cls = getattr(errors, cls_name, None)
+            if not (isinstance(cls, type) and issubclass(cls, PolicyExportError)):
+                cls = PolicyExportError
             raise cls(message)
         message, tb = payload
-        raise WorkerCrashed(f"{self.name}: {message}\n{tb}")
+        crash = WorkerCrashed(f"{self.name}: worker failed: {message.splitlines()[0]} (--debug shows its traceback)")
+        crash.add_note(f"traceback in the {self.name} worker:\n{tb}")
+        raise crash
 
     def _log_tail(self) -> str:
         self.log.seek(0)
@@ -166,12 +174,16 @@ class Quiet:
     Shared machines (a developer box, a CI runner, a robot computer with camera drivers)
     are the norm. A timed round during which other processes took more than
     ``max_background`` of the CPUs is thrown away and run again, for every backend alike,
-    up to twice as many extra rounds as requested; what was discarded is reported.
+    up to twice as many extra rounds as requested; what was discarded is reported. Waiting
+    for a quiet moment before a round is capped (``max_wait_s`` per round, ``budget_s`` per
+    run), so a machine that never quiets down still gets measured, its load in the report.
     """
 
-    def __init__(self, max_background: float, max_wait_s: float) -> None:
+    def __init__(self, max_background: float, max_wait_s: float, budget_s: float = 120.0) -> None:
         self.limit = max_background
         self.max_wait_s = max_wait_s
+        self.budget_s = budget_s
+        self.waited_s = 0.0
         self.cpus = os.cpu_count() or 1
 
     @property
@@ -184,12 +196,16 @@ class Quiet:
     def wait(self) -> None:
         if not self.enabled:
             return
-        deadline = time.monotonic() + self.max_wait_s
-        while time.monotonic() < deadline:
-            b0, t0 = machine_cpu_seconds()[0], time.perf_counter()
-            time.sleep(0.25)
-            if self.others_share(machine_cpu_seconds()[0] - b0, 0.0, time.perf_counter() - t0) <= self.limit:
-                return
+        start = time.monotonic()
+        deadline = start + min(self.max_wait_s, max(0.0, self.budget_s - self.waited_s))
+        try:
+            while time.monotonic() < deadline:
+                b0, t0 = machine_cpu_seconds()[0], time.perf_counter()
+                time.sleep(0.25)
+                if self.others_share(machine_cpu_seconds()[0] - b0, 0.0, time.perf_counter() - t0) <= self.limit:
+                    return
+        finally:
+            self.waited_s += time.monotonic() - start
 
     def ok(self, share: float) -> bool:
         return not self.enabled or not share > self.limit
@@ -205,7 +221,7 @@ def backend_specs(config: BenchConfig) -> list[tuple[str, dict[str, Any]]]:
     specs: list[tuple[str, dict[str, Any]]] = [("eager", {"backend": "eager", "checkpoint": str(config.checkpoint)})]
     for path in config.artifacts:
         for provider in config.ort_providers:
-            is_onnx = inspect_artifact(path).kind == "onnx"
+            is_onnx = detect_kind(Path(path)) == "onnx"
             if not is_onnx and provider != config.ort_providers[0]:
                 continue  # the provider list only multiplies ONNX files
             name = path.name if provider == "cpu" or not is_onnx else f"{path.name}[{provider}]"

@@ -99,6 +99,7 @@ def result_rows(raw: RawBench, ceiling: dict[str, Any]) -> list[dict[str, Any]]:
                     "load_s": run.load_s,
                     "import_s": run.import_s,
                     "peak_rss_mb": run.peak_rss_mb.get(batch, float("nan")),
+                    "rss_after_load_mb": run.load_rss_mb,
                     "max_abs_vs_eager": run.max_abs_vs_eager.get(batch),
                 }
             )
