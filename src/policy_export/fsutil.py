@@ -33,6 +33,22 @@ def check_writable(path: Path, force: bool, what: str = "output") -> None:
         raise BadInputError(f"{path.parent}: cannot create the output folder ({exc.strerror})") from exc
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _publish(tmp: Path, mode: int) -> None:
+    """Give a temp file/folder the mode a plain ``open``/``mkdir`` would have.
+
+    ``mkstemp``/``mkdtemp`` create 0600/0700 entries; renamed into place as they are, an
+    exported model would be unreadable to a CI job or a Triton container running as
+    another user.
+    """
+    os.chmod(tmp, mode & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, force: bool, what: str = "output") -> Iterator[Path]:
     """Yield a temp path in the same directory; rename it over ``path`` on success."""
@@ -42,6 +58,7 @@ def atomic_output(path: Path, force: bool, what: str = "output") -> Iterator[Pat
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _publish(tmp, 0o666)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -49,21 +66,30 @@ def atomic_output(path: Path, force: bool, what: str = "output") -> Iterator[Pat
 
 
 @contextlib.contextmanager
-def atomic_directory(path: Path) -> Iterator[Path]:
-    """Yield a temp directory beside ``path``; swap it into place on success."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+def atomic_directory(path: Path, staging_root: Path | None = None) -> Iterator[Path]:
+    """Yield an empty temp folder; on normal exit swap it in for ``path`` (which may exist).
+
+    The temp folder (``.<name>.*.partial``) and the displaced original (``.<name>.*.old``)
+    live in ``staging_root`` (default: beside ``path``), which must be on the same
+    filesystem so both renames are atomic. If the second rename fails, the original is put
+    back: an interrupted or failed write leaves ``path`` exactly as it was.
+    """
+    root = staging_root or path.parent
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=root))
+    old: Path | None = None
     try:
         yield tmp
+        _publish(tmp, 0o777)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=root))
             os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
     finally:
+        if old is not None and not path.exists():
+            os.replace(old, path)  # the swap failed half-way: put the original back
+        if old is not None and old.exists():
+            shutil.rmtree(old, ignore_errors=True)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
 

@@ -24,17 +24,15 @@ Rules, and why:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
+from policy_export.fsutil import atomic_directory
 from policy_export.triton.config import (
     BackendSpec,
     Signature,
@@ -118,27 +116,6 @@ def _staging_root(repo: Path) -> Path:
     except OSError:
         pass
     return repo
-
-
-@contextlib.contextmanager
-def _staged_model_dir(repo: Path, model_dir: Path) -> Iterator[Path]:
-    """Yield an empty staging folder; on normal exit swap it in for ``model_dir``."""
-    root = _staging_root(repo)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{repo.name}.{model_dir.name}.", suffix=".partial", dir=root))
-    old: Path | None = None
-    try:
-        yield tmp
-        if model_dir.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{repo.name}.{model_dir.name}.", suffix=".old", dir=root))
-            os.replace(model_dir, old)
-        os.replace(tmp, model_dir)
-    finally:
-        if old is not None and not model_dir.exists():
-            os.replace(old, model_dir)  # the second rename failed: put the original back
-        if old is not None and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _copy_artifact(info: ArtifactInfo, spec: BackendSpec, vdir: Path) -> list[Path]:
@@ -226,7 +203,7 @@ def write_version(
     cfg, sig = build_config(name, versions, spec, options)
     text = render(cfg, sig, spec)
 
-    with _staged_model_dir(repo, model_dir) as tmp:
+    with atomic_directory(model_dir, staging_root=_staging_root(repo)) as tmp:
         if model_dir.exists():
             _replicate(model_dir, tmp, skip={CONFIG, str(version)})
         files = _copy_artifact(info, spec, tmp / str(version))
