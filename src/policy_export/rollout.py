@@ -21,7 +21,6 @@ from policy_export.artifacts import ArtifactInfo
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import compare
 from policy_export.errors import BadInputError, UnavailableError
-from policy_export.export.tolerances import default_atol
 from policy_export.inputs import random_inputs, state_distribution
 from policy_export.reference import lerobot_observation
 from policy_export.runtime.shim import ShimSettings
@@ -190,17 +189,6 @@ class RolloutResult(BatchResult):
     client_core_calls: int = 0
 
 
-def _tolerance(info: ArtifactInfo, atol: float | None, per_artifact_atol: dict[str, float] | None) -> tuple[float, str]:
-    """The same tolerance (and its source) the chunk parity of this artifact uses."""
-    table = per_artifact_atol or {}
-    override = table.get(info.path.name, table.get(str(info.path)))
-    if override is not None:
-        return override, "--artifact-tolerance"
-    if atol is not None:
-        return atol, "--tolerance"
-    return default_atol(info.metadata.precision), f"default {info.metadata.precision}"
-
-
 def rollout_checks(
     ckpt: LoadedCheckpoint,
     infos: list[ArtifactInfo],
@@ -222,21 +210,9 @@ def rollout_checks(
     checks = []
     warnings = [check_compatible(info, ckpt) for info in infos]  # refuse a foreign artifact before any slow work
     for info, warn in zip(infos, warnings, strict=True):
-        meta = info.metadata
-        tol, source = _tolerance(info, atol, per_artifact_atol)
         for mode in rollout_modes(ckpt):
-            check = ArtifactCheck(
-                artifact=str(info.path),
-                kind=info.kind,
-                runner="",
-                precision=meta.precision,
-                image_format=meta.image_format,
-                atol=tol,
-                rtol=rtol,
-                status="passed",
-                atol_source=source,
-                warnings=warn,
-                check=mode.label,
+            check = ArtifactCheck.start(
+                info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn, check=mode.label
             )
             checks.append(check)
             try:
@@ -255,10 +231,10 @@ def rollout_checks(
                         steps=steps,
                         batch_size=bs,
                         seed=seed,
-                        image_format=meta.image_format,
+                        image_format=check.image_format,
                         progress=progress,
                     )
-                    stats = compare(trace.reference, trace.candidate, tol, rtol)
+                    stats = compare(trace.reference, trace.candidate, check.atol, rtol)
                     if trace.lerobot_chunk_calls != trace.client_core_calls:
                         stats.passed = False
                         check.reason = (

@@ -54,6 +54,42 @@ class ArtifactCheck:
     #: "chunk" (one core call vs predict_action_chunk) or a rollout label (client + shim vs select_action).
     check: str = "chunk"
 
+    @classmethod
+    def start(
+        cls,
+        info: ArtifactInfo,
+        *,
+        atol: float | None,
+        rtol: float,
+        per_artifact_atol: dict[str, float] | None,
+        warnings: list[str],
+        check: str = "chunk",
+    ) -> ArtifactCheck:
+        """A passing check of ``info`` with its tolerance resolved: per-artifact override, then
+        ``--tolerance``, then the default for the artifact's precision (the source is recorded)."""
+        table = per_artifact_atol or {}
+        override = table.get(info.path.name, table.get(str(info.path)))
+        if override is not None:
+            tol, source = override, "--artifact-tolerance"
+        elif atol is not None:
+            tol, source = atol, "--tolerance"
+        else:
+            tol, source = default_atol(info.metadata.precision), f"default {info.metadata.precision}"
+        meta = info.metadata
+        return cls(
+            artifact=str(info.path),
+            kind=info.kind,
+            runner="",
+            precision=meta.precision,
+            image_format=meta.image_format,
+            atol=tol,
+            rtol=rtol,
+            status="passed",
+            atol_source=source,
+            warnings=warnings,
+            check=check,
+        )
+
 
 @dataclass
 class VerifyReport:
@@ -157,25 +193,7 @@ def verify_artifacts(
     refs = ReferenceCache(ckpt, seed)
     for info, warn in zip(infos, warnings, strict=True):
         meta = info.metadata
-        override = (per_artifact_atol or {}).get(info.path.name, (per_artifact_atol or {}).get(str(info.path)))
-        tol = override if override is not None else (atol if atol is not None else default_atol(meta.precision))
-        source = (
-            "--artifact-tolerance"
-            if override is not None
-            else ("--tolerance" if atol is not None else f"default {meta.precision}")
-        )
-        check = ArtifactCheck(
-            artifact=str(info.path),
-            kind=info.kind,
-            runner="",
-            precision=meta.precision,
-            image_format=meta.image_format,
-            atol=tol,
-            rtol=rtol,
-            status="passed",
-            atol_source=source,
-            warnings=warn,
-        )
+        check = ArtifactCheck.start(info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn)
         report.checks.append(check)
         try:
             runner = open_runner(info.path, ort_provider=ort_provider)
@@ -196,7 +214,7 @@ def verify_artifacts(
                     out_list.append(np.asarray(out, dtype=np.float32))
                     if progress is not None:
                         progress()
-                stats = merge_samples(ref_list, out_list, tol, rtol)
+                stats = merge_samples(ref_list, out_list, check.atol, rtol)
                 check.results.append(BatchResult(bs, samples, stats, float(np.median(times))))
                 if not stats.passed:
                     check.status = "failed"
