@@ -176,8 +176,11 @@ def verify_artifacts(
     seed: int = 0,
     ort_provider: str = "cpu",
     per_artifact_atol: dict[str, float] | None = None,
+    rollout_steps: int = 0,
     progress: Any = None,
 ) -> VerifyReport:
+    """Chunk parity of every artifact at every batch size; with ``rollout_steps``, also
+    rollout parity (client + shim vs LeRobot's ``select_action``, :mod:`policy_export.rollout`)."""
     if not artifacts:
         raise BadInputError("no --artifact given; pass at least one exported file")
     if any(b < 1 for b in batch_sizes) or samples < 1:
@@ -220,4 +223,20 @@ def verify_artifacts(
                     check.status = "failed"
         finally:
             runner.deactivate()
+    if rollout_steps:
+        from policy_export.rollout import rollout_checks
+
+        report.checks += rollout_checks(
+            ckpt,
+            infos,
+            steps=rollout_steps,
+            batch_sizes=batch_sizes,
+            atol=atol,
+            rtol=rtol,
+            seed=seed,
+            ort_provider=ort_provider,
+            per_artifact_atol=per_artifact_atol,
+            progress=progress,
+        )
+        report.extra["rollout_steps"] = rollout_steps
     return report

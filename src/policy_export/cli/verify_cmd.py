@@ -100,25 +100,9 @@ def verify(
             seed=seed,
             ort_provider=ort_provider.value,
             per_artifact_atol=overrides,
+            rollout_steps=rollout or 0,
             progress=lambda: progress.advance(task),
         )
-        if rollout:
-            from policy_export.artifacts import inspect_artifact
-            from policy_export.rollout import rollout_checks
-
-            result.checks += rollout_checks(
-                ckpt,
-                [inspect_artifact(a) for a in artifact],
-                steps=rollout,
-                batch_sizes=sizes,
-                atol=tolerance,
-                rtol=rtol,
-                seed=seed,
-                ort_provider=ort_provider.value,
-                per_artifact_atol=overrides,
-                progress=lambda: progress.advance(task),
-            )
-            result.extra["rollout_steps"] = rollout
     console.print(render_table(result))
     for c in result.checks:
         for w in c.warnings:
