@@ -212,3 +212,25 @@ def test_console_script_subprocess(small_ckpt, small_onnx, tmp_path):
         [str(exe), "inspect", "--checkpoint", str(tmp_path / "nope")], capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr and "does not exist" in out.stderr
+
+
+@pytest.mark.parametrize("artifact", ["small_onnx", "small_torchscript"])
+def test_runner_names_a_wrong_input_in_one_line(request, artifact, small_loaded):
+    """A camera at another resolution, a wrong dtype or a missing input: one line, not a runtime trace."""
+    from policy_export.errors import BadInputError
+    from policy_export.inputs import random_inputs
+    from policy_export.runners import open_runner
+
+    feed = random_inputs(small_loaded.spec, 2, np.random.default_rng(0))
+    with open_runner(request.getfixturevalue(artifact)) as run:
+        assert run.infer(feed)["action_chunk"].shape == (2, 20, 5)
+        c, h, w = small_loaded.spec.cameras[0].shape
+        bad_cases = {
+            "the image size is fixed at export": {**feed, "image": np.zeros((2, c, h + 32, w), np.float32)},
+            "is float64, the artifact takes float32": {**feed, "state": feed["state"].astype(np.float64)},
+            "missing input 'image'": {"state": feed["state"]},
+            "has batch 1, the others 2": {**feed, "image": feed["image"][:1]},
+        }
+        for fragment, bad in bad_cases.items():
+            with pytest.raises(BadInputError, match=fragment.replace("(", r"\(")):
+                run.infer(bad)

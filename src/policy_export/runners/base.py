@@ -11,6 +11,9 @@ import numpy as np
 from policy_export.artifacts import ArtifactInfo, inspect_artifact
 from policy_export.errors import BadInputError
 
+#: Artifact dtype strings (ONNX's "float", metadata's "float32", ...) -> numpy dtype names.
+_NUMPY_DTYPES = {"float": "float32", "double": "float64"}
+
 
 class Runner(ABC):
     """Runs one artifact. Heavy runtimes are imported and sessions created in ``activate``."""
@@ -30,6 +33,37 @@ class Runner(ABC):
     @abstractmethod
     def deactivate(self) -> None:
         """Release the session/engine."""
+
+    def ordered_inputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The feed in the artifact's input order, checked against its signature.
+
+        Runtimes report a wrong camera resolution or dtype as a stack trace from deep inside
+        (or, for TorchScript, as a shape error in some convolution); this names the input,
+        what it got, what the artifact takes and what to do, in one line.
+        """
+        name = self.info.path.name
+        wanted = [s.name for s in self.info.inputs]
+        arrays, batch = [], None
+        for sig in self.info.inputs:
+            if sig.name not in feed:
+                raise BadInputError(f"{name}: missing input '{sig.name}'; the artifact takes {wanted}")
+            arr = np.asarray(feed[sig.name])
+            dtype = _NUMPY_DTYPES.get(sig.dtype, sig.dtype)
+            if arr.dtype != dtype:
+                raise BadInputError(f"{name}: input '{sig.name}' is {arr.dtype}, the artifact takes {dtype}")
+            fixed = sig.shape[1:]
+            if arr.ndim != len(sig.shape) or any(
+                isinstance(d, int) and d > 0 and d != got for d, got in zip(fixed, arr.shape[1:], strict=True)
+            ):
+                hint = "; the image size is fixed at export: resize the frames or re-export" if arr.ndim == 4 else ""
+                raise BadInputError(
+                    f"{name}: input '{sig.name}' has shape {list(arr.shape)}, the artifact takes [batch, {', '.join(map(str, fixed))}]{hint}"
+                )
+            if batch is not None and arr.shape[0] != batch:
+                raise BadInputError(f"{name}: input '{sig.name}' has batch {arr.shape[0]}, the others {batch}")
+            batch = arr.shape[0]
+            arrays.append(np.ascontiguousarray(arr))
+        return arrays
 
     def __enter__(self) -> Runner:
         self.activate()

@@ -90,7 +90,8 @@ class OnnxRuntimeRunner(Runner):
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self.session is not None, "activate() first"
-        outs = self.session.run(None, feed)
+        names = [s.name for s in self.info.inputs]
+        outs = self.session.run(None, dict(zip(names, self.ordered_inputs(feed), strict=True)))
         return {o.name: v for o, v in zip(self.session.get_outputs(), outs, strict=True)}
 
     def deactivate(self) -> None:

@@ -70,18 +70,16 @@ class TensorRTRunner(Runner):
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._runner is not None, "activate() first"
-        names = self.info.metadata.spec.input_names
-        missing = [n for n in names if n not in feed]
-        if missing:
-            raise BadInputError(f"{self.info.path.name}: missing inputs {missing}; the plan takes {names}")
-        batch = int(feed["state"].shape[0])
+        names = [s.name for s in self.info.inputs]
+        arrays = self.ordered_inputs(feed)
+        batch = int(arrays[0].shape[0])
         prof = self.record.get("profile", {})
         if prof and not prof["min"] <= batch <= prof["max"]:
             raise BadInputError(
                 f"{self.info.path.name}: batch {batch} is outside the plan's profile [{prof['min']}, {prof['max']}]; "
                 "rebuild with a wider --min-batch/--max-batch or use batch sizes within it"
             )
-        out = self._runner.infer({n: np.ascontiguousarray(feed[n]) for n in names})
+        out = self._runner.infer(dict(zip(names, arrays, strict=True)))
         return {"action_chunk": np.array(out["action_chunk"], dtype=np.float32, copy=True)}
 
     def deactivate(self) -> None:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from policy_export.artifacts import ArtifactInfo
-from policy_export.errors import BadInputError, PolicyExportError
+from policy_export.errors import PolicyExportError
 from policy_export.runners.base import Runner
 
 
@@ -45,11 +45,7 @@ class TorchScriptRunner(Runner):
         import torch
 
         assert self.module is not None, "activate() first"
-        names = self.info.metadata.spec.input_names
-        missing = [n for n in names if n not in feed]
-        if missing:
-            raise BadInputError(f"{self.info.path.name}: missing inputs {missing}; the module takes {names}")
-        args = [torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names]
+        args = [torch.from_numpy(a) for a in self.ordered_inputs(feed)]
         with torch.inference_mode():
             out = self.module(*args)
         return {"action_chunk": out.numpy()}
