@@ -181,3 +181,20 @@ def test_verify_rejects_plan_without_or_with_broken_sidecar(small_ckpt, tmp_path
     res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(plan)])
     assert res.exit_code == 2 and "sidecar lonely.plan.json is unreadable" in _flat(res.output)
     assert "Traceback" not in res.output
+
+
+def test_gpu_check_needs_neither_torch_nor_tensorrt():
+    """A robot host with numpy + tensorrt only: the plan runner's host check must not import torch."""
+    from test_runtime_shim import run_blocked
+
+    proc = run_blocked(
+        """
+        from policy_export.export.tensorrt import cuda_device0, tensorrt_unavailable_reason
+        reason = tensorrt_unavailable_reason()
+        assert cuda_device0() is None and "no CUDA GPU is visible" in reason, reason
+        assert "torch" not in sys.modules
+        print("ok")
+        """,
+        ("torch", "lerobot", "tensorrt"),
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

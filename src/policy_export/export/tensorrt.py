@@ -53,7 +53,7 @@ class TensorRTBuildResult:
 def tensorrt_unavailable_reason() -> str | None:
     """Why TensorRT cannot run here (one line), or None when a GPU and the module are present."""
     missing = []
-    if not _cuda_gpu_visible():
+    if cuda_device0() is None:
         missing.append("no CUDA GPU is visible")
     if importlib.util.find_spec("tensorrt") is None:
         missing.append("the `tensorrt` Python module is not installed")
@@ -70,23 +70,43 @@ def tensorrt_unavailable_reason() -> str | None:
     )
 
 
-def _cuda_gpu_visible() -> bool:
-    import torch
+#: CUdevice_attribute values of the CUDA driver API (cuda.h).
+_CU_COMPUTE_CAPABILITY_MAJOR, _CU_COMPUTE_CAPABILITY_MINOR = 75, 76
 
-    return bool(torch.cuda.is_available() and torch.cuda.device_count() > 0)
+
+def cuda_device0() -> dict[str, str] | None:
+    """Name and compute capability of CUDA device 0 (after CUDA_VISIBLE_DEVICES), or None.
+
+    Asked of the CUDA driver (``libcuda``) through ctypes rather than through torch, so a
+    robot host that runs plans with only numpy + tensorrt installed can check them too.
+    """
+    import ctypes
+
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    count, dev = ctypes.c_int(0), ctypes.c_int(0)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0 or count.value < 1:
+        return None
+    if cuda.cuDeviceGet(ctypes.byref(dev), 0) != 0:
+        return None
+    name = ctypes.create_string_buffer(256)
+    major, minor = ctypes.c_int(0), ctypes.c_int(0)
+    cuda.cuDeviceGetName(name, len(name), dev)
+    cuda.cuDeviceGetAttribute(ctypes.byref(major), _CU_COMPUTE_CAPABILITY_MAJOR, dev)
+    cuda.cuDeviceGetAttribute(ctypes.byref(minor), _CU_COMPUTE_CAPABILITY_MINOR, dev)
+    return {"gpu_name": name.value.decode(errors="replace"), "compute_capability": f"{major.value}.{minor.value}"}
 
 
 def host_info() -> dict[str, str]:
     """TensorRT version, GPU name and compute capability of this host (GPU 0 of CUDA_VISIBLE_DEVICES)."""
     import tensorrt as trt
-    import torch
 
-    major, minor = torch.cuda.get_device_capability(0)
-    return {
-        "tensorrt_version": trt.__version__,
-        "gpu_name": torch.cuda.get_device_name(0),
-        "compute_capability": f"{major}.{minor}",
-    }
+    gpu = cuda_device0()
+    if gpu is None:
+        raise UnavailableError("no CUDA GPU is visible; TensorRT plans build and run on an NVIDIA GPU host")
+    return {"tensorrt_version": trt.__version__, **gpu}
 
 
 def plan_incompatibility(recorded: dict[str, Any], host: dict[str, str]) -> str | None:
