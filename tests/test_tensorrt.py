@@ -195,6 +195,6 @@ def test_gpu_check_needs_neither_torch_nor_tensorrt():
         assert "torch" not in sys.modules
         print("ok")
         """,
-        ("torch", "lerobot", "tensorrt"),
+        ("torch", "lerobot"),
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
