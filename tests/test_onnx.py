@@ -175,6 +175,23 @@ def test_verify_refuses_foreign_onnx(small_ckpt, tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
+def test_verify_refuses_damaged_metadata_and_truncated_files(small_ckpt, small_onnx, small_torchscript, tmp_path):
+    from policy_export.spec import METADATA_KEY
+
+    model = onnx.load(str(small_onnx))
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            prop.value = '{"spec": {}}'  # a hand-edited or foreign record
+    damaged = tmp_path / "damaged.onnx"
+    onnx.save(model, str(damaged))
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(small_torchscript.read_bytes()[:100_000])
+    for path, fragment in ((damaged, "policy_export metadata is unreadable"), (truncated, "not a readable TorchScript")):
+        res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(path)])
+        assert res.exit_code == 2, res.output
+        assert fragment in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
 def test_bad_batch_sizes_is_usage_error(small_ckpt, small_onnx):
     res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(small_onnx), "--batch-sizes", "0,x"])
     assert res.exit_code == 2

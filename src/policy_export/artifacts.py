@@ -46,6 +46,9 @@ def detect_kind(path: Path) -> str:
         raise BadInputError(f"{path}: artifact must be a file")
     if zipfile.is_zipfile(path):
         return "torchscript"
+    if path.suffix in (".pt", ".pth"):
+        # Not a zip: without this, a truncated TorchScript file would be reported as a bad ONNX file.
+        raise BadInputError(f"{path}: not a readable TorchScript file (not a zip archive; truncated?); re-export it")
     if path.suffix in (".plan", ".engine") or tensorrt_sidecar(path).exists():
         return "tensorrt"
     return "onnx"
@@ -53,6 +56,14 @@ def detect_kind(path: Path) -> str:
 
 def _metadata_error(path: Path, why: str) -> BadInputError:
     return BadInputError(f"{path}: {why}; only artifacts written by policy-export carry the metadata verify needs")
+
+
+def _parse_metadata(path: Path, text: str | bytes, where: str) -> ArtifactMetadata:
+    """Metadata from any artifact kind; a damaged or foreign record is one line, not a KeyError trace."""
+    try:
+        return ArtifactMetadata.from_json(text.decode() if isinstance(text, bytes) else text)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise _metadata_error(path, f"{where} is unreadable ({type(exc).__name__}: {exc})") from exc
 
 
 def _onnx_info(path: Path) -> ArtifactInfo:
@@ -69,7 +80,7 @@ def _onnx_info(path: Path) -> ArtifactInfo:
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
         raise _metadata_error(path, "ONNX file has no policy_export metadata")
-    meta = ArtifactMetadata.from_json(props[METADATA_KEY])
+    meta = _parse_metadata(path, props[METADATA_KEY], "its policy_export metadata")
 
     def sig(vi: onnx.ValueInfoProto) -> TensorSig:
         tt = vi.type.tensor_type
@@ -112,7 +123,7 @@ def _onnx_info_onnxruntime(path: Path) -> ArtifactInfo:
     return ArtifactInfo(
         path=path,
         kind="onnx",
-        metadata=ArtifactMetadata.from_json(props[METADATA_KEY]),
+        metadata=_parse_metadata(path, props[METADATA_KEY], "its policy_export metadata"),
         inputs=[sig(i) for i in session.get_inputs()],
         outputs=[sig(o) for o in session.get_outputs()],
     )
@@ -123,7 +134,7 @@ def read_torchscript_metadata(path: Path) -> ArtifactMetadata:
         names = [n for n in zf.namelist() if n.endswith("extra/" + TORCHSCRIPT_EXTRA)]
         if not names:
             raise _metadata_error(path, "TorchScript file has no extra/policy_export.json")
-        return ArtifactMetadata.from_json(zf.read(names[0]).decode())
+        return _parse_metadata(path, zf.read(names[0]), f"extra/{TORCHSCRIPT_EXTRA}")
 
 
 def _signature_from_metadata(meta: ArtifactMetadata) -> tuple[list[TensorSig], list[TensorSig]]:
@@ -144,8 +155,9 @@ def inspect_artifact(path: Path) -> ArtifactInfo:
         if not side.exists():
             raise _metadata_error(path, f"TensorRT plan has no sidecar {side.name}")
         try:
-            meta = ArtifactMetadata.from_json(json.dumps(json.loads(side.read_text())["metadata"]))
+            record = json.loads(side.read_text())["metadata"]
         except (ValueError, KeyError, TypeError) as exc:
             raise _metadata_error(path, f"TensorRT sidecar {side.name} is unreadable ({type(exc).__name__})") from exc
+        meta = _parse_metadata(path, json.dumps(record), f"TensorRT sidecar {side.name}")
     inputs, outputs = _signature_from_metadata(meta)
     return ArtifactInfo(path=path, kind=kind, metadata=meta, inputs=inputs, outputs=outputs)
