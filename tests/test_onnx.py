@@ -186,7 +186,10 @@ def test_verify_refuses_damaged_metadata_and_truncated_files(small_ckpt, small_o
     onnx.save(model, str(damaged))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(small_torchscript.read_bytes()[:100_000])
-    for path, fragment in ((damaged, "policy_export metadata is unreadable"), (truncated, "not a readable TorchScript")):
+    for path, fragment in (
+        (damaged, "policy_export metadata is unreadable"),
+        (truncated, "not a readable TorchScript"),
+    ):
         res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(path)])
         assert res.exit_code == 2, res.output
         assert fragment in " ".join(res.output.split()) and "Traceback" not in res.output
