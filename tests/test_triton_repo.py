@@ -361,6 +361,7 @@ def test_cli_usage_errors(small_onnx, tmp_path):
         assert message in res.output, (args, res.output)
         assert "Traceback" not in res.output
     assert not (repo / "a").exists()
+    assert not repo.exists(), "a refused write must not leave an empty repository folder behind"
     specific = triton_repo(
         "-a", small_onnx, "--repo", repo, "--name", "s", "--version-policy", "specific:1", "--no-warmup"
     )
@@ -422,3 +423,45 @@ def test_check_flags_leftover_staging_folder(valid_repo):
     (valid_repo / ".act.x1y2.partial" / "1").mkdir(parents=True)
     res = triton_repo("--check", valid_repo)
     assert res.exit_code == 2 and "left over from an interrupted write" in res.output
+
+
+def test_options_read_back_from_the_config_they_wrote(small_onnx):
+    """TritonOptions.from_config inverts build_config: a new version can start from the model's own settings."""
+    import dataclasses
+
+    from policy_export.triton.config import backend_for, build_config
+
+    info = inspect_artifact(small_onnx)
+    for opts in (
+        TritonOptions(),
+        TritonOptions(
+            backend="python", max_batch_size=4, preferred_batch_sizes=(2, 4), max_queue_delay_us=900,
+            instance_count=3, kind="gpu", warmup=False, version_policy="specific:1,2", ort_trt="fp16",
+        ),
+    ):  # fmt: skip
+        spec = backend_for("onnx", opts.backend)
+        cfg, _ = build_config("act", {1: info}, spec, opts)
+        assert TritonOptions.from_config(cfg) == dataclasses.replace(opts, kind=opts.resolved_kind(spec))
+
+
+def test_new_version_keeps_the_models_serving_options(small_onnx, small_fp16_onnx, tmp_path):
+    """Options not given again keep the config's values: version_policy all must not fall back to latest:1."""
+    repo = tmp_path / "repo"
+    first = triton_repo(
+        "-a", small_onnx, "--repo", repo, "--name", "act", "--backend", "python", "--max-batch-size", "4",
+        "--preferred-batch-sizes", "2,4", "--instance-count", "2", "--no-warmup", "--version-policy", "all",
+    )  # fmt: skip
+    assert first.exit_code == 0, first.output
+    before = read_config(repo / "act")
+    second = triton_repo("-a", small_fp16_onnx, "--repo", repo, "--name", "act", "--version", "2")
+    assert second.exit_code == 0, second.output
+    after = read_config(repo / "act")
+    for name in ("backend", "max_batch_size", "dynamic_batching", "instance_group", "model_warmup", "version_policy"):
+        assert getattr(after, name) == getattr(before, name), name
+    assert after.version_policy.WhichOneof("policy_choice") == "all" and "version policy all" in second.output
+    third = triton_repo(
+        "-a", small_onnx, "--repo", repo, "--name", "act", "--version", "3", "--version-policy", "latest:2"
+    )
+    assert third.exit_code == 0, third.output
+    cfg = read_config(repo / "act")
+    assert cfg.version_policy.latest.num_versions == 2 and cfg.max_batch_size == 4 and cfg.backend == "python"

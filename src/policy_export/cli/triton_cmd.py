@@ -36,29 +36,37 @@ def triton_repo(
     name: Annotated[str | None, typer.Option("--name", help="Model name (the folder under --repo).")] = None,
     version: Annotated[int, typer.Option("--version", help="Version folder to write (integer >= 1).")] = 1,
     backend: Annotated[
-        Backend,
+        Backend | None,
         typer.Option(
             help="auto: the artifact's native backend (onnxruntime_onnx, tensorrt_plan, pytorch_libtorch). "
             "python: serve an ONNX file through ONNX Runtime from Triton's Python backend."
         ),
-    ] = Backend.auto,
-    max_batch_size: Annotated[int, typer.Option(help="Largest batch Triton forms (>= 1).")] = 8,
+    ] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Largest batch Triton forms (>= 1; default 8).")] = None,
     preferred_batch_sizes: Annotated[
-        str | None, typer.Option(help="Dynamic batcher's preferred sizes, comma-separated, each <= max batch size.")
+        str | None,
+        typer.Option(help="Dynamic batcher's preferred sizes, comma-separated, each <= max batch size."),
     ] = None,
     max_queue_delay_us: Annotated[
-        int, typer.Option(help="How long the dynamic batcher may hold a request to fill a batch (microseconds).")
-    ] = 500,
-    instance_count: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
+        int | None,
+        typer.Option(
+            help="How long the dynamic batcher may hold a request to fill a batch (microseconds; default 500)."
+        ),
+    ] = None,
+    instance_count: Annotated[int | None, typer.Option(help="Model instances per device (default 1).")] = None,
     kind: Annotated[
         Kind | None, typer.Option(help="Instance kind. Default: gpu for TensorRT plans, cpu otherwise.")
     ] = None,
     warmup: Annotated[
-        bool, typer.Option("--warmup/--no-warmup", help="Warm up with random data at batch 1 and the max batch.")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--warmup/--no-warmup", help="Warm up with random data at batch 1 and the max batch (default on)."
+        ),
+    ] = None,
     version_policy: Annotated[
-        str, typer.Option(help="Which versions Triton serves: latest:N, all, or specific:1,2.")
-    ] = "latest:1",
+        str | None,
+        typer.Option(help="Which versions Triton serves: latest:N, all, or specific:1,2 (default latest:1)."),
+    ] = None,
     ort_trt: Annotated[
         OrtTrt | None,
         typer.Option(help="ONNX models on GPU: enable ONNX Runtime's TensorRT accelerator at this precision."),
@@ -70,7 +78,12 @@ def triton_repo(
     ] = None,
 ) -> None:
     """Write ARTIFACT as version N of model NAME in a Triton repository (config.pbtxt generated and checked),
-    or validate a repository offline with --check DIR."""
+    or validate a repository offline with --check DIR.
+
+    All versions of a model share one config.pbtxt. A serving option not given here keeps the value
+    the model's config already has (the default for a new model), so adding a version never
+    silently changes how the versions already there are served.
+    """
     if check is not None:
         if artifact or repo or name:
             raise BadInputError("--check takes only a folder; drop --artifact/--repo/--name")
@@ -81,22 +94,23 @@ def triton_repo(
         raise BadInputError(f"missing {', '.join(missing)} (or use --check DIR to validate a repository)")
     assert artifact is not None and repo is not None and name is not None
 
-    from policy_export.triton.config import TritonOptions
     from policy_export.triton.repo import write_version
 
-    options = TritonOptions(
-        backend=backend.value,
-        max_batch_size=max_batch_size,
-        preferred_batch_sizes=tuple(parse_int_list(preferred_batch_sizes, "--preferred-batch-sizes"))
-        if preferred_batch_sizes
-        else (),
-        max_queue_delay_us=max_queue_delay_us,
-        instance_count=instance_count,
-        kind=kind.value if kind else None,
-        warmup=warmup,
-        version_policy=version_policy,
-        ort_trt=ort_trt.value if ort_trt else None,
-    )
+    # Only what was given on this command line: the rest comes from the model's existing config.
+    given = {
+        "backend": backend,
+        "max_batch_size": max_batch_size,
+        "preferred_batch_sizes": tuple(parse_int_list(preferred_batch_sizes, "--preferred-batch-sizes"))
+        if preferred_batch_sizes is not None
+        else None,
+        "max_queue_delay_us": max_queue_delay_us,
+        "instance_count": instance_count,
+        "kind": kind,
+        "warmup": warmup,
+        "version_policy": version_policy,
+        "ort_trt": ort_trt,
+    }
+    options = {k: v.value if isinstance(v, StrEnum) else v for k, v in given.items() if v is not None}
     res = write_version(artifact, repo, name, version, options, force=force)
     verb = "replaced" if res.replaced else "wrote"
     console.print(f"[green]{verb}[/] {name} version {res.version} ({res.backend}) in {res.model_dir}")
@@ -107,7 +121,7 @@ def triton_repo(
         f"outputs: {', '.join(t.describe() for t in res.signature.outputs)}"
     )
     console.print(
-        f"offline check ok: versions {', '.join(map(str, res.versions))}, version policy {options.version_policy}"
+        f"offline check ok: versions {', '.join(map(str, res.versions))}, version policy {res.options.version_policy}"
     )
 
 

@@ -75,11 +75,12 @@ def backend_for(artifact_kind: str, choice: str = "auto") -> BackendSpec:
     if choice == "auto":
         return BACKENDS[AUTO_BACKEND[artifact_kind]]
     if choice not in BACKENDS:
-        raise BadInputError(f"--backend must be auto or python, not {choice!r}")
+        raise BadInputError(f"--backend must be auto or one of {', '.join(BACKENDS)}, not {choice!r}")
     spec = BACKENDS[choice]
     if spec.artifact_kind != artifact_kind:
         raise BadInputError(
-            f"--backend {choice} serves ONNX files, but the artifact is {artifact_kind}; drop --backend or export ONNX"
+            f"--backend {choice} serves {spec.artifact_kind} files, but the artifact is {artifact_kind}; "
+            f"drop --backend or export {spec.artifact_kind}"
         )
     return spec
 
@@ -110,6 +111,40 @@ class TritonOptions:
 
     def resolved_kind(self, spec: BackendSpec) -> str:
         return self.kind or ("gpu" if spec.key == "tensorrt" else "cpu")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> TritonOptions:
+        """The options an existing ``ModelConfig`` was written with (the inverse of :func:`build_config`).
+
+        A new version regenerates the model's one config; starting from these, not from the
+        defaults, is what keeps e.g. ``version_policy: all`` from silently dropping the
+        versions already served.
+        """
+        choice = cfg.version_policy.WhichOneof("policy_choice")
+        if choice == "all":
+            policy = "all"
+        elif choice == "specific":
+            policy = "specific:" + ",".join(map(str, cfg.version_policy.specific.versions))
+        elif choice == "latest":
+            policy = f"latest:{cfg.version_policy.latest.num_versions}"
+        else:
+            policy = "latest:1"  # Triton's default when the config names none
+        group = cfg.instance_group[0] if cfg.instance_group else None
+        group_enum = model_config_pb2().ModelInstanceGroup
+        kinds = {group_enum.KIND_GPU: "gpu", group_enum.KIND_CPU: "cpu"}
+        accs = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+        trt = [a.parameters.get("precision_mode", "FP32").lower() for a in accs if a.name == "tensorrt"]
+        return cls(
+            backend="python" if cfg.backend == "python" else "auto",
+            max_batch_size=cfg.max_batch_size,
+            preferred_batch_sizes=tuple(cfg.dynamic_batching.preferred_batch_size),
+            max_queue_delay_us=cfg.dynamic_batching.max_queue_delay_microseconds,
+            instance_count=group.count if group is not None and group.count > 0 else 1,
+            kind=kinds.get(group.kind) if group is not None else None,
+            warmup=bool(cfg.model_warmup),
+            version_policy=policy,
+            ort_trt=trt[0] if trt else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ Rules, and why:
 
 - One config serves every version of a model, so a new version must have the same
   input/output signature as the config; otherwise it is refused with the differences spelled
-  out (a different signature is a different model: use a new name).
+  out (a different signature is a different model: use a new name). For the same reason
+  the serving options start from that config: a new version changes only what is asked.
 - An existing version is never replaced without ``force``; other versions are never touched
   (their files are hard-linked into the new state, so they keep their bytes and inodes).
 - Atomic: the complete new model folder (old versions + new version + regenerated config)
@@ -24,11 +25,14 @@ Rules, and why:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
@@ -59,6 +63,7 @@ class WriteResult:
     versions: list[int]
     replaced: bool
     report: ModelReport
+    options: TritonOptions
 
 
 def onnx_external_files(path: Path) -> list[str]:
@@ -141,26 +146,48 @@ def _copy_artifact(info: ArtifactInfo, spec: BackendSpec, vdir: Path) -> list[Pa
     return files
 
 
-def _existing_state(model_dir: Path, spec: BackendSpec) -> tuple[Signature | None, dict[int, Path]]:
+def _existing_config(model_dir: Path) -> Any | None:
+    """The model's current config (None for a new model); a folder we did not write is refused."""
     cfg_path = model_dir / CONFIG
     if not cfg_path.exists():
-        if any(model_dir.iterdir()):
+        if model_dir.exists() and any(model_dir.iterdir()):
             raise BadInputError(
                 f"{model_dir}: folder exists without {CONFIG}; not a model written by this tool, pick another --name"
             )
-        return None, {}
+        return None
     try:
-        cfg = parse_config(cfg_path)
+        return parse_config(cfg_path)
     except BadInputError as exc:
         raise BadInputError(f"{exc}; fix it (policy-export triton-repo --check) or write to a new --name") from exc
+
+
+def _backend(model_dir: Path, cfg: Any | None, artifact_kind: str, choice: str) -> BackendSpec:
+    """The backend for the new version; an existing model keeps the one its config names."""
+    if cfg is None:
+        return backend_for(artifact_kind, choice)
     existing = backend_from_config(cfg.platform, cfg.backend)
-    if existing is None or existing.key != spec.key:
-        have = cfg.platform or cfg.backend
-        raise BadInputError(
-            f"{model_dir}: model is served by {have!r}, the new version would need {spec.platform or spec.backend!r}; "
-            "one model has one backend: use a new --name"
-        )
-    return config_signature(cfg), version_dirs(model_dir)
+    if existing is not None and existing.artifact_kind == artifact_kind:
+        spec = backend_for(artifact_kind, choice)
+        if spec.key == existing.key:
+            return spec
+    else:
+        spec = backend_for(artifact_kind)
+    raise BadInputError(
+        f"{model_dir}: model is served by {cfg.platform or cfg.backend!r}, the new version would need "
+        f"{spec.platform or spec.backend!r}; one model has one backend: use a new --name"
+    )
+
+
+def resolve_options(options: TritonOptions | Mapping[str, Any] | None, cfg: Any | None) -> TritonOptions:
+    """A :class:`TritonOptions` as given; a mapping (or None) changes only the fields it names,
+    starting from the existing config's options, or from the defaults for a new model."""
+    if isinstance(options, TritonOptions):
+        return options
+    base = TritonOptions() if cfg is None else TritonOptions.from_config(cfg)
+    try:
+        return dataclasses.replace(base, **dict(options or {}))
+    except TypeError as exc:
+        raise BadInputError(f"unknown Triton option ({exc})") from exc
 
 
 def write_version(
@@ -168,24 +195,29 @@ def write_version(
     repo: Path,
     name: str,
     version: int,
-    options: TritonOptions | None = None,
+    options: TritonOptions | Mapping[str, Any] | None = None,
     force: bool = False,
 ) -> WriteResult:
-    """Add (or with ``force`` replace) ``repo/name/version`` and regenerate the config."""
-    options = options or TritonOptions()
+    """Add (or with ``force`` replace) ``repo/name/version`` and regenerate the config.
+
+    ``options`` is resolved by :func:`resolve_options`: pass only what should change (a
+    mapping, as the CLI does) and a new version keeps the serving settings of the versions
+    already there; pass a full :class:`TritonOptions` to set everything.
+    """
     if not _MODEL_NAME.match(name):
         raise BadInputError(f"--name {name!r}: use letters, digits, '_', '-', '.' (starting with a letter or digit)")
     if version < 1:
         raise BadInputError(f"--version {version}: Triton versions are integers >= 1")
-    info = inspect_artifact(artifact)
-    spec = backend_for(info.kind, options.backend)
-    new_sig = wire_signature(info, spec)
     if repo.exists() and not repo.is_dir():
         raise BadInputError(f"{repo}: --repo must be a folder")
-    repo.mkdir(parents=True, exist_ok=True)
+    info = inspect_artifact(artifact)
     model_dir = repo / name
+    cfg = _existing_config(model_dir)
+    options = resolve_options(options, cfg)
+    spec = _backend(model_dir, cfg, info.kind, options.backend)
+    new_sig = wire_signature(info, spec)
+    old_sig, existing = (None, {}) if cfg is None else (config_signature(cfg), version_dirs(model_dir))
 
-    old_sig, existing = (None, {}) if not model_dir.exists() else _existing_state(model_dir, spec)
     replaced = version in existing
     if replaced and not force:
         raise BadInputError(f"{existing[version]}: version {version} of {name} exists; pass --force to replace it")
@@ -200,9 +232,10 @@ def write_version(
 
     versions: dict[int, ArtifactInfo] = {v: inspect_artifact(p / spec.filename) for v, p in others.items()}
     versions[version] = info
-    cfg, sig = build_config(name, versions, spec, options)
-    text = render(cfg, sig, spec)
+    new_cfg, sig = build_config(name, versions, spec, options)
+    text = render(new_cfg, sig, spec)
 
+    repo.mkdir(parents=True, exist_ok=True)  # only now: a refused write leaves no folder behind
     with atomic_directory(model_dir, staging_root=_staging_root(repo)) as tmp:
         if model_dir.exists():
             _replicate(model_dir, tmp, skip={CONFIG, str(version)})
@@ -224,4 +257,5 @@ def write_version(
         versions=sorted(versions),
         replaced=replaced,
         report=report,
+        options=options,
     )
