@@ -154,6 +154,7 @@ def test_from_env_picks_the_backend(small_onnx):
         ({"INFERENCE_MODE": "local"}, "needs POLICY_ARTIFACT"),
         ({"INFERENCE_MODE": "triton", "TRITON_URL": "localhost:8001"}, "needs TRITON_URL=<host:port> and MODEL_NAME"),
         ({"INFERENCE_MODE": "cloud"}, "got 'cloud'"),
+        ({"INFERENCE_MODE": "triton", "TRITON_URL": "h:1", "MODEL_NAME": "m", "TRITON_TIMEOUT_S": "5s"}, "'5s'"),
     ]:
         with pytest.raises(BadInputError, match=message):
             PolicyClient.from_env(env)
@@ -202,6 +203,8 @@ def test_triton_env_goes_through_the_same_checks():
     env = {"INFERENCE_MODE": "triton", "TRITON_URL": f"grpc://127.0.0.1:{_closed_port()}", "MODEL_NAME": "m"}
     with pytest.raises(UnavailableError, match="liveness check failed"):
         PolicyClient.from_env(env | {"TRITON_TIMEOUT_S": "1"})
+    with pytest.raises(BadInputError, match="timeout must be > 0"):  # 0 would mean: wait forever
+        PolicyClient.from_env(env | {"TRITON_TIMEOUT_S": "0"})
 
 
 def _served(meta):
@@ -240,6 +243,9 @@ def test_triton_metadata_and_signature_checks(small_onnx):
 
     with pytest.raises(BadInputError, match="no policy parameters"):
         metadata_from_triton({"parameters": {}}, served, "here")
+    edited = {"parameters": {**loose["parameters"], "cameras": {"string_value": "[{'key': 'top'}]"}}}
+    with pytest.raises(BadInputError, match="here: model config parameters are not valid policy metadata"):
+        metadata_from_triton(edited, served, "here")
     wrong = _served(meta)
     wrong["inputs"][1]["shape"] = [-1, 3, 64, 64]
     wrong["outputs"][0]["datatype"] = "FP16"

@@ -72,7 +72,8 @@ class PolicyClient:
         ``version=None`` takes the newest version the server serves and pins it for this client."""
         from policy_export.runtime.triton import DEFAULT_TIMEOUT_S, TritonBackend
 
-        backend = TritonBackend(url, model, version, protocol, timeout_s=timeout_s or DEFAULT_TIMEOUT_S)
+        timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
+        backend = TritonBackend(url, model, version, protocol, timeout_s=timeout_s)
         return cls(backend, settings)
 
     @classmethod
@@ -96,13 +97,13 @@ class PolicyClient:
             url, model = env.get("TRITON_URL"), env.get("MODEL_NAME")
             if not url or not model:
                 raise BadInputError("INFERENCE_MODE=triton needs TRITON_URL=<host:port> and MODEL_NAME=<model>")
-            timeout = env.get("TRITON_TIMEOUT_S")
+            timeout = env.get("TRITON_TIMEOUT_S") or None
+            try:
+                timeout_s = float(timeout) if timeout else None
+            except ValueError:
+                raise BadInputError(f"TRITON_TIMEOUT_S={timeout!r}: give seconds as a number, e.g. 5") from None
             return cls.from_triton(
-                url,
-                model,
-                env.get("MODEL_VERSION") or None,
-                env.get("TRITON_PROTOCOL") or None,
-                timeout_s=float(timeout) if timeout else None,
+                url, model, env.get("MODEL_VERSION") or None, env.get("TRITON_PROTOCOL") or None, timeout_s=timeout_s
             )
         raise BadInputError(
             f"INFERENCE_MODE must be 'local' or 'triton', got {mode!r}; "

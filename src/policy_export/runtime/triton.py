@@ -119,23 +119,29 @@ def metadata_from_triton(
             f"{where}: model signature {sorted(inputs)} -> {sorted(outputs)} is not a policy-export core "
             "(needs input 'state' and output 'action_chunk')"
         )
-    cameras = tuple(
-        CameraSpec(key=c["key"], input_name=c["input_name"], shape=tuple(c["shape"]))  # type: ignore[arg-type]
-        for c in json.loads(params["cameras"])
-    )
-    spec = PolicySpec(
-        policy_type=params.get("policy_type", "act"),
-        state_key=params.get("state_key", "observation.state"),
-        state_dim=int(state["shape"][-1]),
-        action_key=params.get("action_key", "action"),
-        action_dim=int(chunk["shape"][-1]),
-        cameras=cameras,
-        chunk_size=int(params["chunk_size"]),
-        n_action_steps=int(param("n_action_steps")),
-        temporal_ensemble_coeff=_optional_float(param("temporal_ensemble_coeff")),
-        normalization=json.loads(params["normalization"]) if params.get("normalization") else {},
-        norm_hash=param("normalization_hash"),
-    )
+    try:
+        cameras = tuple(
+            CameraSpec(key=c["key"], input_name=c["input_name"], shape=tuple(c["shape"]))  # type: ignore[arg-type]
+            for c in json.loads(params["cameras"])
+        )
+        spec = PolicySpec(
+            policy_type=params.get("policy_type", "act"),
+            state_key=params.get("state_key", "observation.state"),
+            state_dim=int(state["shape"][-1]),
+            action_key=params.get("action_key", "action"),
+            action_dim=int(chunk["shape"][-1]),
+            cameras=cameras,
+            chunk_size=int(params["chunk_size"]),
+            n_action_steps=int(param("n_action_steps")),
+            temporal_ensemble_coeff=_optional_float(param("temporal_ensemble_coeff")),
+            normalization=json.loads(params["normalization"]) if params.get("normalization") else {},
+            norm_hash=param("normalization_hash"),
+        )
+    except (ValueError, KeyError, TypeError) as exc:  # a hand-edited config: one line, not a traceback
+        raise BadInputError(
+            f"{where}: model config parameters are not valid policy metadata ({type(exc).__name__}: {exc}); "
+            "regenerate the repository with `policy-export triton-repo`"
+        ) from exc
     return ArtifactMetadata(
         spec=spec,
         artifact_kind=params.get("artifact_kind", "triton"),
@@ -201,6 +207,10 @@ class TritonBackend(Backend):
         self.model = model
         self.version = "" if version in (None, "") else str(version)
         self.timeout_s = float(timeout_s)
+        if not self.timeout_s > 0:
+            raise BadInputError(
+                f"Triton timeout must be > 0 seconds, got {timeout_s}: a robot loop must never wait forever"
+            )
         self.where = f"Triton {self.protocol}://{self.url} model {model!r}" + (
             f" version {self.version}" if self.version else ""
         )
