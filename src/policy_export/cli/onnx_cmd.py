@@ -64,7 +64,7 @@ def onnx(
             precision=precision.value,
         )
     if res.fallback_reason:
-        console.print(f"[yellow]dynamo exporter failed ({res.fallback_reason}); used the legacy exporter[/]")
+        console.print(f"[yellow]used the legacy exporter: {res.fallback_reason}[/]")
     console.print(
         f"[green]wrote[/] {res.path} ({res.path.stat().st_size / 1e6:.1f} MB, {res.nodes} nodes, {res.exporter} exporter, "
         f"opset {res.opset}, {precision.value}); ONNX checker ok; quick parity max abs error {res.quick_check_max_abs:.2e}"

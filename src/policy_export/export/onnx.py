@@ -3,7 +3,10 @@
 Facts this code is built around (measured on lerobot 0.6.1 / torch 2.11):
 - the dynamo exporter given an example batch of 1 silently freezes the batch at 1, so we
   export with batch 2 and check the saved batch axis is symbolic;
-- dynamo at opset < 18 emits a Split ORT rejects, so ``auto`` asks for >= 18;
+- dynamo at opset < 18 emits a Split ORT rejects, so ``auto`` takes the legacy exporter
+  for an explicit ``--opset`` below 18;
+- dynamo asked for an opset it cannot convert to (e.g. 99) quietly writes opset 18, so
+  the saved file's opset is checked against the one recorded in the metadata;
 - dynamo writes an external ``.onnx.data`` file by default; we write one self-contained
   file (the ACT core is ~200 MB, well under protobuf's 2 GB limit).
 """
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 20
 MIN_DYNAMO_OPSET = 18
+#: The oldest opset torch's exporters write.
+MIN_OPSET = 7
 EXPORT_BATCH = 2
 
 
@@ -104,6 +109,11 @@ def _export(core: Any, args: tuple[Any, ...], out: Path, names: list[str], expor
         )
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 def _batch_axis_is_symbolic(model: Any) -> bool:
     return all(not vi.type.tensor_type.shape.dim[0].dim_value for vi in [*model.graph.input, *model.graph.output])
 
@@ -127,6 +137,11 @@ def export_onnx(
 
     if exporter not in ("auto", "dynamo", "legacy"):
         raise BadInputError(f"--exporter must be auto, dynamo or legacy, not {exporter!r}")
+    max_opset = onnx.defs.onnx_opset_version()
+    if opset is not None and not MIN_OPSET <= opset <= max_opset:
+        raise BadInputError(
+            f"--opset {opset}: choose an opset from {MIN_OPSET} to {max_opset} (default {DEFAULT_OPSET})"
+        )
     if opset is not None and exporter == "dynamo" and opset < MIN_DYNAMO_OPSET:
         raise BadInputError(
             f"--opset {opset}: the dynamo exporter needs opset >= {MIN_DYNAMO_OPSET} (ONNX Runtime rejects its Split below that); use --exporter legacy"
@@ -134,39 +149,48 @@ def export_onnx(
     core = build_core(ckpt, image_format=image_format)
     args = example_args(ckpt, EXPORT_BATCH, image_format)
     names = ckpt.spec.input_names
+    chosen_opset = opset or DEFAULT_OPSET
 
     with atomic_output(output, force=force, what="ONNX file") as tmp:
         used, fallback = exporter, None
-        chosen_opset = opset or DEFAULT_OPSET
+        if exporter == "auto" and chosen_opset < MIN_DYNAMO_OPSET:
+            # Honour the opset asked for rather than silently raising it to what dynamo needs.
+            used, fallback = (
+                "legacy",
+                f"--opset {chosen_opset} is below the dynamo exporter's minimum {MIN_DYNAMO_OPSET}",
+            )
         with torch.inference_mode(False), torch.no_grad(), _quiet():
-            if exporter in ("auto", "dynamo"):
+            if used in ("auto", "dynamo"):
                 try:
-                    _export(
-                        core,
-                        args,
-                        tmp,
-                        names,
-                        "dynamo",
-                        max(chosen_opset, MIN_DYNAMO_OPSET) if exporter == "auto" else chosen_opset,
-                    )
+                    _export(core, args, tmp, names, "dynamo", chosen_opset)
                     used = "dynamo"
-                    if exporter == "auto":
-                        chosen_opset = max(chosen_opset, MIN_DYNAMO_OPSET)
                 except Exception as exc:
                     if exporter == "dynamo":
                         raise PolicyExportError(
-                            f"dynamo ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0]}; try --exporter legacy"
+                            f"dynamo ONNX export failed: {_first_line(exc)}; try --exporter legacy"
                         ) from exc
-                    fallback = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                    log.warning("dynamo exporter failed (%s); falling back to the legacy exporter", fallback)
+                    fallback = f"the dynamo exporter failed ({_first_line(exc)})"
+                    log.warning("%s; falling back to the legacy exporter", fallback)
                     used = "legacy"
             if used == "legacy":
-                _export(core, args, tmp, names, "legacy", chosen_opset)
+                try:
+                    _export(core, args, tmp, names, "legacy", chosen_opset)
+                except Exception as exc:
+                    after = f" (used because {fallback})" if fallback else ""
+                    raise PolicyExportError(f"legacy ONNX export failed: {_first_line(exc)}{after}") from exc
 
         model = onnx.load(str(tmp))
         if not _batch_axis_is_symbolic(model):
             raise PolicyExportError(
                 f"{used} exporter froze the batch axis; this is a bug in policy-export, please report it"
+            )
+        written = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+        if written != chosen_opset:
+            # The dynamo exporter quietly falls back to its own opset when it cannot convert to the
+            # one asked for; the metadata must never claim an opset the file does not have.
+            raise BadInputError(
+                f"--opset {chosen_opset}: the {used} exporter wrote opset {written} instead; "
+                f"choose an opset it supports (default {DEFAULT_OPSET})"
             )
         if precision == "fp16":
             from policy_export.export.fp16 import convert_to_fp16
