@@ -189,6 +189,55 @@ class RolloutResult(BatchResult):
     client_core_calls: int = 0
 
 
+def _check_mode(
+    check: ArtifactCheck,
+    ckpt: LoadedCheckpoint,
+    client: Any,
+    settings: ShimSettings,
+    *,
+    steps: int,
+    batch_sizes: list[int],
+    rtol: float,
+    seed: int,
+    progress: Any,
+) -> None:
+    """One rollout per batch size, each a row of ``check``."""
+    for bs in batch_sizes:
+        client.reset()
+        trace = run_rollout(
+            ckpt,
+            client,
+            settings,
+            steps=steps,
+            batch_size=bs,
+            seed=seed,
+            image_format=check.image_format,
+            progress=progress,
+        )
+        stats = compare(trace.reference, trace.candidate, check.atol, rtol)
+        if trace.lerobot_chunk_calls != trace.client_core_calls:
+            stats.passed = False
+            check.reason = (
+                f"batch {bs}: the shim asked the core for {trace.client_core_calls} chunks, "
+                f"LeRobot's select_action for {trace.lerobot_chunk_calls}"
+            )
+        diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
+        check.results.append(
+            RolloutResult(
+                batch_size=bs,
+                samples=steps,
+                stats=stats,
+                infer_ms_median=trace.step_ms_median,
+                resets=trace.resets,
+                per_step_max_abs=[float(x) for x in diff.reshape(steps, -1).max(axis=1)],
+                lerobot_chunk_calls=trace.lerobot_chunk_calls,
+                client_core_calls=trace.client_core_calls,
+            )
+        )
+        if not stats.passed:
+            check.status = "failed"
+
+
 def rollout_checks(
     ckpt: LoadedCheckpoint,
     infos: list[ArtifactInfo],
@@ -205,57 +254,40 @@ def rollout_checks(
     """One check per (artifact, mode), one row per batch size, in verify's report scheme."""
     if steps < 2:
         raise BadInputError(f"--rollout takes the number of control steps (>= 2), got {steps}")
-    from policy_export.runtime import PolicyClient
+    from policy_export.runtime import LocalBackend, PolicyClient
 
     checks = []
     warnings = [check_compatible(info, ckpt) for info in infos]  # refuse a foreign artifact before any slow work
+    modes = rollout_modes(ckpt)
     for info, warn in zip(infos, warnings, strict=True):
-        for mode in rollout_modes(ckpt):
-            check = ArtifactCheck.start(
+        mode_checks = [
+            ArtifactCheck.start(
                 info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn, check=mode.label
             )
-            checks.append(check)
-            try:
-                client = PolicyClient.from_artifact(Path(info.path), provider=ort_provider, settings=mode.settings)
-            except UnavailableError as exc:
+            for mode in modes
+        ]
+        checks += mode_checks
+        try:
+            backend = LocalBackend(Path(info.path), provider=ort_provider)  # loaded once, shared by every mode
+        except UnavailableError as exc:
+            for check in mode_checks:
                 check.status, check.reason = "skipped", str(exc)
-                continue
-            check.runner = client.backend.name
-            try:
-                for bs in batch_sizes:
-                    client.reset()
-                    trace = run_rollout(
-                        ckpt,
-                        client,
-                        mode.settings,
-                        steps=steps,
-                        batch_size=bs,
-                        seed=seed,
-                        image_format=check.image_format,
-                        progress=progress,
-                    )
-                    stats = compare(trace.reference, trace.candidate, check.atol, rtol)
-                    if trace.lerobot_chunk_calls != trace.client_core_calls:
-                        stats.passed = False
-                        check.reason = (
-                            f"batch {bs}: the shim asked the core for {trace.client_core_calls} chunks, "
-                            f"LeRobot's select_action for {trace.lerobot_chunk_calls}"
-                        )
-                    diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
-                    check.results.append(
-                        RolloutResult(
-                            batch_size=bs,
-                            samples=steps,
-                            stats=stats,
-                            infer_ms_median=trace.step_ms_median,
-                            resets=trace.resets,
-                            per_step_max_abs=[float(x) for x in diff.reshape(steps, -1).max(axis=1)],
-                            lerobot_chunk_calls=trace.lerobot_chunk_calls,
-                            client_core_calls=trace.client_core_calls,
-                        )
-                    )
-                    if not stats.passed:
-                        check.status = "failed"
-            finally:
-                client.close()
+            continue
+        try:
+            for mode, check in zip(modes, mode_checks, strict=True):
+                check.runner = backend.name
+                client = PolicyClient(backend, mode.settings)
+                _check_mode(
+                    check,
+                    ckpt,
+                    client,
+                    mode.settings,
+                    steps=steps,
+                    batch_sizes=batch_sizes,
+                    rtol=rtol,
+                    seed=seed,
+                    progress=progress,
+                )
+        finally:
+            backend.close()
     return checks
