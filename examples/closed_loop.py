@@ -16,10 +16,12 @@ ensembling on this host. Needs numpy + onnxruntime (+ tritonclient for Triton); 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 
+from policy_export.errors import PolicyExportError
 from policy_export.runtime import PolicyClient
 
 
@@ -77,16 +79,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--triton-url", help="host:port of a Triton server serving the same artifact")
     parser.add_argument("--model", default="act", help="model name in the Triton repository")
-    parser.add_argument("--protocol", choices=["grpc", "http"], default="grpc")
+    parser.add_argument("--protocol", choices=["grpc", "http"], help="default: the URL's scheme, else grpc")
     args = parser.parse_args()
 
     with PolicyClient.from_artifact(args.artifact) as local:
         ref = episode(local, args.steps, args.robots, args.seed, "local ONNX Runtime")
     if args.triton_url:
         with PolicyClient.from_triton(args.triton_url, args.model, protocol=args.protocol) as remote:
-            out = episode(remote, args.steps, args.robots, args.seed, f"Triton {args.protocol}")
+            out = episode(remote, args.steps, args.robots, args.seed, f"Triton {remote.backend.protocol}")
         print(f"\nlocal vs Triton, same episode: max |difference| {np.abs(out - ref).max():.3g}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PolicyExportError as exc:  # a wrong path, a server that is down: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
