@@ -64,3 +64,16 @@ def test_directory_swap_is_readable_and_atomic(tmp_path, umask_022, monkeypatch)
     assert sorted(p.name for p in target.iterdir()) == ["1"]
     assert (target / "1" / "model.onnx").read_bytes() == b"v1"
     assert [p.name for p in tmp_path.iterdir()] == ["model"], "no staging folder left behind"
+
+
+def test_unwritable_folder_is_one_bad_input_line(tmp_path, monkeypatch):
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(BadInputError, match=r"cannot write the ONNX file here \(Read-only file system\)"):
+        with atomic_output(tmp_path / "policy.onnx", force=False, what="ONNX file"):
+            raise AssertionError("must not be reached")
+    assert list(tmp_path.iterdir()) == []

@@ -202,6 +202,18 @@ def test_bad_batch_sizes_is_usage_error(small_ckpt, small_onnx):
     assert res.exit_code == 2
 
 
+def test_bad_tolerances_and_outputs_exit_2_before_verifying(small_ckpt, small_onnx, tmp_path):
+    cases = {
+        "non-negative numbers": ["--tolerance", "-1"],
+        "no --artifact is named 'smal.onnx'": ["--artifact-tolerance", "smal.onnx=1"],  # a typo must not pass silently
+        "report is a directory": ["--report", str(tmp_path)],
+    }
+    for fragment, extra in cases.items():
+        res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(small_onnx), *extra])
+        assert res.exit_code == 2 and fragment in " ".join(res.output.split()), res.output
+        assert "Parity vs LeRobot eager" not in res.output  # refused before any artifact ran
+
+
 def test_console_script_subprocess(small_ckpt, small_onnx, tmp_path):
     exe = Path(sys.executable).with_name("policy-export")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)

@@ -31,6 +31,8 @@ def check_writable(path: Path, force: bool, what: str = "output") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInputError(f"{path.parent}: cannot create the output folder ({exc.strerror})") from exc
+    if not os.access(path.parent, os.W_OK):
+        raise BadInputError(f"{path.parent}: no permission to write the {what} here; choose another folder")
 
 
 def _umask() -> int:
@@ -53,7 +55,12 @@ def _publish(tmp: Path, mode: int) -> None:
 def atomic_output(path: Path, force: bool, what: str = "output") -> Iterator[Path]:
     """Yield a temp path in the same directory; rename it over ``path`` on success."""
     check_writable(path, force, what)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    except OSError as exc:  # e.g. a read-only mount, which os.access does not always see
+        raise BadInputError(
+            f"{path.parent}: cannot write the {what} here ({exc.strerror}); choose another folder"
+        ) from exc
     os.close(fd)
     tmp = Path(tmp_name)
     try:

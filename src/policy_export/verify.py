@@ -185,9 +185,17 @@ def verify_artifacts(
         raise BadInputError("no --artifact given; pass at least one exported file")
     if any(b < 1 for b in batch_sizes) or samples < 1:
         raise BadInputError("--batch-sizes and --samples must be positive integers")
+    overrides = per_artifact_atol or {}
+    if not all(t >= 0 for t in (rtol, *([] if atol is None else [atol]), *overrides.values())):  # NaN fails too
+        raise BadInputError("--tolerance, --rtol and --artifact-tolerance take non-negative numbers")
     from policy_export.runners import open_runner
 
     infos = [inspect_artifact(Path(a)) for a in artifacts]  # fail on bad files before any slow work
+    for name in overrides:  # a mistyped name would otherwise leave that artifact at the default, silently
+        if not any(name in (i.path.name, str(i.path)) for i in infos):
+            raise BadInputError(
+                f"--artifact-tolerance {name}=...: no --artifact is named {name!r}; use one's file name or path"
+            )
     warnings = [check_compatible(i, ckpt) for i in infos]
     report = VerifyReport(
         checkpoint=str(ckpt.path), policy=ckpt.spec.to_dict(), seed=seed, batch_sizes=list(batch_sizes), samples=samples

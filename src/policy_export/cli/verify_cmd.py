@@ -75,6 +75,7 @@ def verify(
     """
     from rich.progress import Progress
 
+    from policy_export.fsutil import check_writable
     from policy_export.report import render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
@@ -82,6 +83,9 @@ def verify(
     if rollout and rollout < 2:
         raise typer.BadParameter(f"--rollout takes the number of control steps (>= 2), got {rollout}")
     overrides = _parse_atol_overrides(artifact_tolerance or [])
+    for out in (report, junit):
+        if out is not None:
+            check_writable(out, force=True, what="report")  # fail now, not after the whole run
     ckpt = load(checkpoint)
     total = len(artifact) * len(sizes) * samples
     if rollout:
