@@ -292,9 +292,9 @@ def test_what_check_catches_the_real_server_rejects(case, small_onnx, tmp_path):
     from policy_export.errors import UnavailableError
     from policy_export.triton.config import TritonOptions
     from policy_export.triton.repo import write_version
-    from policy_export.triton.server import TritonServer, find_server
+    from policy_export.triton.server import TritonServer
 
-    require_server()
+    install = require_server()
     old, new, message, server_message = REJECTED[case]
     repo = tmp_path / "repo"
     write_version(small_onnx, repo, "act", 1, TritonOptions(preferred_batch_sizes=(4, 8)))
@@ -303,7 +303,7 @@ def test_what_check_catches_the_real_server_rejects(case, small_onnx, tmp_path):
     res = CliRunner().invoke(app, ["triton-repo", "--check", str(repo)])
     assert res.exit_code == 2 and message in res.output, res.output
 
-    server = TritonServer(repo=repo, install=find_server(SERVER_VENV), startup_timeout_s=120)
+    server = TritonServer(repo=repo, install=install, startup_timeout_s=120)
     try:
         with pytest.raises(UnavailableError, match="exited with code") as excinfo, server:
             pass
@@ -321,3 +321,12 @@ def test_server_stops_cleanly(served):
     with socket.socket() as s, pytest.raises(OSError):
         s.settimeout(1)
         s.connect(("127.0.0.1", http_port))
+
+
+def test_server_command_bad_input_is_one_line(tmp_path, capsys):
+    """``python -m policy_export.triton.server`` without a server venv: exit 2 and one line, no traceback."""
+    from policy_export.triton.server import main
+
+    assert main(["--repo", str(tmp_path), "--venv", str(tmp_path / "no-venv")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no Triton server virtualenv here" in err and "make triton-venv" in err

@@ -45,36 +45,26 @@ from pathlib import Path
 import pytest
 
 from policy_export.errors import UnavailableError
-from policy_export.triton.server import VENV_ENV, TritonServer, find_server
+from policy_export.triton.server import VENV_ENV, ServerInstall, TritonServer, find_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_VENV = Path(os.environ.get(VENV_ENV, REPO_ROOT / ".venv-triton"))
 
 
-def server_unavailable_reason() -> str | None:
-    """Why no server can be started here, or None when one can."""
+def require_server() -> ServerInstall:
+    """The server install; skips (locally) or fails (under CI) the calling test when it is missing."""
     try:
-        find_server(SERVER_VENV)
+        return find_server(SERVER_VENV)
     except UnavailableError as exc:
-        return str(exc)
-    return None
-
-
-def require_server() -> None:
-    """Skip (locally) or fail (under CI) the calling test when the server venv is missing."""
-    reason = server_unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"Triton server venv missing under CI: {reason}")
-    pytest.skip(f"Triton server not available: {reason}")
+        if os.environ.get("CI"):
+            pytest.fail(f"Triton server venv missing under CI: {exc}")
+        pytest.skip(f"Triton server not available: {exc}")
 
 
 @contextlib.contextmanager
 def triton_server(repo_dir: Path, *, startup_timeout_s: float = 180.0) -> Iterator[TritonServer]:
     """Serve ``repo_dir`` with a real tritonserver on loopback; always stopped on exit."""
-    require_server()
-    server = TritonServer(repo=Path(repo_dir), install=find_server(SERVER_VENV), startup_timeout_s=startup_timeout_s)
+    server = TritonServer(repo=Path(repo_dir), install=require_server(), startup_timeout_s=startup_timeout_s)
     try:
         with server:
             yield server

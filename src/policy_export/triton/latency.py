@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from policy_export.errors import PolicyExportError
 from policy_export.triton.config import TritonOptions
 from policy_export.triton.repo import write_version
 from policy_export.triton.server import TritonServer, find_server
@@ -135,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, default=None, help="server virtualenv (default ./.venv-triton)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args(argv)
-    rows = measure(args.artifact, args.backend, args.requests, args.venv)
+    try:
+        rows = measure(args.artifact, args.backend, args.requests, args.venv)
+    except PolicyExportError as exc:  # no server venv, a bad artifact: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     from rich.console import Console
     from rich.table import Table
 

@@ -36,6 +36,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -45,7 +46,7 @@ from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
-from policy_export.errors import BadInputError, UnavailableError
+from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
 
 VENV_ENV = "POLICY_EXPORT_TRITON_VENV"
 DEFAULT_VENV = ".venv-triton"
@@ -348,10 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-port", type=int, default=8000)
     parser.add_argument("--grpc-port", type=int, default=8001)
     args = parser.parse_args(argv)
-    server = TritonServer(
-        repo=args.repo, install=find_server(args.venv), http_port=args.http_port, grpc_port=args.grpc_port
-    )
+    server = TritonServer(repo=args.repo, http_port=args.http_port, grpc_port=args.grpc_port)
     try:
+        server.install = find_server(args.venv)
         with server:
             print(
                 f"ready in {server.startup_seconds:.2f} s: http {server.http_url}, grpc {server.grpc_url} (Ctrl-C stops)"
@@ -360,10 +360,13 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(0.5)
             print(server.log_tail())
     except KeyboardInterrupt:
-        pass
+        return 0
+    except PolicyExportError as exc:  # no server venv, a missing repository, a model that fails to load
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     finally:
         server.cleanup()
-    return 0
+    return server.exit_code or 0  # the server stopped on its own: pass its exit code on
 
 
 if __name__ == "__main__":
