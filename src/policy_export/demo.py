@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from policy_export.fsutil import atomic_directory
+
 TRAINED_BACKBONE_WEIGHTS = "ResNet18_Weights.IMAGENET1K_V1"
 
 
@@ -113,13 +115,15 @@ def build_checkpoint(out_dir: str | Path, recipe: CheckpointRecipe | None = None
         stats[f"observation.images.{name}"] = _image_stats(rng)
     pre, post = make_act_pre_post_processors(cfg, dataset_stats=stats)
 
-    out.mkdir(parents=True, exist_ok=True)
-    policy.save_pretrained(out)
-    pre.save_pretrained(out)
-    post.save_pretrained(out)
-    # As a trained checkpoint's config does: name the backbone weights training started from.
-    cfg_path = out / "config.json"
-    saved = json.loads(cfg_path.read_text())
-    saved["pretrained_backbone_weights"] = TRAINED_BACKBONE_WEIGHTS
-    cfg_path.write_text(json.dumps(saved, indent=4))
+    # Written aside and swapped in whole: an interrupted build must not leave a folder that
+    # `policy-export demo` (which reuses an existing checkpoint) would take for a checkpoint.
+    with atomic_directory(out) as tmp:
+        policy.save_pretrained(tmp)
+        pre.save_pretrained(tmp)
+        post.save_pretrained(tmp)
+        # As a trained checkpoint's config does: name the backbone weights training started from.
+        cfg_path = tmp / "config.json"
+        saved = json.loads(cfg_path.read_text())
+        saved["pretrained_backbone_weights"] = TRAINED_BACKBONE_WEIGHTS
+        cfg_path.write_text(json.dumps(saved, indent=4))
     return out

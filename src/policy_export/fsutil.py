@@ -82,7 +82,10 @@ def atomic_directory(path: Path, staging_root: Path | None = None) -> Iterator[P
     back: an interrupted or failed write leaves ``path`` exactly as it was.
     """
     root = staging_root or path.parent
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInputError(f"{root}: cannot create the output folder ({exc.strerror})") from exc
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=root))
     old: Path | None = None
     try:
