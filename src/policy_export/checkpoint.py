@@ -85,8 +85,10 @@ def _check_files(root: Path) -> None:
                 f"{jpath}: missing; checkpoints from LeRobot >= 0.4 carry their {role}. "
                 "Migrate older checkpoints with lerobot's migrate_policy_normalization script"
             )
-        pipe = _read_json(jpath, f"{role} pipeline")
-        for step in pipe.get("steps", []):
+        steps = _read_json(jpath, f"{role} pipeline").get("steps", [])
+        if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+            raise BadInputError(f"{jpath}: 'steps' must be a list of step objects; re-save the checkpoint")
+        for step in steps:
             state_file = step.get("state_file")
             if state_file:
                 spath = root / state_file
@@ -253,9 +255,15 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         )
 
     cam_keys = list(cfg.image_features)
+    input_names = camera_input_names(cam_keys)
+    if len(set(input_names)) != len(input_names):
+        raise BadInputError(
+            f"{root / 'config.json'}: cameras {cam_keys} end in the same name, so their inputs would collide; "
+            "rename the cameras so the last part of each key differs"
+        )
     cameras = tuple(
         CameraSpec(key=k, input_name=n, shape=tuple(int(d) for d in cfg.image_features[k].shape))  # type: ignore[arg-type]
-        for k, n in zip(cam_keys, camera_input_names(cam_keys), strict=True)
+        for k, n in zip(cam_keys, input_names, strict=True)
     )
     coeff = cfg.temporal_ensemble_coeff
     spec = PolicySpec(
