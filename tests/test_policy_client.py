@@ -395,3 +395,7 @@ def test_triton_url_scheme_picks_the_protocol():
         split_url("https://h:8000", None)
     with pytest.raises(BadInputError, match="one of grpc, http"):
         split_url("h:8000", "websocket")
+    assert split_url("[::1]:8001", "http") == ("[::1]:8001", "http")
+    for bad in ("", "http://", "localhost", "h:port", "h:8000/v2", "a b:1"):  # tritonclient: ValueError traceback
+        with pytest.raises(BadInputError, match="expected host:port"):
+            split_url(bad, "http")

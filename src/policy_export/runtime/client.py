@@ -23,8 +23,6 @@ from policy_export.runtime.backends import Backend, LocalBackend
 from policy_export.runtime.observation import ObservationAdapter, Prepared
 from policy_export.runtime.shim import ShimSettings
 
-ENV_VARS = ("INFERENCE_MODE", "POLICY_ARTIFACT", "TRITON_URL", "MODEL_NAME", "MODEL_VERSION")
-
 
 class PolicyClient:
     """Stateless core + host-side shim, for a batch of ``B`` robots (``B`` from the observations)."""

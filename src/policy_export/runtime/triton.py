@@ -12,6 +12,7 @@ is created.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -26,22 +27,35 @@ PROTOCOLS = ("grpc", "http")
 WIRE_TYPES = {"float32": "FP32", "float16": "FP16", "uint8": "UINT8"}
 
 
+_HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):\d{1,5}$")
+
+
 def split_url(url: str, protocol: str | None) -> tuple[str, str]:
-    """``host:port`` and protocol; a ``grpc://`` / ``http://`` prefix picks the protocol."""
-    for scheme in PROTOCOLS:
-        prefix = f"{scheme}://"
-        if url.startswith(prefix):
-            if protocol not in (None, scheme):
-                raise BadInputError(f"Triton URL {url!r} says {scheme} but protocol={protocol!r} was asked for")
-            return url[len(prefix) :].rstrip("/"), scheme
-    if url.startswith("https://"):
+    """``host:port`` and protocol; a ``grpc://`` / ``http://`` prefix picks the protocol.
+
+    The address is checked here because tritonclient's own errors for a malformed one are a
+    ``ValueError`` traceback (HTTP) or a misleading "secure channel" failure (gRPC).
+    """
+    address, scheme = url.strip(), None
+    for name in PROTOCOLS:
+        if address.startswith(f"{name}://"):
+            address, scheme = address[len(name) + 3 :], name
+            if protocol not in (None, name):
+                raise BadInputError(f"Triton URL {url!r} says {name} but protocol={protocol!r} was asked for")
+            break
+    if address.startswith("https://"):
         raise BadInputError(
             f"Triton URL {url!r}: TLS is not supported by this client; use a plain http:// or grpc:// URL"
         )
-    protocol = protocol or "grpc"
+    protocol = scheme or protocol or "grpc"
     if protocol not in PROTOCOLS:
         raise BadInputError(f"Triton protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    return url.rstrip("/"), protocol
+    address = address.rstrip("/")
+    if not _HOST_PORT.match(address):
+        raise BadInputError(
+            f"Triton URL {url!r}: expected host:port (e.g. 127.0.0.1:8001), optionally after grpc:// or http://"
+        )
+    return address, protocol
 
 
 def _one_line(exc: BaseException) -> str:
