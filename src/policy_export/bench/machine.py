@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 from typing import Any
+
+from policy_export.versions import library_versions
 
 #: CPU features that decide which kernels MLAS / oneDNN / MKL pick.
 KERNEL_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_tile")
-PACKAGES = ("policy-export", "torch", "lerobot", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt")
+#: Besides the libraries every artifact records (:func:`policy_export.versions.library_versions`).
+EXTRA_PACKAGES = ("onnxruntime-gpu", "numpy", "tensorrt")
 
 
 def _cpuinfo() -> dict[str, str]:
@@ -46,12 +48,6 @@ def _mem_total_gb() -> float | None:
 def machine_info() -> dict[str, Any]:
     cpu = _cpuinfo()
     flags = set(cpu.get("flags", "").split())
-    versions = {}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
     return {
         "cpu": cpu.get("model name", platform.processor() or platform.machine()),
         "cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",
@@ -63,5 +59,5 @@ def machine_info() -> dict[str, Any]:
         "memory_gb": _mem_total_gb(),
         "os": platform.platform(),
         "python": platform.python_version(),
-        "versions": versions,
+        "versions": library_versions(*EXTRA_PACKAGES),
     }

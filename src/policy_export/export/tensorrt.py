@@ -128,14 +128,6 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).upper()])
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def disable_polygraphy_autoinstall() -> None:
     import polygraphy.config
 
@@ -180,6 +172,7 @@ def build_tensorrt(
         raise UnavailableError(reason)
 
     onnx_bytes = onnx_path.read_bytes()
+    onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()  # of the file as given, before any fp16 conversion
     converted = precision == "fp16" and meta.precision != "fp16"
     if converted:
         onnx_bytes = _fp16_onnx_bytes(onnx_bytes)
@@ -214,7 +207,7 @@ def build_tensorrt(
             "workspace_bytes": workspace,
             "timing_cache": str(timing_cache) if timing_cache else None,
             "onnx_file": onnx_path.name,
-            "onnx_sha256": sha256_file(onnx_path),
+            "onnx_sha256": onnx_sha256,
             "normalization_hash": meta.spec.norm_hash,
             "plan_sha256": hashlib.sha256(plan).hexdigest(),
             "build_seconds": round(build_seconds, 2),
