@@ -97,6 +97,7 @@ def test_settings_come_from_the_artifact(small_loaded, small_onnx):
         (lambda o, k: o.update({k["state"]: np.zeros(4)}), r"observation.state: shape \(4,\) != \(6,\)"),
         (lambda o, k: o.update({k["cam"]: np.zeros((3, 3, 50, 50), np.uint8)}), r"neither \(3, 96, 128\) nor"),
         (lambda o, k: o.update({k["cam"]: np.zeros((2, 96, 128, 3), np.uint8)}), "batch size 2 != 3"),
+        (lambda o, k: o.update({k["state"]: np.array(list("abcdef"))}), "observation.state: not numbers"),
     ],
 )
 def test_bad_observations_are_one_clear_line(small_loaded, small_onnx, frames, change, message):
@@ -154,6 +155,7 @@ def test_from_env_picks_the_backend(small_onnx):
         ({"INFERENCE_MODE": "local"}, "needs POLICY_ARTIFACT"),
         ({"INFERENCE_MODE": "triton", "TRITON_URL": "localhost:8001"}, "needs TRITON_URL=<host:port> and MODEL_NAME"),
         ({"INFERENCE_MODE": "cloud"}, "got 'cloud'"),
+        ({"POLICY_ARTIFACT": str(small_onnx), "INFERENCE_PROVIDER": "gpu"}, "provider 'gpu'.*cpu, cuda, tensorrt"),
         ({"INFERENCE_MODE": "triton", "TRITON_URL": "h:1", "MODEL_NAME": "m", "TRITON_TIMEOUT_S": "5s"}, "'5s'"),
     ]:
         with pytest.raises(BadInputError, match=message):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from policy_export.errors import BadInputError
 from policy_export.spec import ArtifactMetadata
 
 
@@ -44,7 +45,12 @@ class LocalBackend(Backend):
 
     def __init__(self, path: str | Path, *, provider: str = "cpu", threads: int | None = None) -> None:
         from policy_export.runners import open_runner
+        from policy_export.runners.onnxrt import PROVIDERS
 
+        if provider not in PROVIDERS:  # the runner would fail with a KeyError traceback
+            raise BadInputError(
+                f"ONNX Runtime provider {provider!r} (INFERENCE_PROVIDER): use one of {', '.join(PROVIDERS)}"
+            )
         self.runner = open_runner(Path(path), ort_provider=provider, threads=threads)
         self.runner.activate()
         self.metadata = self.runner.info.metadata

@@ -91,7 +91,10 @@ class ObservationAdapter:
             raise BadInputError(
                 f"{key}: shape {tuple(state.shape)} != ({spec.state_dim},) or (batch, {spec.state_dim})"
             )
-        state = np.ascontiguousarray(state.reshape(-1, spec.state_dim), dtype=np.float32)
+        try:
+            state = np.ascontiguousarray(state.reshape(-1, spec.state_dim), dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise BadInputError(f"{key}: not numbers ({exc})") from None
         return Prepared(self, observation, state, state.shape[0], is_torch(raw_state))
 
     @staticmethod
