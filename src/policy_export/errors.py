@@ -12,6 +12,13 @@ EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
 
 
+def first_line(exc: BaseException) -> str:
+    """``"Type: first line of the message"``: third-party errors often carry pages of context,
+    and the CLI's contract is one line (``--debug`` shows the rest)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
 class PolicyExportError(Exception):
     """A problem with the user's input or environment, reported as one line."""
 

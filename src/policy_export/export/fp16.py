@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policy_export.errors import PolicyExportError
+from policy_export.errors import PolicyExportError, first_line
 
 
 def convert_to_fp16(model: Any) -> Any:
@@ -30,10 +30,7 @@ def convert_to_fp16(model: Any) -> Any:
     try:
         half = convert_float_to_float16(model, keep_io_types=True)
     except Exception as exc:  # the converter raises bare ValueError/AssertionError on graphs it cannot handle
-        raise PolicyExportError(
-            f"fp16 conversion failed ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "export with --precision fp32"
-        ) from exc
+        raise PolicyExportError(f"fp16 conversion failed ({first_line(exc)}); export with --precision fp32") from exc
     ir_model = ir.serde.deserialize_model(half)
     ir_model.graph.sort()
     out = ir.serde.serialize_model(ir_model)

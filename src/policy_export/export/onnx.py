@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from policy_export.checkpoint import LoadedCheckpoint
-from policy_export.errors import BadInputError, ParityError, PolicyExportError
+from policy_export.errors import BadInputError, ParityError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
 from policy_export.spec import METADATA_KEY, ArtifactMetadata
 from policy_export.versions import library_versions
@@ -109,11 +109,6 @@ def _export(core: Any, args: tuple[Any, ...], out: Path, names: list[str], expor
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def _batch_axis_is_symbolic(model: Any) -> bool:
     return all(not vi.type.tensor_type.shape.dim[0].dim_value for vi in [*model.graph.input, *model.graph.output])
 
@@ -167,9 +162,9 @@ def export_onnx(
                 except Exception as exc:
                     if exporter == "dynamo":
                         raise PolicyExportError(
-                            f"dynamo ONNX export failed: {_first_line(exc)}; try --exporter legacy"
+                            f"dynamo ONNX export failed: {first_line(exc)}; try --exporter legacy"
                         ) from exc
-                    fallback = f"the dynamo exporter failed ({_first_line(exc)})"
+                    fallback = f"the dynamo exporter failed ({first_line(exc)})"
                     log.warning("%s; falling back to the legacy exporter", fallback)
                     used = "legacy"
             if used == "legacy":
@@ -177,7 +172,7 @@ def export_onnx(
                     _export(core, args, tmp, names, "legacy", chosen_opset)
                 except Exception as exc:
                     after = f" (used because {fallback})" if fallback else ""
-                    raise PolicyExportError(f"legacy ONNX export failed: {_first_line(exc)}{after}") from exc
+                    raise PolicyExportError(f"legacy ONNX export failed: {first_line(exc)}{after}") from exc
 
         model = onnx.load(str(tmp))
         if not _batch_axis_is_symbolic(model):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from policy_export.artifacts import inspect_artifact, tensorrt_sidecar
-from policy_export.errors import BadInputError, ParityError, PolicyExportError, UnavailableError
+from policy_export.errors import BadInputError, ParityError, PolicyExportError, UnavailableError, first_line
 from policy_export.fsutil import atomic_output, check_writable
 from policy_export.spec import ArtifactMetadata
 from policy_export.versions import library_versions
@@ -61,7 +61,7 @@ def tensorrt_unavailable_reason() -> str | None:
         try:
             import tensorrt  # noqa: F401
         except (ImportError, OSError) as exc:
-            missing.append(f"`import tensorrt` fails ({type(exc).__name__}: {str(exc).splitlines()[0]})")
+            missing.append(f"`import tensorrt` fails ({first_line(exc)})")
     if not missing:
         return None
     return (

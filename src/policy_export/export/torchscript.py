@@ -24,7 +24,7 @@ import numpy as np
 
 from policy_export.artifacts import TORCHSCRIPT_EXTRA
 from policy_export.checkpoint import LoadedCheckpoint
-from policy_export.errors import ParityError, PolicyExportError
+from policy_export.errors import ParityError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
 from policy_export.spec import ArtifactMetadata
 from policy_export.versions import library_versions
@@ -84,8 +84,7 @@ def export_torchscript(
                 # check_trace would only re-run the trace batch; our check below uses other sizes.
                 traced = torch.jit.trace(core, args, check_trace=False)
             except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                raise PolicyExportError(f"torch.jit.trace failed: {type(exc).__name__}: {first}") from exc
+                raise PolicyExportError(f"torch.jit.trace failed: {first_line(exc)}") from exc
         torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: meta.to_json()})
         max_abs = _quick_check(core, tmp, ckpt, image_format) if quick_check else float("nan")
     return TorchScriptExportResult(output, image_format, max_abs, CHECK_BATCHES if quick_check else ())

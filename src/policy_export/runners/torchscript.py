@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from policy_export.artifacts import ArtifactInfo
-from policy_export.errors import PolicyExportError
+from policy_export.errors import PolicyExportError, first_line
 from policy_export.runners.base import Runner
 
 
@@ -28,18 +28,19 @@ class TorchScriptRunner(Runner):
     def activate(self) -> None:
         import torch
 
-        if self.threads:
-            # torch's intra-op pool is process-wide: restore it in deactivate().
-            self._saved_threads = torch.get_num_threads()
-            torch.set_num_threads(self.threads)
         t0 = time.perf_counter()
         try:
             self.module = torch.jit.load(str(self.info.path), map_location="cpu").eval()
         except RuntimeError as exc:
             raise PolicyExportError(
-                f"{self.info.path}: torch.jit.load failed ({str(exc).splitlines()[0]}); re-export it with this torch version"
+                f"{self.info.path}: torch.jit.load failed ({first_line(exc)}); re-export it with this torch version"
             ) from exc
         self.load_seconds = time.perf_counter() - t0
+        if self.threads:
+            # Set only once loaded (a failed load must not leave the pool changed): torch's
+            # intra-op pool is process-wide, so deactivate() restores it.
+            self._saved_threads = torch.get_num_threads()
+            torch.set_num_threads(self.threads)
 
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
