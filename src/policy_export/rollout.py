@@ -11,9 +11,10 @@ counted too: the shim must ask for a chunk at exactly the steps LeRobot does.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +26,11 @@ from policy_export.inputs import random_inputs, state_distribution
 from policy_export.reference import lerobot_observation
 from policy_export.runtime.shim import ShimSettings
 from policy_export.verify import ArtifactCheck, BatchResult, check_compatible
+
+if TYPE_CHECKING:
+    from policy_export.runtime import PolicyClient
+
+Progress = Callable[[], None] | None
 
 
 @dataclass(frozen=True)
@@ -135,14 +141,14 @@ class RolloutTrace:
 
 def run_rollout(
     ckpt: LoadedCheckpoint,
-    client: Any,
+    client: PolicyClient,
     settings: ShimSettings,
     *,
     steps: int,
     batch_size: int,
     seed: int,
     image_format: str,
-    progress: Any = None,
+    progress: Progress = None,
 ) -> RolloutTrace:
     """Drive LeRobot and ``client`` side by side for ``steps`` control steps."""
     center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
@@ -192,14 +198,14 @@ class RolloutResult(BatchResult):
 def _check_mode(
     check: ArtifactCheck,
     ckpt: LoadedCheckpoint,
-    client: Any,
+    client: PolicyClient,
     settings: ShimSettings,
     *,
     steps: int,
     batch_sizes: list[int],
     rtol: float,
     seed: int,
-    progress: Any,
+    progress: Progress,
 ) -> None:
     """One rollout per batch size, each a row of ``check``."""
     for bs in batch_sizes:
@@ -249,7 +255,7 @@ def rollout_checks(
     seed: int = 0,
     ort_provider: str = "cpu",
     per_artifact_atol: dict[str, float] | None = None,
-    progress: Any = None,
+    progress: Progress = None,
 ) -> list[ArtifactCheck]:
     """One check per (artifact, mode), one row per batch size, in verify's report scheme."""
     if steps < 2:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from policy_export.errors import BadInputError
+from policy_export.spec import PolicySpec
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -52,8 +52,8 @@ class ShimSettings:
         return "queue" if self.temporal_ensemble_coeff is None else "ensemble"
 
     @classmethod
-    def from_spec(cls, spec: Any) -> ShimSettings:
-        """From a :class:`~policy_export.spec.PolicySpec` (artifact metadata or checkpoint)."""
+    def from_spec(cls, spec: PolicySpec) -> ShimSettings:
+        """From the artifact's (or checkpoint's) spec: the settings the policy was trained with."""
         return cls(spec.chunk_size, spec.n_action_steps, spec.temporal_ensemble_coeff)
 
     def make(self) -> ActionQueue | TemporalEnsembler:
