@@ -61,7 +61,7 @@ def handle_errors[F: Callable[..., Any]](fn: F) -> F:
             err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]: no output was written")
+            err_console.print("[bold red]interrupted[/]: nothing half-written was left behind (finished outputs are kept)")
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
