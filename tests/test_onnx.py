@@ -186,11 +186,16 @@ def test_verify_refuses_damaged_metadata_and_truncated_files(small_ckpt, small_o
             prop.value = '{"spec": {}}'  # a hand-edited or foreign record
     damaged = tmp_path / "damaged.onnx"
     onnx.save(model, str(damaged))
+    model = onnx.load(str(small_onnx))
+    del model.graph.node[len(model.graph.node) // 2]  # metadata intact, graph broken
+    broken = tmp_path / "broken.onnx"
+    onnx.save(model, str(broken))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(small_torchscript.read_bytes()[:100_000])
     for path, fragment in (
         (damaged, "policy_export metadata is unreadable"),
         (truncated, "not a readable TorchScript"),
+        (broken, "ONNX Runtime (CPUExecutionProvider) cannot load it"),
     ):
         res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(path)])
         assert res.exit_code == 2, res.output

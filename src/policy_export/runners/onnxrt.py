@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from policy_export.artifacts import ArtifactInfo
-from policy_export.errors import UnavailableError
+from policy_export.errors import BadInputError, UnavailableError, first_line
 from policy_export.runners.base import Runner
 
 PROVIDERS = {
@@ -78,9 +78,15 @@ class OnnxRuntimeRunner(Runner):
                 "install onnxruntime-gpu on a CUDA host or use --ort-provider cpu"
             )
         t0 = time.perf_counter()
-        self.session = ort.InferenceSession(
-            str(self.info.path), sess_options=session_options(self.threads), providers=wanted
-        )
+        try:
+            self.session = ort.InferenceSession(
+                str(self.info.path), sess_options=session_options(self.threads), providers=wanted
+            )
+        except Exception as exc:  # ORT raises its own pybind types (InvalidGraph, Fail, ...) for a damaged file
+            error = BadInputError if self.provider == "cpu" else UnavailableError
+            raise error(
+                f"{self.info.path}: ONNX Runtime ({wanted[0]}) cannot load it ({first_line(exc)}); re-export it"
+            ) from exc
         self.load_seconds = time.perf_counter() - t0
         used = self.session.get_providers()[0]
         if used != wanted[0]:
