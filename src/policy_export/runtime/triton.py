@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from policy_export.errors import BadInputError, UnavailableError
+from policy_export.errors import BadInputError, UnavailableError, first_line
 from policy_export.runtime.backends import Backend
 from policy_export.spec import METADATA_KEY, ArtifactMetadata, CameraSpec, PolicySpec
 
@@ -56,11 +56,6 @@ def split_url(url: str, protocol: str | None) -> tuple[str, str]:
             f"Triton URL {url!r}: expected host:port (e.g. 127.0.0.1:8001), optionally after grpc:// or http://"
         )
     return address, protocol
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."
 
 
 def _parameters(config: dict[str, Any]) -> dict[str, str]:
@@ -237,7 +232,7 @@ class TritonBackend(Backend):
                 import tritonclient.http as tc
         except ImportError as exc:
             raise UnavailableError(
-                f"the Triton backend needs tritonclient: pip install 'policy-export[triton]' (or 'tritonclient[{self.protocol}]>=2.67') ({_one_line(exc)})"
+                f"the Triton backend needs tritonclient: pip install 'policy-export[triton]' (or 'tritonclient[{self.protocol}]>=2.67') ({first_line(exc)})"
             ) from exc
         self._tc = tc
         if self.protocol == "grpc":
@@ -259,7 +254,7 @@ class TritonBackend(Backend):
             return fn(*args, **kwargs, **self._timeout)
         except Exception as exc:
             raise UnavailableError(
-                f"{self.where}: {what} failed: {_one_line(exc)} (timeout {self.timeout_s:g} s); "
+                f"{self.where}: {what} failed: {first_line(exc)} (timeout {self.timeout_s:g} s); "
                 "is the server running and the URL right (TRITON_URL)?"
             ) from None
 
