@@ -154,3 +154,11 @@ def test_checkpoint_and_artifact_problems_exit_2_with_one_line(small_ckpt, multi
     assert other.exit_code == 2
     assert "does not match checkpoint" in other.output
     assert not (tmp_path / "r.json").exists()
+
+
+def test_plot_without_matplotlib_fails_before_timing_and_keeps_the_extra_name(small_ckpt, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the 'bench' extra were not installed
+    result = runner.invoke(app, ["bench", "-c", str(small_ckpt), "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 2
+    assert "pip install 'policy-export[bench]'" in result.output  # not eaten as Rich markup
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ def _runner(c: ArtifactCheck) -> str:
 
 
 def render_table(report: VerifyReport) -> Any:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"Parity vs LeRobot eager - {report.checkpoint}", title_justify="left")
@@ -48,10 +49,10 @@ def render_table(report: VerifyReport) -> Any:
     ):
         table.add_column(col, justify="right" if col not in ("artifact", "runner", "status") else "left")
     for c in report.checks:
-        name = Path(c.artifact).name
+        name = escape(Path(c.artifact).name)  # file names and reasons are not Rich markup
         if not c.results:
             table.add_row(
-                name, _runner(c) or c.kind, c.precision, "-", *["-"] * 8, f"[yellow]{c.status}[/]: {c.reason}"
+                name, _runner(c) or c.kind, c.precision, "-", *["-"] * 8, f"[yellow]{c.status}[/]: {escape(c.reason)}"
             )
             continue
         for r in c.results:

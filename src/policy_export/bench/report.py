@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -85,14 +86,17 @@ def write_json(report: dict[str, Any], path: Path) -> None:
     write_text_atomic(path, json.dumps(report, indent=2) + "\n")
 
 
+def require_matplotlib() -> None:
+    """Checked before a run too: finding out after minutes of timing that the plot cannot be drawn wastes them."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise UnavailableError("--plot needs matplotlib: pip install 'policy-export[bench]' (or leave out --plot)")
+
+
 def write_plot(report: dict[str, Any], path: Path) -> None:
     """Latency per call and per sample vs batch size, with the flop/ceiling floor for scale."""
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise UnavailableError(
-            "--plot needs matplotlib: pip install 'policy-export[bench]' (or leave out --plot)"
-        ) from exc
+    require_matplotlib()
+    import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter, ScalarFormatter

@@ -58,7 +58,7 @@ def bench(
 
     from policy_export.bench.harness import BenchConfig, backend_specs, planned_steps, run_bench
     from policy_export.bench.machine import machine_info
-    from policy_export.bench.report import render_table, skipped_lines, write_json, write_plot
+    from policy_export.bench.report import render_table, require_matplotlib, skipped_lines, write_json, write_plot
     from policy_export.bench.results import to_json_dict
     from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK
     from policy_export.fsutil import check_writable
@@ -78,6 +78,8 @@ def bench(
     for out in (json_path, plot):
         if out is not None:
             check_writable(out, force=True, what="report")  # fail now, not after minutes of timing
+    if plot is not None:
+        require_matplotlib()
     n_backends = len(backend_specs(config))
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=True, console=console) as progress:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from policy_export.errors import PolicyExportError
 
@@ -58,10 +59,13 @@ def handle_errors[F: Callable[..., Any]](fn: F) -> F:
         except PolicyExportError as exc:
             if debug_enabled():
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+            # Escaped: messages quote paths and pip extras ('policy-export[bench]') that Rich would eat as markup.
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]: nothing half-written was left behind (finished outputs are kept)")
+            err_console.print(
+                "[bold red]interrupted[/]: nothing half-written was left behind (finished outputs are kept)"
+            )
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

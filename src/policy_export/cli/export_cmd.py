@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from policy_export.cli.common import CheckpointOpt, ForceOpt, console, exit_with, handle_errors, parse_int_list
 from policy_export.cli.onnx_cmd import ImageFormat, ImageFormatOpt, Precision
@@ -72,8 +73,10 @@ def export(
                 return
             progress.advance(steps_task)
             style = _STATUS_STYLE.get(st.status, "white")
-            where = f" -> {st.artifact}" if st.artifact and st.status == "passed" and st.name == "export" else ""
-            why = f": {st.error}" if st.error else ""
+            where = (
+                f" -> {escape(st.artifact)}" if st.artifact and st.status == "passed" and st.name == "export" else ""
+            )
+            why = f": {escape(st.error)}" if st.error else ""
             progress.console.print(f"[{style}]{st.status:>7}[/] {label} ({st.duration_s:.1f} s){where}{why}")
 
         report = run_export_pipeline(
@@ -132,7 +135,7 @@ def _summary_table(report: Any) -> Any:
             _cell(ver),
             f"{worst:.2e}" if isinstance(worst, float) and worst == worst else "-",
             f"{details['atol']:g} ({details.get('atol_source', '')})" if "atol" in details else "-",
-            note,
+            escape(note),
         )
     return table
 

@@ -50,6 +50,8 @@ def onnx(
     force: ForceOpt = False,
 ) -> None:
     """Export a checkpoint's stateless core to ONNX (dynamic batch), check it and quick-verify it."""
+    from rich.markup import escape
+
     from policy_export.export.onnx import export_onnx
 
     ckpt = load(checkpoint)
@@ -64,7 +66,7 @@ def onnx(
             precision=precision.value,
         )
     if res.fallback_reason:
-        console.print(f"[yellow]used the legacy exporter: {res.fallback_reason}[/]")
+        console.print(f"[yellow]used the legacy exporter: {escape(res.fallback_reason)}[/]")
     console.print(
         f"[green]wrote[/] {res.path} ({res.path.stat().st_size / 1e6:.1f} MB, {res.nodes} nodes, {res.exporter} exporter, "
         f"opset {res.opset}, {precision.value}); ONNX checker ok; quick parity max abs error {res.quick_check_max_abs:.2e}"

@@ -73,6 +73,7 @@ def verify(
 
     Exit code 0: all artifacts within tolerance; 1: a parity failure; 2: bad input or an artifact that could not be run here.
     """
+    from rich.markup import escape
     from rich.progress import Progress
 
     from policy_export.fsutil import check_writable
@@ -110,7 +111,7 @@ def verify(
     console.print(render_table(result))
     for c in result.checks:
         for w in c.warnings:
-            console.print(f"[yellow]warning[/] {Path(c.artifact).name}: {w}")
+            console.print(f"[yellow]warning[/] {escape(Path(c.artifact).name)}: {escape(w)}")
     if report:
         write_json(result, report)
     if junit:
