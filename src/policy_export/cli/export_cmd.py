@@ -48,9 +48,12 @@ def export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from policy_export.export.pipeline import REPORT_NAME, parse_formats, run_export_pipeline
+    from policy_export.fsutil import check_writable
 
     fmts = parse_formats(formats)
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
+    if junit is not None:
+        check_writable(junit, force=True, what="JUnit report")  # fail now, not after every export
     n_built_max = len(fmts)
     with Progress(
         SpinnerColumn(),
