@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-# ONNX Runtime / torch must not write into the user's home during tests.
+# Read by torch's OpenMP pool when it first loads: keep the suite from taking every core of a shared machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 from policy_export.demo import CheckpointRecipe, build_checkpoint
