@@ -22,21 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from policy_export.bench.harness import Quiet, machine_cpu_seconds
+from policy_export.bench.worker import thread_env
+
 
 def machine_busy_s() -> float:
-    with open("/proc/stat") as fh:
-        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fh.readline().split()[1:8])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
-
-
-def wait_quiet(limit: float, max_wait_s: float = 30.0) -> None:
-    deadline = time.monotonic() + max_wait_s
-    cpus = os.cpu_count() or 1
-    while time.monotonic() < deadline:
-        b0 = machine_busy_s()
-        time.sleep(0.3)
-        if (machine_busy_s() - b0) / (0.3 * cpus) < limit:
-            return
+    return machine_cpu_seconds()[0]
 
 
 def spin() -> None:
@@ -111,10 +102,11 @@ def main() -> None:
     args = parser.parse_args()
     with open(args.variants) as fh:
         variants = json.load(fh)
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[name] = str(args.threads)  # inherited by the spawned workers before they import torch/ORT
+    os.environ.update(thread_env(args.threads))  # inherited by the spawned workers before they import torch/ORT
     ctx = mp.get_context("spawn")
     stress = ctx.Process(target=spin, daemon=True) if args.stress else None
+    # The same quiet-machine test as `policy-export bench` (30 s at most per round, no overall cap).
+    gate = Quiet(args.max_background, max_wait_s=30.0, budget_s=float("inf"))
     workers, outputs = [], []
     for v in variants:
         parent, child = ctx.Pipe()
@@ -131,7 +123,7 @@ def main() -> None:
     while kept < args.rounds and tried < 4 * args.rounds + 1:
         tried += 1
         if not stress:
-            wait_quiet(args.max_background)
+            gate.wait()
         order = list(range(len(variants)))
         order = order[tried % len(order) :] + order[: tried % len(order)]
         results, quiet = {}, True
