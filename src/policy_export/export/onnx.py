@@ -244,7 +244,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
     import onnxruntime as ort
     import torch
 
-    from policy_export.export.tolerances import default_atol
+    from policy_export.export.tolerances import quick_check_atol
 
     names = ckpt.spec.input_names
     feed_args = example_args(ckpt, 3, image_format, seed=1234)
@@ -253,8 +253,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
     with torch.no_grad():
         want = core(*feed_args).numpy()
     max_abs = float(np.abs(got - want).max())
-    # A sanity check against broken exports, looser than verify's gate on purpose.
-    atol = 10 * default_atol(precision)
+    atol = quick_check_atol(precision)
     if not np.isfinite(max_abs) or max_abs > atol:
         raise ParityError(
             f"{path.name}: quick parity check failed right after export (max abs error {max_abs:.3g} > {atol:.3g}); the file was not written"

@@ -271,7 +271,7 @@ def _quick_check(
     import onnxruntime as ort
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    from policy_export.export.tolerances import default_atol
+    from policy_export.export.tolerances import quick_check_atol
     from policy_export.inputs import random_inputs
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
@@ -282,7 +282,7 @@ def _quick_check(
             want = sess.run(["action_chunk"], feed)[0]
             got = trt_runner.infer(feed)["action_chunk"]
             worst = max(worst, float(np.abs(np.asarray(got, np.float32) - want).max()))
-    atol = 10 * default_atol(precision)
+    atol = quick_check_atol(precision)
     if not np.isfinite(worst) or worst > atol:
         raise ParityError(
             f"TensorRT plan disagrees with ONNX Runtime on {onnx_path.name} right after the build "

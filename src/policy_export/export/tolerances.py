@@ -24,3 +24,13 @@ DEFAULT_ATOL = {"fp32": 1e-4, "fp16": 1e-2}
 
 def default_atol(precision: str) -> float:
     return DEFAULT_ATOL.get(precision, DEFAULT_ATOL["fp32"])
+
+
+def quick_check_atol(precision: str) -> float:
+    """The exporters' own check right after writing a file (vs the core it came from).
+
+    10x looser than verify's gate on purpose: it exists to stop a broken export (frozen
+    batch, wrong input order, garbage weights) before it is written, while ``verify``
+    remains the one parity gate against LeRobot eager.
+    """
+    return 10 * default_atol(precision)

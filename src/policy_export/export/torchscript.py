@@ -95,7 +95,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
     import torch
 
     from policy_export.export.onnx import example_args
-    from policy_export.export.tolerances import default_atol
+    from policy_export.export.tolerances import quick_check_atol
 
     loaded = torch.jit.load(str(path), map_location="cpu").eval()
     worst = 0.0
@@ -110,7 +110,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
                 "the batch size was baked into the trace; the file was not written"
             )
         worst = max(worst, float(np.abs(got.numpy() - want.numpy()).max()))
-    atol = 10 * default_atol("fp32")
+    atol = quick_check_atol("fp32")
     if not np.isfinite(worst) or worst > atol:
         raise ParityError(
             f"{path.name}: quick parity check failed right after export (max abs error {worst:.3g} > {atol:.3g}); the file was not written"
