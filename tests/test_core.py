@@ -8,7 +8,7 @@ import torch
 
 from policy_export.checkpoint import load_checkpoint
 from policy_export.core import build_core
-from policy_export.inputs import random_inputs, state_distribution
+from policy_export.inputs import checkpoint_inputs, random_inputs
 from policy_export.reference import eager_chunk
 
 
@@ -22,8 +22,7 @@ def _core_out(core, spec, feed):
 def test_core_matches_lerobot_eager(request, fixture, batch):
     ckpt = request.getfixturevalue(fixture)
     core = build_core(ckpt)
-    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
-    feed = random_inputs(ckpt.spec, batch, np.random.default_rng(batch), center, scale)
+    feed = checkpoint_inputs(ckpt, batch, np.random.default_rng(batch))
     want = eager_chunk(ckpt, feed)
     got = _core_out(core, ckpt.spec, feed)
     assert got.shape == (batch, ckpt.spec.chunk_size, ckpt.spec.action_dim)

@@ -19,7 +19,7 @@ from test_runtime_shim import run_blocked
 
 from policy_export.compare import compare
 from policy_export.errors import BadInputError, UnavailableError
-from policy_export.inputs import random_inputs, state_distribution
+from policy_export.inputs import checkpoint_inputs
 from policy_export.reference import eager_chunk
 from policy_export.runtime import PolicyClient, ShimSettings
 from policy_export.runtime.triton import check_signature, metadata_from_triton
@@ -30,9 +30,7 @@ ATOL = 1e-4
 @pytest.fixture(scope="module")
 def frames(small_loaded):
     """A batch of 3 raw camera frames (uint8 HWC) and states around the dataset statistics."""
-    spec = small_loaded.spec
-    center, scale = state_distribution(small_loaded.input_stats, spec.state_key, spec.state_dim)
-    return random_inputs(spec, 3, np.random.default_rng(7), center, scale, image_format="uint8")
+    return checkpoint_inputs(small_loaded, 3, np.random.default_rng(7), image_format="uint8")
 
 
 def _obs(ckpt, state, image):

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from policy_export.artifacts import inspect_artifact
 from policy_export.cli.app import app
 from policy_export.compare import compare
-from policy_export.inputs import random_inputs, state_distribution
+from policy_export.inputs import checkpoint_inputs
 from policy_export.reference import lerobot_observation
 from policy_export.rollout import reset_steps, robot_observation, rollout_checks, rollout_modes, run_rollout
 from policy_export.runtime import PolicyClient, ShimSettings
@@ -119,7 +119,6 @@ def test_batch_of_robots_with_per_robot_reset_vs_one_lerobot_policy_per_robot(
             return original(batch)
 
         p.predict_action_chunk = counted
-    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
     rows_asked = []
     with PolicyClient.from_artifact(artifact) as client:
         infer = client.backend.infer
@@ -129,7 +128,7 @@ def test_batch_of_robots_with_per_robot_reset_vs_one_lerobot_policy_per_robot(
             for robot in resets.get(step, []):
                 policies[robot].reset()
                 client.reset(robot=robot)
-            feed = random_inputs(ckpt.spec, robots, np.random.default_rng([5, step]), center, scale)
+            feed = checkpoint_inputs(ckpt, robots, np.random.default_rng([5, step]))
             ref.append(
                 np.concatenate(
                     [_lerobot_step(ckpt, p, {k: v[i : i + 1] for k, v in feed.items()}) for i, p in enumerate(policies)]

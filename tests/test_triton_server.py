@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from policy_export.cli.app import app
 from policy_export.compare import compare
 from policy_export.export.tolerances import default_atol
-from policy_export.inputs import random_inputs, state_distribution
+from policy_export.inputs import checkpoint_inputs
 from policy_export.reference import eager_chunk
 from policy_export.triton.validate import FIELDS_NEWER_THAN_SERVER
 
@@ -82,8 +82,7 @@ def infer(server, protocol: str, model: str, version: int, feed: dict[str, np.nd
 
 def fresh_feed(loaded, batch: int, image_format: str = "float32") -> tuple[dict[str, np.ndarray], int]:
     seed = int(np.random.SeedSequence().entropy % 2**32)  # fresh each run; reported on failure
-    center, scale = state_distribution(loaded.input_stats, loaded.spec.state_key, loaded.spec.state_dim)
-    feed = random_inputs(loaded.spec, batch, np.random.default_rng(seed), center, scale, image_format=image_format)
+    feed = checkpoint_inputs(loaded, batch, np.random.default_rng(seed), image_format=image_format)
     return feed, seed
 
 

@@ -7,6 +7,18 @@ from typing import Any
 from policy_export.checkpoint import ACTION_KEY, LoadedCheckpoint
 
 
+def example_args(ckpt: LoadedCheckpoint, batch: int, image_format: str, seed: int = 0) -> tuple[Any, ...]:
+    """Seeded core inputs as torch tensors, positional (``state``, then each camera): what
+    the exporters trace with and quick-check against."""
+    import numpy as np
+    import torch
+
+    from policy_export.inputs import checkpoint_inputs
+
+    feed = checkpoint_inputs(ckpt, batch, np.random.default_rng(seed), image_format)
+    return tuple(torch.from_numpy(feed[n]) for n in ckpt.spec.input_names)
+
+
 def build_core(ckpt: LoadedCheckpoint, image_format: str = "float32") -> Any:
     """Return an eval-mode ``ACTCore`` with the checkpoint's normalization baked in."""
     import torch

@@ -7,9 +7,14 @@ range; images are uniform in [0, 1] (or 0..255 frames for uint8 artifacts).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from policy_export.spec import PolicySpec
+
+if TYPE_CHECKING:
+    from policy_export.checkpoint import LoadedCheckpoint
 
 
 def random_inputs(
@@ -42,6 +47,14 @@ def state_distribution(stats: dict[str, dict[str, np.ndarray]], key: str, dim: i
         lo, hi = s["min"].reshape(dim), s["max"].reshape(dim)
         return (lo + hi) / 2, np.maximum((hi - lo) / 4, 1e-3)
     return np.zeros(dim, np.float32), np.ones(dim, np.float32)
+
+
+def checkpoint_inputs(
+    ckpt: LoadedCheckpoint, batch: int, rng: np.random.Generator, image_format: str = "float32"
+) -> dict[str, np.ndarray]:
+    """:func:`random_inputs` with states drawn around this checkpoint's own statistics."""
+    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
+    return random_inputs(ckpt.spec, batch, rng, center, scale, image_format=image_format)
 
 
 def to_float_images(feed: dict[str, np.ndarray], spec: PolicySpec, image_format: str) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from policy_export.artifacts import ArtifactInfo
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import compare
 from policy_export.errors import BadInputError, UnavailableError
-from policy_export.inputs import random_inputs, state_distribution
+from policy_export.inputs import checkpoint_inputs
 from policy_export.reference import lerobot_observation
 from policy_export.runtime.shim import ShimSettings
 from policy_export.verify import ArtifactCheck, BatchResult, check_compatible
@@ -151,7 +151,6 @@ def run_rollout(
     progress: Progress = None,
 ) -> RolloutTrace:
     """Drive LeRobot and ``client`` side by side for ``steps`` control steps."""
-    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
     resets = reset_steps(steps, settings.n_action_steps)
     calls = [0]
     infer = client.backend.infer
@@ -169,7 +168,7 @@ def run_rollout(
                     ref.reset()
                     client.reset()
                 rng = np.random.default_rng([seed, batch_size, step, int(settings.mode == "ensemble")])
-                feed = random_inputs(ckpt.spec, batch_size, rng, center, scale, image_format=image_format)
+                feed = checkpoint_inputs(ckpt, batch_size, rng, image_format)
                 refs.append(ref.select_action(feed, image_format))
                 # One robot: hand the client an unbatched observation, as a robot loop would.
                 obs = robot_observation(ckpt, feed, batched=batch_size > 1)

@@ -22,7 +22,7 @@ from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import ErrorStats, merge_samples
 from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, BadInputError, UnavailableError
 from policy_export.export.tolerances import DEFAULT_ATOL, default_atol
-from policy_export.inputs import random_inputs, state_distribution
+from policy_export.inputs import checkpoint_inputs
 from policy_export.reference import eager_chunk
 
 log = logging.getLogger(__name__)
@@ -153,14 +153,13 @@ class ReferenceCache:
     def __init__(self, ckpt: LoadedCheckpoint, seed: int) -> None:
         self.ckpt = ckpt
         self.seed = seed
-        self.center, self.scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
         self._cache: dict[tuple[str, int, int], tuple[dict[str, np.ndarray], np.ndarray]] = {}
 
     def get(self, image_format: str, batch: int, sample: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
         key = (image_format, batch, sample)
         if key not in self._cache:
             rng = np.random.default_rng([self.seed, batch, sample])
-            feed = random_inputs(self.ckpt.spec, batch, rng, self.center, self.scale, image_format=image_format)
+            feed = checkpoint_inputs(self.ckpt, batch, rng, image_format)
             self._cache[key] = (feed, eager_chunk(self.ckpt, feed, image_format))
         return self._cache[key]
 

@@ -48,16 +48,6 @@ class OnnxExportResult:
     nodes: int
 
 
-def example_args(ckpt: LoadedCheckpoint, batch: int, image_format: str, seed: int = 0) -> tuple[Any, ...]:
-    import torch
-
-    from policy_export.inputs import random_inputs, state_distribution
-
-    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
-    feed = random_inputs(ckpt.spec, batch, np.random.default_rng(seed), center, scale, image_format=image_format)
-    return tuple(torch.from_numpy(feed[n]) for n in ckpt.spec.input_names)
-
-
 @contextlib.contextmanager
 def _quiet() -> Any:
     """The exporters print pages of progress and warnings; keep the CLI readable."""
@@ -128,7 +118,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from policy_export.core import build_core
+    from policy_export.core import build_core, example_args
 
     if exporter not in ("auto", "dynamo", "legacy"):
         raise BadInputError(f"--exporter must be auto, dynamo or legacy, not {exporter!r}")
@@ -244,6 +234,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
     import onnxruntime as ort
     import torch
 
+    from policy_export.core import example_args
     from policy_export.export.tolerances import quick_check_atol
 
     names = ckpt.spec.input_names

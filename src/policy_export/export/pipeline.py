@@ -244,12 +244,11 @@ def _wrap_check(ckpt: Any, image_format: str) -> dict[str, Any]:
 
     from policy_export.core import build_core
     from policy_export.export.tolerances import default_atol
-    from policy_export.inputs import random_inputs, state_distribution
+    from policy_export.inputs import checkpoint_inputs
     from policy_export.reference import eager_chunk
 
     core = build_core(ckpt, image_format=image_format)
-    center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
-    feed = random_inputs(ckpt.spec, WRAP_CHECK_BATCH, np.random.default_rng(99), center, scale, image_format)
+    feed = checkpoint_inputs(ckpt, WRAP_CHECK_BATCH, np.random.default_rng(99), image_format)
     with torch.no_grad():
         got = core(*(torch.from_numpy(feed[n]) for n in ckpt.spec.input_names)).numpy()
     want = eager_chunk(ckpt, feed, image_format)

@@ -64,8 +64,7 @@ def export_torchscript(
     """Trace, save with metadata, reload the saved file and check it, then move into place."""
     import torch
 
-    from policy_export.core import build_core
-    from policy_export.export.onnx import example_args
+    from policy_export.core import build_core, example_args
 
     core = build_core(ckpt, image_format=image_format)
     args = example_args(ckpt, TRACE_BATCH, image_format)
@@ -94,7 +93,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
     """The saved file (not the in-memory trace) vs the core, at batch sizes other than the trace batch."""
     import torch
 
-    from policy_export.export.onnx import example_args
+    from policy_export.core import example_args
     from policy_export.export.tolerances import quick_check_atol
 
     loaded = torch.jit.load(str(path), map_location="cpu").eval()
