@@ -273,3 +273,26 @@ def test_runner_names_a_wrong_input_in_one_line(request, artifact, small_loaded)
         for fragment, bad in bad_cases.items():
             with pytest.raises(BadInputError, match=fragment.replace("(", r"\(")):
                 run.infer(bad)
+
+
+def test_verify_skips_batch_sizes_an_artifact_cannot_run(small_loaded, small_onnx, monkeypatch):
+    """A bounded artifact (a TensorRT plan's profile) asked for a larger batch: skipped up front, with the fix."""
+    import policy_export.runners as runners_pkg
+    from policy_export.runners.onnxrt import OnnxRuntimeRunner
+
+    class ProfiledRunner(OnnxRuntimeRunner):  # real ONNX Runtime, with a plan-like batch profile [1, 2]
+        def batch_range(self) -> tuple[int, int | None]:
+            return 1, 2
+
+    real_open = runners_pkg.open_runner
+
+    def open_profiled(path, **kw):
+        return ProfiledRunner(real_open(path, **kw).info)
+
+    monkeypatch.setattr(runners_pkg, "open_runner", open_profiled)
+    ok = verify_artifacts(small_loaded, [small_onnx], batch_sizes=[1, 2], samples=1)
+    assert ok.exit_code == 0 and [r.batch_size for r in ok.checks[0].results] == [1, 2]
+    report = verify_artifacts(small_loaded, [small_onnx], batch_sizes=[1, 4], samples=1)
+    check = report.checks[0]
+    assert report.exit_code == 2 and check.status == "skipped" and not check.results
+    assert "batch sizes [4] are outside" in check.reason and "--max-batch" in check.reason

@@ -212,6 +212,16 @@ def verify_artifacts(
         except UnavailableError as exc:
             check.status, check.reason = "skipped", str(exc)
             continue
+        lo, hi = runner.batch_range()
+        outside = [b for b in batch_sizes if b < lo or (hi is not None and b > hi)]
+        if outside:
+            runner.deactivate()
+            check.status = "skipped"
+            check.reason = (
+                f"batch sizes {outside} are outside what {info.path.name} runs ([{lo}, {hi}]); "
+                "rebuild it with a wider --min-batch/--max-batch or pass --batch-sizes within that range"
+            )
+            continue
         try:
             for bs in batch_sizes:
                 ref_list, out_list, times = [], [], []

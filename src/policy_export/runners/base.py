@@ -34,6 +34,14 @@ class Runner(ABC):
     def deactivate(self) -> None:
         """Release the session/engine."""
 
+    def batch_range(self) -> tuple[int, int | None]:
+        """Smallest and largest batch this artifact runs (None: no upper bound).
+
+        Only TensorRT plans are bounded (their optimization profile); callers check a
+        planned batch size up front instead of failing half-way through a run.
+        """
+        return 1, None
+
     def ordered_inputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The feed in the artifact's input order, checked against its signature.
 

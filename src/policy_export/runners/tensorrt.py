@@ -68,15 +68,19 @@ class TensorRTRunner(Runner):
             ) from exc
         self.load_seconds = time.perf_counter() - t0
 
+    def batch_range(self) -> tuple[int, int | None]:
+        prof = self.record.get("profile") or {}
+        return int(prof.get("min", 1)), (int(prof["max"]) if "max" in prof else None)
+
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._runner is not None, "activate() first"
         names = [s.name for s in self.info.inputs]
         arrays = self.ordered_inputs(feed)
         batch = int(arrays[0].shape[0])
-        prof = self.record.get("profile", {})
-        if prof and not prof["min"] <= batch <= prof["max"]:
+        lo, hi = self.batch_range()
+        if not lo <= batch <= (batch if hi is None else hi):
             raise BadInputError(
-                f"{self.info.path.name}: batch {batch} is outside the plan's profile [{prof['min']}, {prof['max']}]; "
+                f"{self.info.path.name}: batch {batch} is outside the plan's profile [{lo}, {hi}]; "
                 "rebuild with a wider --min-batch/--max-batch or use batch sizes within it"
             )
         out = self._runner.infer(dict(zip(names, arrays, strict=True)))
