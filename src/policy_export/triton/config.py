@@ -407,7 +407,7 @@ def render(cfg: Any, sig: Signature, spec: BackendSpec) -> str:
     """config.pbtxt text: the template's header comment plus the message in text format."""
     from google.protobuf import text_format
 
-    from policy_export.triton.server import template_text
+    from policy_export.triton.templates import template_text
 
     def names(ts: list[WireTensor]) -> str:
         return ", ".join(t.describe() for t in ts)

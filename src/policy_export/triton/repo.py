@@ -124,7 +124,7 @@ def _staging_root(repo: Path) -> Path:
 
 
 def _copy_artifact(info: ArtifactInfo, spec: BackendSpec, vdir: Path) -> list[Path]:
-    from policy_export.triton.server import template_text
+    from policy_export.triton.templates import template_text
 
     vdir.mkdir()
     dest = vdir / spec.filename

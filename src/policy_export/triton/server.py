@@ -42,16 +42,15 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from types import TracebackType
 
 from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
+from policy_export.triton.templates import template_text
 
 VENV_ENV = "POLICY_EXPORT_TRITON_VENV"
 DEFAULT_VENV = ".venv-triton"
 STAND_IN_BACKENDS = ("onnxruntime",)
-TEMPLATES_PACKAGE = "policy_export_triton_templates"
 MAKE_HINT = "create it with `make triton-venv` (or pip install -r requirements-triton-server.txt in a Python 3.12 venv)"
 
 
@@ -125,16 +124,6 @@ def find_server(venv: Path | None = None) -> ServerInstall:
             f"{libdir}: no libpython{version}.so; the Python-backend stub needs a Python built with --enable-shared"
         )
     return install
-
-
-def template_text(name: str) -> str:
-    """A file shipped in model_repository_templates/ (installed as package data)."""
-    try:
-        return resources.files(TEMPLATES_PACKAGE).joinpath(name).read_text()
-    except (ModuleNotFoundError, FileNotFoundError) as exc:
-        raise UnavailableError(
-            f"template {name} not found in package {TEMPLATES_PACKAGE}; reinstall policy-export"
-        ) from exc
 
 
 def prepare_backends(install: ServerInstall, dest: Path, stand_ins: tuple[str, ...] = STAND_IN_BACKENDS) -> Path:
