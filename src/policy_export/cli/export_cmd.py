@@ -42,8 +42,7 @@ def export(
 ) -> None:
     """Export every requested format, verify each against LeRobot eager, write <out-dir>/export-report.json.
 
-    Exit code 0: everything built and passed; 1: a parity failure; 2: bad input, an error, or a requested
-    format that could not be built here (see --allow-unavailable).
+    Exit code 0: everything built and passed; 1: a parity failure; 2: bad input, an error, or a requested format that could not be built here (see --allow-unavailable).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 

@@ -36,8 +36,7 @@ def tensorrt(
 ) -> None:
     """Build a TensorRT engine with one optimization profile on the batch axis, plus a JSON sidecar.
 
-    Needs an NVIDIA GPU and the tensorrt package; elsewhere it exits 2 with the reason.
-    The plan only runs on the GPU model and TensorRT version it was built with.
+    Needs an NVIDIA GPU and the tensorrt package; elsewhere it exits 2 with the reason. The plan only runs on the GPU model and TensorRT version it was built with.
     """
     from policy_export.export.tensorrt import build_tensorrt, parse_size
 

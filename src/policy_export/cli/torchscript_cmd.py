@@ -20,8 +20,7 @@ def torchscript(
 ) -> None:
     """Trace a checkpoint's stateless core to TorchScript (dynamic batch, fp32), check it and quick-verify it.
 
-    The file loads with torch.jit.load alone (no lerobot, no policy-export) and is called
-    positionally: state, then one image per camera in the policy's camera order.
+    The file loads with torch.jit.load alone (no lerobot, no policy-export) and is called positionally: state, then one image per camera in the policy's camera order.
     """
     from policy_export.export.torchscript import export_torchscript
 

@@ -77,12 +77,9 @@ def triton_repo(
         typer.Option("--check", help="Only validate an existing repository (or one model folder) offline, then exit."),
     ] = None,
 ) -> None:
-    """Write ARTIFACT as version N of model NAME in a Triton repository (config.pbtxt generated and checked),
-    or validate a repository offline with --check DIR.
+    """Write ARTIFACT as version N of model NAME in a Triton repository (config.pbtxt generated and checked), or validate a repository offline with --check DIR.
 
-    All versions of a model share one config.pbtxt. A serving option not given here keeps the value
-    the model's config already has (the default for a new model), so adding a version never
-    silently changes how the versions already there are served.
+    All versions of a model share one config.pbtxt. A serving option not given here keeps the value the model's config already has (the default for a new model), so adding a version never silently changes how the versions already there are served.
     """
     if check is not None:
         if artifact or repo or name:
