@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from policy_export.cli.common import ForceOpt, console, err_console, handle_errors, parse_int_list
+from policy_export.cli.onnx_cmd import Precision
 from policy_export.errors import BadInputError
 
 
@@ -20,11 +21,6 @@ class Backend(StrEnum):
 class Kind(StrEnum):
     cpu = "cpu"
     gpu = "gpu"
-
-
-class OrtTrt(StrEnum):
-    fp16 = "fp16"
-    fp32 = "fp32"
 
 
 @handle_errors
@@ -68,7 +64,7 @@ def triton_repo(
         typer.Option(help="Which versions Triton serves: latest:N, all, or specific:1,2 (default latest:1)."),
     ] = None,
     ort_trt: Annotated[
-        OrtTrt | None,
+        Precision | None,
         typer.Option(help="ONNX models on GPU: enable ONNX Runtime's TensorRT accelerator at this precision."),
     ] = None,
     force: ForceOpt = False,
