@@ -320,12 +320,3 @@ def test_server_stops_cleanly(served):
     with socket.socket() as s, pytest.raises(OSError):
         s.settimeout(1)
         s.connect(("127.0.0.1", http_port))
-
-
-def test_server_command_bad_input_is_one_line(tmp_path, capsys):
-    """``python -m policy_export.triton.server`` without a server venv: exit 2 and one line, no traceback."""
-    from policy_export.triton.server import main
-
-    assert main(["--repo", str(tmp_path), "--venv", str(tmp_path / "no-venv")]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no Triton server virtualenv here" in err and "make triton-venv" in err

@@ -10,10 +10,12 @@ from policy_export import __version__
 from policy_export.cli import (
     bench_cmd,
     bench_shim_cmd,
+    bench_triton_cmd,
     demo_cmd,
     export_cmd,
     inspect_cmd,
     onnx_cmd,
+    serve_cmd,
     tensorrt_cmd,
     torchscript_cmd,
     triton_cmd,
@@ -59,6 +61,8 @@ app.command("demo")(demo_cmd.demo)
 app.command("triton-repo")(triton_cmd.triton_repo)
 app.command("bench")(bench_cmd.bench)
 app.command("bench-shim")(bench_shim_cmd.bench_shim)
+app.command("serve")(serve_cmd.serve)
+app.command("bench-triton")(bench_triton_cmd.bench_triton)
 
 
 def main() -> None:

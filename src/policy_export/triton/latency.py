@@ -7,15 +7,12 @@ sequential batch-1 requests over HTTP and gRPC. The same request through an in-p
 Runtime session is timed too, so the server's own overhead is visible; the three are
 interleaved request by request so that other load on the machine affects them alike.
 
-    python -m policy_export.triton.latency --artifact policy.onnx --requests 50 --json triton-latency.json
+    policy-export bench-triton --artifact policy.onnx --requests 50 --json triton-latency.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from policy_export.errors import PolicyExportError
 from policy_export.triton.config import TritonOptions
 from policy_export.triton.repo import write_version
 from policy_export.triton.server import TritonServer, find_server
@@ -129,20 +125,7 @@ def measure(artifacts: list[Path], backend: str = "auto", requests: int = 50, ve
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifact", type=Path, action="append", required=True, help="exported artifact (repeatable)")
-    parser.add_argument("--backend", choices=["auto", "python"], default="auto")
-    parser.add_argument("--requests", type=int, default=50, help="timed requests per protocol")
-    parser.add_argument("--venv", type=Path, default=None, help="server virtualenv (default ./.venv-triton)")
-    parser.add_argument("--json", type=Path, default=None, help="write the results here")
-    args = parser.parse_args(argv)
-    try:
-        rows = measure(args.artifact, args.backend, args.requests, args.venv)
-    except PolicyExportError as exc:  # no server venv, a bad artifact: one line, not a traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    from rich.console import Console
+def render_table(rows: list[dict]) -> Any:
     from rich.table import Table
 
     table = Table(title="Triton (nvidia-pytriton tritonserver, CPU, loopback): batch-1 request latency")
@@ -159,11 +142,4 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['grpc']['p50_ms']:.2f} / {r['grpc']['p90_ms']:.2f} ms",
             f"{ort['p50_ms']:.2f} ms" if ort else "-",
         )
-    Console(width=200).print(table)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return table

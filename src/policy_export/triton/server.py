@@ -23,29 +23,30 @@ Making that binary run on a CPU-only machine takes four things this module does 
 
 Everything binds to 127.0.0.1 only, on free ports, and every wait is bounded.
 
-Run a repository by hand (Ctrl-C stops it)::
+Run a repository by hand (Ctrl-C, SIGTERM or SIGHUP stops it, server and temp folder included)::
 
-    python -m policy_export.triton.server --repo model_repository
+    policy-export serve --repo model_repository
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
+from policy_export.errors import BadInputError, UnavailableError
 from policy_export.triton.templates import template_text
 
 VENV_ENV = "POLICY_EXPORT_TRITON_VENV"
@@ -163,8 +164,40 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether ``host:port`` is taken: checked before start-up, because tritonserver reports a busy
+    port only as a log line after seconds of loading models. SO_REUSEADDR as the server sets it:
+    a port left in TIME_WAIT by a server that just stopped is free, a listening one is not."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _metrics_args(metrics_port: int | None) -> list[str]:
+    if metrics_port is None:
+        return ["--allow-metrics=false"]
+    # Per-model inference counters only: no GPU here, and CPU gauges are not what a fleet is sized by.
+    return [
+        "--allow-metrics=true",
+        "--allow-gpu-metrics=false",
+        "--allow-cpu-metrics=false",
+        "--metrics-address=127.0.0.1",
+        f"--metrics-port={metrics_port}",
+    ]
+
+
 def server_command(
-    install: ServerInstall, repo: Path, backends: Path, http_port: int, grpc_port: int, extra: tuple[str, ...] = ()
+    install: ServerInstall,
+    repo: Path,
+    backends: Path,
+    http_port: int,
+    grpc_port: int,
+    extra: tuple[str, ...] = (),
+    metrics_port: int | None = None,
 ) -> list[str]:
     return [
         str(install.binary),
@@ -174,7 +207,7 @@ def server_command(
         f"--http-port={http_port}",
         "--grpc-address=127.0.0.1",
         f"--grpc-port={grpc_port}",
-        "--allow-metrics=false",
+        *_metrics_args(metrics_port),
         # Serve config.pbtxt exactly as written: no backend auto-completion behind our back.
         "--disable-auto-complete-config",
         "--strict-readiness=true",
@@ -192,6 +225,8 @@ class TritonServer:
     """One tritonserver process on loopback; a context manager that always stops it.
 
     ``http_url`` / ``grpc_url`` are ``host:port`` strings, the form tritonclient takes.
+    ``metrics_port``: None serves no metrics, 0 picks a free port (like the other ports when
+    they are 0), anything else is that port; ``metrics_url`` is the Prometheus endpoint.
     """
 
     repo: Path
@@ -201,9 +236,11 @@ class TritonServer:
     extra_args: tuple[str, ...] = ()
     http_port: int = 0
     grpc_port: int = 0
+    metrics_port: int | None = None
     startup_seconds: float = float("nan")
     exit_code: int | None = None  # set by stop()
     log_path: Path | None = None
+    final_log: str = ""  # log_tail() as cleanup() found it: the log goes with the temp folder
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _tmp: tempfile.TemporaryDirectory[str] | None = field(default=None, repr=False)
 
@@ -215,6 +252,10 @@ class TritonServer:
     def grpc_url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
 
+    @property
+    def metrics_url(self) -> str | None:
+        return None if self.metrics_port is None else f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def start(self) -> None:
         install = self.install or find_server()
         self.install = install
@@ -225,12 +266,21 @@ class TritonServer:
             self.workdir = Path(self._tmp.name)
         backends = prepare_backends(install, self.workdir / "backends")
         self.log_path = self.workdir / "tritonserver.log"
-        fixed_ports = bool(self.http_port and self.grpc_port)
+        fixed_ports = bool(self.http_port and self.grpc_port and self.metrics_port != 0)
+        pick_metrics = self.metrics_port == 0
         for attempt in range(3):
             if not fixed_ports:
                 self.http_port, self.grpc_port = free_port(), free_port()
+                if pick_metrics:
+                    self.metrics_port = free_port()
             cmd = server_command(
-                install, self.repo.absolute(), backends, self.http_port, self.grpc_port, self.extra_args
+                install,
+                self.repo.absolute(),
+                backends,
+                self.http_port,
+                self.grpc_port,
+                self.extra_args,
+                self.metrics_port,
             )
             t0 = time.perf_counter()
             with open(self.log_path, "wb") as log:
@@ -285,22 +335,27 @@ class TritonServer:
         return "\n".join([*errors[-10:], *tail])
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM, wait (Triton drains in-flight requests), then SIGKILL the process group."""
-        proc, self._proc = self._proc, None
+        """SIGTERM, wait (Triton drains in-flight requests), then SIGKILL the process group.
+
+        The final SIGKILL sits in ``finally``: an interrupt that lands during the wait still
+        takes the server and its Python-backend stubs (same session) down with it.
+        """
+        proc = self._proc
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        # Python-backend stubs are children in the same session; make sure none outlive the server.
         try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            self._proc = None
         self.exit_code = proc.returncode
         return proc.returncode
 
@@ -310,6 +365,7 @@ class TritonServer:
 
     def cleanup(self) -> None:
         if self._tmp is not None:
+            self.final_log = self.log_tail()
             self._tmp.cleanup()
             self._tmp = None
 
@@ -327,36 +383,65 @@ class TritonServer:
         self.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Serve a model repository with the nvidia-pytriton tritonserver (CPU)."
-    )
-    parser.add_argument("--repo", type=Path, required=True, help="model repository folder")
-    parser.add_argument(
-        "--venv", type=Path, default=None, help=f"server virtualenv (default ${VENV_ENV} or ./{DEFAULT_VENV})"
-    )
-    parser.add_argument("--http-port", type=int, default=8000)
-    parser.add_argument("--grpc-port", type=int, default=8001)
-    args = parser.parse_args(argv)
-    server = TritonServer(repo=args.repo, http_port=args.http_port, grpc_port=args.grpc_port)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt.
+
+    Why: Python's default SIGTERM action kills the process without running ``finally`` or
+    ``__exit__``. The server runs in its own session (so a terminal's Ctrl-C reaches us, not
+    it, and we stop it in order), which means nothing else stops it: a SIGTERM from a
+    supervisor (systemd, Kubernetes, ``kill``) left tritonserver running, ports held, and its
+    temp folder behind. As a KeyboardInterrupt it unwinds through every cleanup that Ctrl-C does.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+@contextlib.contextmanager
+def stop_on_signals(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """Turn ``signums`` into :class:`Terminated` while the block runs (main thread only).
+
+    Only the first signal raises: a second one arriving while the first unwinds is ignored,
+    so it cannot interrupt the very cleanup that stops the server and removes its folder.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, frame: object) -> None:
+        nonlocal raised
+        if raised:
+            return
+        raised = True
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signums}
     try:
-        server.install = find_server(args.venv)
-        with server:
-            print(
-                f"ready in {server.startup_seconds:.2f} s: http {server.http_url}, grpc {server.grpc_url} (Ctrl-C stops)"
-            )
-            while server.returncode is None:
-                time.sleep(0.5)
-            print(server.log_tail())
-    except KeyboardInterrupt:
-        return 0
-    except PolicyExportError as exc:  # no server venv, a missing repository, a model that fails to load
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        yield
     finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def serve(server: TritonServer, on_ready: Callable[[TritonServer], None], poll_s: float = 0.5) -> int:
+    """Run ``server`` until it exits on its own or this process is interrupted; always stop it
+    and remove its temp folder.
+
+    Returns the server's own exit code when it stopped by itself; Ctrl-C, SIGTERM and SIGHUP
+    propagate (as KeyboardInterrupt / :class:`Terminated`) after the server is gone.
+    """
+    try:
+        with stop_on_signals(), server:
+            on_ready(server)
+            while server.returncode is None:
+                time.sleep(poll_s)
+    finally:
+        server.stop()
         server.cleanup()
-    return server.exit_code or 0  # the server stopped on its own: pass its exit code on
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return server.exit_code or 0

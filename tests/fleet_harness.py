@@ -1,0 +1,143 @@
+"""``policy-export serve`` as a real subprocess, for tests about signals, metrics and replicas.
+
+Unlike ``triton_harness`` (an in-process ``TritonServer``), this runs the user command itself,
+so what a supervisor sees is what is tested: the ready line, the process tree, the temp folder
+and what a signal leaves behind. Loopback only; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from triton_harness import SERVER_VENV, require_server
+
+from policy_export.triton.server import free_port
+
+READY_TIMEOUT_S = 120.0
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid``, read from /proc (tritonserver runs in its own session, so
+    process-group tools do not find it)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == pid:
+            out.append(int(entry.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting to be reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_until(predicate, timeout_s: float, poll_s: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return predicate()
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[str]
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    lines: list[str] = field(default_factory=list)
+    server_pid: int = 0
+    workdir: Path | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _pump(stream, sink: queue.Queue[str | None]) -> None:
+    for line in stream:
+        sink.put(line.rstrip("\n"))
+    sink.put(None)
+
+
+@contextlib.contextmanager
+def serve_process(repo: Path, *extra: str, ready_timeout_s: float = READY_TIMEOUT_S) -> Iterator[Served]:
+    """Start ``python -m policy_export serve --repo REPO`` on free ports; wait for its ready line."""
+    require_server()
+    ports = free_port(), free_port(), free_port()
+    env = {**os.environ, "POLICY_EXPORT_TRITON_VENV": str(SERVER_VENV)}
+    cmd = [sys.executable, "-m", "policy_export", "serve", "--repo", str(repo)]
+    cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    served = Served(proc, *ports)
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"serve not ready in {ready_timeout_s:.0f} s:\n{served.output()}") from None
+            if line is None:
+                raise AssertionError(f"serve exited ({proc.wait(10)}) before it was ready:\n{served.output()}")
+            served.lines.append(line)
+            if line.startswith("ready"):
+                break
+        kids = [p for p in children(proc.pid) if "tritonserver" in Path(f"/proc/{p}/cmdline").read_text()]
+        assert len(kids) == 1, f"expected one tritonserver child, found {kids}"
+        served.server_pid = kids[0]
+        served.workdir = Path(os.readlink(f"/proc/{kids[0]}/cwd"))
+        yield served
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if served.server_pid and alive(served.server_pid):  # never leave one behind, even when a test fails
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(served.server_pid, signal.SIGKILL)
+        while True:
+            try:
+                line = lines.get(timeout=5)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            served.lines.append(line)
