@@ -18,11 +18,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-#: Normalization modes LeRobot's ``NormalizerProcessorStep`` implements.
-SUPPORTED_NORM_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
-
-#: For the range-based modes, which stats bound the range.
-_RANGE_STATS = {"MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}
+from policy_export_wrappers.normalization import RANGE_STATS, SUPPORTED_NORM_MODES
 
 IMAGE_FORMATS = ("float32", "uint8")
 
@@ -56,9 +52,9 @@ class FeatureNormalizer(nn.Module):
             self.register_buffer("offset", mean)
             # Unnormalize multiplies by std (no eps); normalize divides by std + eps.
             self.register_buffer("scale", std if inverse else std + eps)
-        elif self.mode in _RANGE_STATS:
+        elif self.mode in RANGE_STATS:
             assert stats is not None
-            lo_key, hi_key = _RANGE_STATS[self.mode]
+            lo_key, hi_key = RANGE_STATS[self.mode]
             lo = torch.as_tensor(stats[lo_key], dtype=f32)
             hi = torch.as_tensor(stats[hi_key], dtype=f32)
             denom = hi - lo

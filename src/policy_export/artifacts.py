@@ -39,6 +39,23 @@ def tensorrt_sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
+def read_tensorrt_sidecar(plan: Path) -> dict[str, Any]:
+    """The JSON record written beside a TensorRT plan (``metadata`` and the ``tensorrt`` build record).
+
+    The one reader of the sidecar: a missing or damaged one is a one-line error naming it.
+    """
+    side = tensorrt_sidecar(plan)
+    if not side.exists():
+        raise _metadata_error(plan, f"TensorRT plan has no sidecar {side.name}")
+    try:
+        record = json.loads(side.read_text())
+        if not isinstance(record, dict) or not isinstance(record.get("tensorrt", {}), dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as exc:
+        raise _metadata_error(plan, f"TensorRT sidecar {side.name} is unreadable ({type(exc).__name__})") from exc
+    return record
+
+
 def detect_kind(path: Path) -> str:
     if not path.exists():
         raise BadInputError(f"{path}: artifact does not exist; export one first (policy-export onnx ...)")
@@ -152,12 +169,9 @@ def inspect_artifact(path: Path) -> ArtifactInfo:
         meta = read_torchscript_metadata(path)
     else:
         side = tensorrt_sidecar(path)
-        if not side.exists():
-            raise _metadata_error(path, f"TensorRT plan has no sidecar {side.name}")
-        try:
-            record = json.loads(side.read_text())["metadata"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _metadata_error(path, f"TensorRT sidecar {side.name} is unreadable ({type(exc).__name__})") from exc
-        meta = _parse_metadata(path, json.dumps(record), f"TensorRT sidecar {side.name}")
+        record = read_tensorrt_sidecar(path)
+        if "metadata" not in record:
+            raise _metadata_error(path, f"TensorRT sidecar {side.name} is unreadable (KeyError)")
+        meta = _parse_metadata(path, json.dumps(record["metadata"]), f"TensorRT sidecar {side.name}")
     inputs, outputs = _signature_from_metadata(meta)
     return ArtifactInfo(path=path, kind=kind, metadata=meta, inputs=inputs, outputs=outputs)

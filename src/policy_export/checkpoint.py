@@ -21,12 +21,12 @@ import numpy as np
 
 from policy_export.errors import BadInputError
 from policy_export.spec import CameraSpec, PolicySpec, camera_input_names
+from policy_export_wrappers.normalization import MODE_STATS, RANGE_STATS
 
 SUPPORTED_POLICY_TYPES = ("act",)
 STATE_KEY = "observation.state"
 ENV_STATE_KEY = "observation.environment_state"
 ACTION_KEY = "action"
-_RANGE_STATS = {"MIN_MAX": ("min", "max"), "QUANTILES": ("q01", "q99"), "QUANTILE10": ("q10", "q90")}
 
 
 @dataclass
@@ -137,7 +137,7 @@ def _mode_for(step: Any, key: str, feature_type: Any) -> str:
 
 
 def _validate_stats(path: Path, key: str, mode: str, stats: dict[str, np.ndarray], shape: tuple[int, ...]) -> None:
-    needed = {"MEAN_STD": ("mean", "std"), **_RANGE_STATS}.get(mode, ())
+    needed = MODE_STATS.get(mode, ())
     for name in needed:
         if name not in stats:
             raise BadInputError(
@@ -162,8 +162,8 @@ def _validate_stats(path: Path, key: str, mode: str, stats: dict[str, np.ndarray
                 f"{path}: stat '{key}.std' is <= 0 at index {bad[0].tolist()}, so normalization divides by ~1e-8; "
                 "recompute the dataset stats or drop that dimension"
             )
-    elif mode in _RANGE_STATS:
-        lo, hi = _RANGE_STATS[mode]
+    elif mode in RANGE_STATS:
+        lo, hi = RANGE_STATS[mode]
         bad = np.argwhere(np.broadcast_to(stats[hi] - stats[lo], shape) <= 0)
         if bad.size:
             raise BadInputError(

@@ -12,6 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from policy_export.errors import ParityError
+from policy_export.percentile import percentile
+
 REL_EPS = 1e-6
 
 
@@ -56,7 +59,7 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: flo
         max_abs=float(diff.max()) if ref.size else 0.0,
         mean_abs=float(diff.mean()) if ref.size else 0.0,
         median_abs=float(np.median(diff)) if ref.size else 0.0,
-        p99_abs=float(np.percentile(diff, 99)) if ref.size else 0.0,
+        p99_abs=percentile(diff, 99) if ref.size else 0.0,
         max_rel=float(rel.max()) if ref.size else 0.0,
         cosine=cosine,
         worst_index=[int(i) for i in worst],
@@ -73,3 +76,16 @@ def compare(reference: np.ndarray, candidate: np.ndarray, atol: float, rtol: flo
 def merge_samples(refs: list[np.ndarray], cands: list[np.ndarray], atol: float, rtol: float) -> ErrorStats:
     """Statistics over several samples, with the worst index relative to the stacked samples."""
     return compare(np.stack(refs), np.stack(cands), atol, rtol)
+
+
+def parity_gate(reference: np.ndarray, candidate: np.ndarray, atol: float, *, what: str, then: str = "") -> ErrorStats:
+    """:func:`compare`, raising :class:`ParityError` on a failure: the one post-write gate.
+
+    Every exporter checks its fresh file against what it came from before the file is moved
+    into place (and the pipeline checks the in-memory core against LeRobot before any
+    export); the message is ``what (max abs error X > atol); then``.
+    """
+    stats = compare(reference, candidate, atol)
+    if not stats.passed:
+        raise ParityError(f"{what} (max abs error {stats.max_abs:.3g} > {atol:.3g})" + (f"; {then}" if then else ""))
+    return stats

@@ -7,9 +7,16 @@ because it describes the user's input, not a bug in this tool.
 
 from __future__ import annotations
 
+from policy_export.enums import Status
+
 EXIT_OK = 0
 EXIT_PARITY_FAILED = 1
 EXIT_BAD_INPUT = 2
+
+
+def exit_status(code: int) -> Status:
+    """The word a report prints beside its exit code: passed (0), failed (1), incomplete (anything else)."""
+    return {EXIT_OK: Status.PASSED, EXIT_PARITY_FAILED: Status.FAILED}.get(code, Status.INCOMPLETE)
 
 
 def first_line(exc: BaseException) -> str:

@@ -20,7 +20,15 @@ import numpy as np
 from policy_export.artifacts import ArtifactInfo, inspect_artifact
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import ErrorStats, merge_samples
-from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, BadInputError, UnavailableError
+from policy_export.enums import Status
+from policy_export.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    EXIT_PARITY_FAILED,
+    BadInputError,
+    UnavailableError,
+    exit_status,
+)
 from policy_export.export.tolerances import DEFAULT_ATOL, default_atol
 from policy_export.inputs import checkpoint_inputs
 from policy_export.reference import eager_chunk
@@ -110,8 +118,8 @@ class VerifyReport:
         return EXIT_OK
 
     @property
-    def status(self) -> str:
-        return {EXIT_OK: "passed", EXIT_PARITY_FAILED: "failed"}.get(self.exit_code, "incomplete")
+    def status(self) -> Status:
+        return exit_status(self.exit_code)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

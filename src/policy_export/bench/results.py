@@ -13,12 +13,9 @@ from typing import Any
 import numpy as np
 
 from policy_export.bench.harness import RawBench
+from policy_export.percentile import percentile
 
 SCHEMA = 1
-
-
-def _pct(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float("nan")
 
 
 def ceiling_summary(raw: RawBench) -> dict[str, Any]:
@@ -61,13 +58,13 @@ def result_rows(raw: RawBench, ceiling: dict[str, Any]) -> list[dict[str, Any]]:
     eager = next(r for r in raw.runs if r.backend == "eager")
     rows = []
     for batch in raw.config.batch_sizes:
-        eager_ms = _pct([c["wall_s"] * 1e3 for c in eager.calls.get(batch, [])], 50)
+        eager_ms = percentile([c["wall_s"] * 1e3 for c in eager.calls.get(batch, [])], 50)
         for run in raw.runs:
             if run.status != "ok":
                 continue
             calls = run.calls[batch]
             wall = [c["wall_s"] * 1e3 for c in calls]
-            median = _pct(wall, 50)
+            median = percentile(wall, 50)
             gflops = flops * batch / (median / 1e3) / 1e9
             floor_ms = ceiling["floor_ms_per_sample"] * batch
             rows.append(
@@ -81,17 +78,17 @@ def result_rows(raw: RawBench, ceiling: dict[str, Any]) -> list[dict[str, Any]]:
                     "batch_size": batch,
                     "iterations": len(wall),
                     "median_ms": median,
-                    "p90_ms": _pct(wall, 90),
-                    "p99_ms": _pct(wall, 99),
+                    "p90_ms": percentile(wall, 90),
+                    "p99_ms": percentile(wall, 99),
                     "min_ms": min(wall),
                     "mean_ms": float(np.mean(wall)),
                     "throughput": batch / (median / 1e3),
                     "speedup_vs_eager": eager_ms / median,
                     "ms_per_sample": median / batch,
-                    "cpu_user_ms": _pct([c["user_s"] * 1e3 for c in calls], 50),
-                    "cpu_sys_ms": _pct([c["sys_s"] * 1e3 for c in calls], 50),
-                    "minor_faults": _pct([c["minor_faults"] for c in calls], 50),
-                    "preempted_per_call": _pct([c["preempted"] for c in calls], 50),
+                    "cpu_user_ms": percentile([c["user_s"] * 1e3 for c in calls], 50),
+                    "cpu_sys_ms": percentile([c["sys_s"] * 1e3 for c in calls], 50),
+                    "minor_faults": percentile([c["minor_faults"] for c in calls], 50),
+                    "preempted_per_call": percentile([c["preempted"] for c in calls], 50),
                     **background_load(calls, raw.cpus),
                     "achieved_gflops": gflops,
                     "fraction_of_ceiling": gflops / ceiling["gflops"],

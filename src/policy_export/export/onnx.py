@@ -21,10 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from policy_export.checkpoint import LoadedCheckpoint
-from policy_export.errors import BadInputError, ParityError, PolicyExportError, first_line
+from policy_export.errors import BadInputError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
 from policy_export.spec import METADATA_KEY, ArtifactMetadata
 from policy_export.versions import library_versions
@@ -234,6 +232,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
     import onnxruntime as ort
     import torch
 
+    from policy_export.compare import parity_gate
     from policy_export.core import example_args
     from policy_export.export.tolerances import quick_check_atol
 
@@ -243,10 +242,10 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
     got = sess.run(None, {n: a.numpy() for n, a in zip(names, feed_args, strict=True)})[0]
     with torch.no_grad():
         want = core(*feed_args).numpy()
-    max_abs = float(np.abs(got - want).max())
-    atol = quick_check_atol(precision)
-    if not np.isfinite(max_abs) or max_abs > atol:
-        raise ParityError(
-            f"{path.name}: quick parity check failed right after export (max abs error {max_abs:.3g} > {atol:.3g}); the file was not written"
-        )
-    return max_abs
+    return parity_gate(
+        want,
+        got,
+        quick_check_atol(precision),
+        what=f"{path.name}: quick parity check failed right after export",
+        then="the file was not written",
+    ).max_abs

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from policy_export.enums import Status
 from policy_export.errors import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -34,6 +35,7 @@ from policy_export.errors import (
     ParityError,
     PolicyExportError,
     UnavailableError,
+    exit_status,
 )
 from policy_export.fsutil import check_writable, write_text_atomic
 
@@ -87,8 +89,8 @@ class PipelineReport:
         return EXIT_OK
 
     @property
-    def status(self) -> str:
-        return {EXIT_OK: "passed", EXIT_PARITY_FAILED: "failed"}.get(self.exit_code, "incomplete")
+    def status(self) -> Status:
+        return exit_status(self.exit_code)
 
     def step(self, name: str, target: str) -> Step | None:
         return next((s for s in self.steps if s.name == name and s.target == target), None)
@@ -242,6 +244,7 @@ def _wrap_check(ckpt: Any, image_format: str) -> dict[str, Any]:
     """The in-memory core vs LeRobot eager on one seeded batch: catches a wrapper bug before any export."""
     import torch
 
+    from policy_export.compare import parity_gate
     from policy_export.core import build_core
     from policy_export.export.tolerances import default_atol
     from policy_export.inputs import checkpoint_inputs
@@ -252,11 +255,9 @@ def _wrap_check(ckpt: Any, image_format: str) -> dict[str, Any]:
     with torch.no_grad():
         got = core(*(torch.from_numpy(feed[n]) for n in ckpt.spec.input_names)).numpy()
     want = eager_chunk(ckpt, feed, image_format)
-    max_abs = float(np.abs(got - want).max())
     atol = default_atol("fp32")
-    if not np.isfinite(max_abs) or max_abs > atol:
-        raise ParityError(f"stateless core differs from LeRobot eager by {max_abs:.3g} > {atol:g} before any export")
-    return {"max_abs_vs_eager": max_abs, "batch": WRAP_CHECK_BATCH, "atol": atol}
+    stats = parity_gate(want, got, atol, what="stateless core differs from LeRobot eager before any export")
+    return {"max_abs_vs_eager": stats.max_abs, "batch": WRAP_CHECK_BATCH, "atol": atol}
 
 
 def _export_one(fmt: str, ckpt: Any, path: Path, report: PipelineReport, force: bool) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from policy_export.artifacts import inspect_artifact, tensorrt_sidecar
-from policy_export.errors import BadInputError, ParityError, PolicyExportError, UnavailableError, first_line
+from policy_export.errors import BadInputError, PolicyExportError, UnavailableError, first_line
 from policy_export.fsutil import atomic_output, check_writable
 from policy_export.spec import ArtifactMetadata
 from policy_export.versions import library_versions
@@ -271,6 +271,7 @@ def _quick_check(
     import onnxruntime as ort
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
+    from policy_export.compare import parity_gate
     from policy_export.export.tolerances import quick_check_atol
     from policy_export.inputs import random_inputs
 
@@ -280,12 +281,13 @@ def _quick_check(
         for batch in sorted({profile["min"], profile["max"]}):
             feed = random_inputs(meta.spec, batch, np.random.default_rng(batch), image_format=meta.image_format)
             want = sess.run(["action_chunk"], feed)[0]
-            got = trt_runner.infer(feed)["action_chunk"]
-            worst = max(worst, float(np.abs(np.asarray(got, np.float32) - want).max()))
-    atol = quick_check_atol(precision)
-    if not np.isfinite(worst) or worst > atol:
-        raise ParityError(
-            f"TensorRT plan disagrees with ONNX Runtime on {onnx_path.name} right after the build "
-            f"(max abs error {worst:.3g} > {atol:.3g}); nothing was written"
-        )
+            got = np.asarray(trt_runner.infer(feed)["action_chunk"], np.float32)
+            stats = parity_gate(
+                want,
+                got,
+                quick_check_atol(precision),
+                what=f"TensorRT plan disagrees with ONNX Runtime on {onnx_path.name} right after the build at batch {batch}",
+                then="nothing was written",
+            )
+            worst = max(worst, stats.max_abs)
     return worst

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from policy_export.artifacts import TORCHSCRIPT_EXTRA
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.errors import ParityError, PolicyExportError, first_line
@@ -93,6 +91,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
     """The saved file (not the in-memory trace) vs the core, at batch sizes other than the trace batch."""
     import torch
 
+    from policy_export.compare import parity_gate
     from policy_export.core import example_args
     from policy_export.export.tolerances import quick_check_atol
 
@@ -108,10 +107,12 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
                 f"{path.name}: traced module returned {tuple(got.shape)} at batch {batch}, expected {tuple(want.shape)}: "
                 "the batch size was baked into the trace; the file was not written"
             )
-        worst = max(worst, float(np.abs(got.numpy() - want.numpy()).max()))
-    atol = quick_check_atol("fp32")
-    if not np.isfinite(worst) or worst > atol:
-        raise ParityError(
-            f"{path.name}: quick parity check failed right after export (max abs error {worst:.3g} > {atol:.3g}); the file was not written"
+        stats = parity_gate(
+            want.numpy(),
+            got.numpy(),
+            quick_check_atol("fp32"),
+            what=f"{path.name}: quick parity check failed right after export at batch {batch}",
+            then="the file was not written",
         )
+        worst = max(worst, stats.max_abs)
     return worst

@@ -9,10 +9,8 @@ from typing import Any
 import numpy as np
 
 from policy_export.artifacts import ArtifactInfo, inspect_artifact
+from policy_export.dtypes import numpy_name
 from policy_export.errors import BadInputError
-
-#: Artifact dtype strings (ONNX's "float", metadata's "float32", ...) -> numpy dtype names.
-_NUMPY_DTYPES = {"float": "float32", "double": "float64"}
 
 
 class Runner(ABC):
@@ -56,7 +54,7 @@ class Runner(ABC):
             if sig.name not in feed:
                 raise BadInputError(f"{name}: missing input '{sig.name}'; the artifact takes {wanted}")
             arr = np.asarray(feed[sig.name])
-            dtype = _NUMPY_DTYPES.get(sig.dtype, sig.dtype)
+            dtype = numpy_name(sig.dtype)
             if arr.dtype != dtype:
                 raise BadInputError(f"{name}: input '{sig.name}' is {arr.dtype}, the artifact takes {dtype}")
             fixed = sig.shape[1:]

@@ -9,13 +9,12 @@ so ``verify`` reports the plan as skipped with the reason, never as passed.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 import numpy as np
 
-from policy_export.artifacts import ArtifactInfo, tensorrt_sidecar
+from policy_export.artifacts import ArtifactInfo, read_tensorrt_sidecar
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.runners.base import Runner
 
@@ -26,13 +25,7 @@ class TensorRTRunner(Runner):
     def __init__(self, info: ArtifactInfo) -> None:
         super().__init__(info)
         self.name = "tensorrt"
-        side = tensorrt_sidecar(info.path)
-        try:
-            self.record: dict[str, Any] = json.loads(side.read_text()).get("tensorrt", {})
-        except (OSError, ValueError, AttributeError) as exc:
-            raise BadInputError(
-                f"{side}: unreadable TensorRT sidecar ({type(exc).__name__}); rebuild the plan"
-            ) from exc
+        self.record: dict[str, Any] = read_tensorrt_sidecar(info.path).get("tensorrt", {})
         self._runner: Any = None
 
     def activate(self) -> None:

@@ -17,14 +17,15 @@ from typing import Any
 
 import numpy as np
 
+from policy_export.dtypes import TRITON_WIRE_TYPES
 from policy_export.errors import BadInputError, UnavailableError, first_line
 from policy_export.runtime.backends import Backend
 from policy_export.spec import METADATA_KEY, ArtifactMetadata, CameraSpec, PolicySpec
 
 DEFAULT_TIMEOUT_S = 5.0
 PROTOCOLS = ("grpc", "http")
-#: numpy dtype name <-> Triton wire type, for the types an exported core uses.
-WIRE_TYPES = {"float32": "FP32", "float16": "FP16", "uint8": "UINT8"}
+#: numpy dtype name -> Triton wire type (the one table, :mod:`policy_export.dtypes`).
+WIRE_TYPES = TRITON_WIRE_TYPES
 
 
 _HOST_PORT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[^\s/:\[\]]+):\d{1,5}$")

@@ -31,23 +31,10 @@ from typing import Any
 
 from policy_export import __version__
 from policy_export.artifacts import ArtifactInfo, TensorSig
+from policy_export.dtypes import triton_config_type
 from policy_export.errors import BadInputError, UnavailableError
 
 TRITON_SERVER_VERSION = "2.51"  # the server the generated configs are tested against
-
-# Triton data types for the dtype strings artifacts report (ONNX: "float", metadata: "float32").
-DATA_TYPES = {
-    "float": "TYPE_FP32",
-    "float32": "TYPE_FP32",
-    "float16": "TYPE_FP16",
-    "double": "TYPE_FP64",
-    "float64": "TYPE_FP64",
-    "uint8": "TYPE_UINT8",
-    "int8": "TYPE_INT8",
-    "int32": "TYPE_INT32",
-    "int64": "TYPE_INT64",
-    "bool": "TYPE_BOOL",
-}
 
 
 @dataclass(frozen=True)
@@ -191,10 +178,11 @@ def _wire(sig: TensorSig, index: int, spec: BackendSpec, path: Path) -> WireTens
     dims = sig.shape[1:]
     if not all(isinstance(d, int) and d > 0 for d in dims):
         raise BadInputError(f"{path}: {sig.name} has symbolic dims {list(sig.shape)} beyond the batch axis")
-    if sig.dtype not in DATA_TYPES:
+    data_type = triton_config_type(sig.dtype)
+    if data_type is None:
         raise BadInputError(f"{path}: {sig.name} has data type {sig.dtype}, which this tool cannot map to Triton")
     name = f"{sig.name}__{index}" if spec.named_index else sig.name
-    return WireTensor(name, sig.name, DATA_TYPES[sig.dtype], tuple(int(d) for d in dims))
+    return WireTensor(name, sig.name, data_type, tuple(int(d) for d in dims))
 
 
 def wire_signature(info: ArtifactInfo, spec: BackendSpec) -> Signature:
@@ -288,11 +276,11 @@ def _policy_parameters(sig: Signature, versions: dict[int, ArtifactInfo], spec: 
 
 def plan_profile(plan: Path) -> dict[str, int] | None:
     """The batch optimization profile recorded in a TensorRT plan's sidecar (None if absent)."""
-    from policy_export.artifacts import tensorrt_sidecar
+    from policy_export.artifacts import read_tensorrt_sidecar
 
     try:
-        profile = json.loads(tensorrt_sidecar(plan).read_text()).get("tensorrt", {}).get("profile")
-    except (OSError, ValueError):
+        profile = read_tensorrt_sidecar(plan).get("tensorrt", {}).get("profile")
+    except BadInputError:
         return None
     if isinstance(profile, dict) and all(isinstance(profile.get(k), int) for k in ("min", "max")):
         return {k: int(v) for k, v in profile.items() if isinstance(v, int)}

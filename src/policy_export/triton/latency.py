@@ -20,18 +20,19 @@ from typing import Any
 
 import numpy as np
 
+from policy_export.percentile import percentile
 from policy_export.triton.config import TritonOptions
 from policy_export.triton.repo import write_version
 from policy_export.triton.server import TritonServer, find_server
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1e3 for s in samples)
+    ms = [s * 1e3 for s in samples]
     return {
-        "p50_ms": statistics.median(ms),
-        "p90_ms": ms[int(0.9 * (len(ms) - 1))],
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
         "mean_ms": statistics.fmean(ms),
-        "min_ms": ms[0],
+        "min_ms": min(ms),
     }
 
 

@@ -1,0 +1,45 @@
+"""The closed sets of words the toolchain passes between layers, as ``StrEnum``s.
+
+Each was a bare string re-checked in several layers (CLI, exporters, metadata, runtime).
+``StrEnum`` members *are* strings (``Precision.FP16 == "fp16"``, ``json.dumps`` writes
+``"fp16"``), so metadata written before these existed reads back unchanged and callers may
+still pass the plain word. Plain Python: the robot-side runtime imports it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Precision(StrEnum):
+    """Numeric precision of the exported network (inputs and outputs stay float32)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+class ImageFormat(StrEnum):
+    """What the core takes per camera: float CHW in [0, 1], or raw uint8 HWC frames."""
+
+    FLOAT32 = "float32"
+    UINT8 = "uint8"
+
+
+class ArtifactKind(StrEnum):
+    """What an artifact file is, detected from its content."""
+
+    ONNX = "onnx"
+    TORCHSCRIPT = "torchscript"
+    TENSORRT = "tensorrt"
+
+
+class Status(StrEnum):
+    """The state of a check, a pipeline step or a whole run (reports, JSON, the CLI's last line)."""
+
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    ERROR = "error"
+    #: A run whose exit code is neither 0 nor 1: something asked for was not done.
+    INCOMPLETE = "incomplete"
