@@ -4,17 +4,43 @@ Importable with numpy alone: torch, lerobot, onnxruntime and tritonclient are im
 only by the backend that needs them, when it is created.
 """
 
-from policy_export.runtime.backends import Backend, LocalBackend
+from policy_export.runtime.backends import Backend, LocalBackend, ModelChangedError
 from policy_export.runtime.client import PolicyClient
+from policy_export.runtime.host import Host, host_for
 from policy_export.runtime.observation import ObservationAdapter
+from policy_export.runtime.realtime import (
+    Fallback,
+    InlineWorker,
+    ManualClock,
+    Merge,
+    RealtimeClient,
+    RealtimeDeadError,
+    RealtimeSettings,
+    State,
+    ThreadWorker,
+    Tick,
+)
 from policy_export.runtime.shim import ActionQueue, ShimSettings, TemporalEnsembler
 
 __all__ = [
     "ActionQueue",
     "Backend",
+    "Fallback",
+    "Host",
+    "InlineWorker",
     "LocalBackend",
+    "ManualClock",
+    "Merge",
+    "ModelChangedError",
     "ObservationAdapter",
     "PolicyClient",
+    "RealtimeClient",
+    "RealtimeDeadError",
+    "RealtimeSettings",
     "ShimSettings",
+    "State",
     "TemporalEnsembler",
+    "ThreadWorker",
+    "Tick",
+    "host_for",
 ]

@@ -18,11 +18,25 @@ from policy_export.errors import BadInputError
 from policy_export.spec import ArtifactMetadata
 
 
+class ModelChangedError(BadInputError):
+    """The server now answers with a different model than the one the client checked at start.
+
+    Never retried against the same server: carrying on would run another model's actions on the robot.
+    """
+
+
 class Backend(ABC):
     """Runs the exported core. ``metadata`` describes the model actually being run."""
 
     name: str = "backend"
     metadata: ArtifactMetadata
+    #: Where it runs, for log lines and errors (a file, or a Triton URL and model).
+    where: str = "backend"
+
+    def reconnect(self) -> Backend | None:
+        """A fresh connection after failures, checked to serve the same model (``ModelChangedError``
+        otherwise); ``None`` when there is nothing to reconnect (an in-process runtime: retry as is)."""
+        return None
 
     @abstractmethod
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -56,6 +70,7 @@ class LocalBackend(Backend):
         self.metadata = self.runner.info.metadata
         self.name = self.runner.name
         self.path = Path(path)
+        self.where = str(self.path)
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         out = self.runner.infer(feed)["action_chunk"]

@@ -12,33 +12,53 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from policy_export.errors import BadInputError
 from policy_export.runtime.backends import Backend, LocalBackend
+from policy_export.runtime.host import host_for
 from policy_export.runtime.observation import ObservationAdapter, Prepared
 from policy_export.runtime.shim import ShimSettings
 
+if TYPE_CHECKING:
+    from policy_export.runtime.realtime import RealtimeClient
+
+
+def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting from the environment (1/0, true/false, yes/no, on/off)."""
+    text = (env.get(name) or "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise BadInputError(f"{name}={env.get(name)!r}: use 1 or 0")
+
 
 class PolicyClient:
-    """Stateless core + host-side shim, for a batch of ``B`` robots (``B`` from the observations)."""
+    """Stateless core + host-side shim, for a batch of ``B`` robots (``B`` from the observations).
 
-    def __init__(self, backend: Backend, settings: ShimSettings | None = None) -> None:
+    ``check_inputs`` (default on) refuses NaN/inf and float images outside [0, 1] with one line.
+    """
+
+    def __init__(self, backend: Backend, settings: ShimSettings | None = None, *, check_inputs: bool = True) -> None:
         self.backend = backend
         self.metadata = backend.metadata
         spec = self.metadata.spec
-        self.settings = settings or ShimSettings.from_spec(spec)
+        self.host = host_for(self.metadata, settings)
+        self.settings = self.host.settings
         if self.settings.chunk_size != spec.chunk_size:
             raise BadInputError(
                 f"shim chunk_size {self.settings.chunk_size} != the model's {spec.chunk_size}; "
                 "leave settings=None to take them from the model"
             )
-        self.shim = self.settings.make()
-        self.adapter = ObservationAdapter(self.metadata)
+        self.shim = self.host.make_shim()
+        self.adapter = ObservationAdapter(self.metadata, check_values=check_inputs)
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -49,30 +69,34 @@ class PolicyClient:
         provider: str = "cpu",
         threads: int | None = None,
         settings: ShimSettings | None = None,
+        check_inputs: bool = True,
     ) -> PolicyClient:
         """An exported file run in this process: ONNX (``provider`` cpu | cuda | tensorrt),
         TorchScript, or a TensorRT engine."""
-        return cls(LocalBackend(path, provider=provider, threads=threads), settings)
+        return cls(LocalBackend(path, provider=provider, threads=threads), settings, check_inputs=check_inputs)
 
     @classmethod
     def from_triton(
         cls,
-        url: str,
+        url: str | Sequence[str],
         model: str,
         version: str | int | None = None,
         protocol: str | None = None,
         *,
         timeout_s: float | None = None,
         settings: ShimSettings | None = None,
+        check_inputs: bool = True,
     ) -> PolicyClient:
-        """A model on a Triton server. ``url`` is ``host:port`` (or ``grpc://`` / ``http://host:port``);
+        """A model on a Triton server. ``url`` is ``host:port`` (or ``grpc://`` / ``http://host:port``),
+        or several replicas (a list, or comma-separated): the first that answers is used and a
+        reconnect tries the next, refusing any that serves another model.
         ``protocol`` is "grpc" or "http", by default what the URL's scheme says, else gRPC.
         ``version=None`` takes the newest version the server serves and pins it for this client."""
         from policy_export.runtime.triton import DEFAULT_TIMEOUT_S, TritonBackend
 
         timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-        backend = TritonBackend(url, model, version, protocol, timeout_s=timeout_s)
-        return cls(backend, settings)
+        backend = TritonBackend.connect(url, model, version, protocol, timeout_s=timeout_s)
+        return cls(backend, settings, check_inputs=check_inputs)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PolicyClient:
@@ -82,15 +106,17 @@ class PolicyClient:
         here (``INFERENCE_PROVIDER`` cpu | cuda | tensorrt); ``INFERENCE_MODE=triton`` talks to
         ``TRITON_URL`` (``TRITON_PROTOCOL`` grpc | http, default from the URL scheme or grpc) for
         ``MODEL_NAME`` / ``MODEL_VERSION`` (default: the server's version policy), with
-        ``TRITON_TIMEOUT_S`` per call.
+        ``TRITON_TIMEOUT_S`` per call; ``TRITON_URL`` may list replicas separated by commas.
+        ``INFERENCE_CHECK_INPUTS=0`` turns the NaN/inf and [0, 1] image checks off.
         """
         env = os.environ if env is None else env
+        check = env_flag(env, "INFERENCE_CHECK_INPUTS", True)
         mode = (env.get("INFERENCE_MODE") or ("local" if env.get("POLICY_ARTIFACT") else "")).strip().lower()
         if mode == "local":
             artifact = env.get("POLICY_ARTIFACT")
             if not artifact:
                 raise BadInputError("INFERENCE_MODE=local needs POLICY_ARTIFACT=<exported .onnx / .pt / .plan file>")
-            return cls.from_artifact(artifact, provider=env.get("INFERENCE_PROVIDER", "cpu"))
+            return cls.from_artifact(artifact, provider=env.get("INFERENCE_PROVIDER", "cpu"), check_inputs=check)
         if mode == "triton":
             url, model = env.get("TRITON_URL"), env.get("MODEL_NAME")
             if not url or not model:
@@ -101,7 +127,12 @@ class PolicyClient:
             except ValueError:
                 raise BadInputError(f"TRITON_TIMEOUT_S={timeout!r}: give seconds as a number, e.g. 5") from None
             return cls.from_triton(
-                url, model, env.get("MODEL_VERSION") or None, env.get("TRITON_PROTOCOL") or None, timeout_s=timeout_s
+                url,
+                model,
+                env.get("MODEL_VERSION") or None,
+                env.get("TRITON_PROTOCOL") or None,
+                timeout_s=timeout_s,
+                check_inputs=check,
             )
         raise BadInputError(
             f"INFERENCE_MODE must be 'local' or 'triton', got {mode!r}; "
@@ -125,15 +156,25 @@ class PolicyClient:
         a CPU torch tensor out.
         """
         prep = self.adapter(observation)
+        feed = self.host.feed(prep)
 
         def predict(rows: np.ndarray) -> np.ndarray:
-            return self.backend.infer(prep.feed(rows))
+            return self.backend.infer(feed(rows))
 
         return self._output(self.shim.step(predict, prep.batch_size), prep)
 
     def reset(self, robot: int | None = None) -> None:
         """Start a new episode for every robot, or for robot ``robot`` of the batch only."""
         self.shim.reset(robot)
+        self.host.reset(robot)
+
+    def realtime(self, fps: float, **settings: Any) -> RealtimeClient:
+        """This client run by a :class:`~policy_export.runtime.realtime.RealtimeClient` (one robot):
+        the model runs on a worker thread and ``select_action`` never waits for it. ``settings``:
+        the ``RealtimeSettings`` fields (``buffer_time_s``, ``merge``, ``fallback``, ...)."""
+        from policy_export.runtime.realtime import RealtimeClient
+
+        return RealtimeClient(self, fps, **settings)
 
     # -- plumbing -------------------------------------------------------------------------
     @staticmethod

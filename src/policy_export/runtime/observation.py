@@ -6,6 +6,10 @@ A robot loop that used LeRobot hands its policy ``{"observation.state": ...,
 [0, 1], with or without the batch axis, as the preprocessor takes them). This adapter
 accepts all of those, numpy or torch (duck-typed: torch is never imported here), and
 produces exactly what the artifact expects: float32 CHW or raw uint8 HWC frames.
+
+Values are checked too (``check_values``, on by default): NaN or inf in the state or an
+image, and float images outside [0, 1] (a 0-255 frame passed as float) are one clear error,
+because the core would turn them into plausible-looking but meaningless actions.
 """
 
 from __future__ import annotations
@@ -65,13 +69,18 @@ class Prepared:
         return feed
 
 
+#: How to turn the value checks off, named in every value error.
+OPT_OUT = "check_inputs=False (INFERENCE_CHECK_INPUTS=0) skips this check if you know what you do"
+
+
 class ObservationAdapter:
     """Converts observations for one artifact's inputs (names, shapes, image format)."""
 
-    def __init__(self, metadata: ArtifactMetadata) -> None:
+    def __init__(self, metadata: ArtifactMetadata, *, check_values: bool = True) -> None:
         self.metadata = metadata
         self.spec = metadata.spec
         self.uint8 = metadata.image_format == "uint8"
+        self.check_values = check_values
 
     def __call__(self, observation: Mapping[str, Any]) -> Prepared:
         if not isinstance(observation, Mapping):
@@ -95,6 +104,14 @@ class ObservationAdapter:
             state = np.ascontiguousarray(state.reshape(-1, spec.state_dim), dtype=np.float32)
         except (TypeError, ValueError) as exc:
             raise BadInputError(f"{key}: not numbers ({exc})") from None
+        if state.shape[0] == 0:
+            raise BadInputError(
+                f"{key}: a batch of 0 robots (shape {tuple(state.shape)}); give one robot's state "
+                f"({spec.state_dim},) or a batch (B, {spec.state_dim}) with B >= 1"
+            )
+        if self.check_values and not np.isfinite(state).all():
+            bad = np.argwhere(~np.isfinite(state))[0].tolist()
+            raise BadInputError(f"{key}: NaN or inf at {bad}; check the sensor reading; {OPT_OUT}")
         return Prepared(self, observation, state, state.shape[0], is_torch(raw_state))
 
     @staticmethod
@@ -120,9 +137,22 @@ class ObservationAdapter:
             raise BadInputError(
                 f"{key}: image shape {tail} is neither ({c}, {h}, {w}) nor ({h}, {w}, {c}) the policy was trained on"
             )
+        if self.check_values and img.dtype != np.uint8:
+            self._check_float_image(img, key)
         if self.uint8:
             return self._as_uint8_hwc(img, layout)
         return self._as_float_chw(img, layout)
+
+    @staticmethod
+    def _check_float_image(img: np.ndarray, key: str) -> None:
+        lo, hi = float(np.min(img)), float(np.max(img))  # NaN propagates into both
+        if not np.isfinite(lo) or not np.isfinite(hi):
+            raise BadInputError(f"{key}: NaN or inf in the image; check the camera driver; {OPT_OUT}")
+        if lo < 0.0 or hi > 1.0:
+            raise BadInputError(
+                f"{key}: float image values in [{lo:g}, {hi:g}], outside [0, 1]: pass the uint8 frame as it is, "
+                f"or divide a 0-255 float frame by 255; {OPT_OUT}"
+            )
 
     @staticmethod
     def _as_float_chw(img: np.ndarray, layout: str) -> np.ndarray:

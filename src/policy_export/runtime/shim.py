@@ -63,6 +63,31 @@ class ShimSettings:
         return TemporalEnsembler(self.temporal_ensemble_coeff, self.chunk_size)
 
 
+def ensemble_weights(coeff: float, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """ACT's ensembling weights ``w_i = exp(-coeff * i)`` and their cumulative sum, float32,
+    computed as torch computes them (the product ``-coeff * i`` in float32, the cumulative sum
+    accumulated in float64) so that fed the same chunks the shim matches LeRobot to the bit."""
+    arg = np.float32(-coeff) * np.arange(chunk_size, dtype=np.float32)
+    weights = np.exp(arg.astype(np.float64)).astype(np.float32)
+    return weights, np.cumsum(weights.astype(np.float64)).astype(np.float32)
+
+
+def ensemble_fold(
+    ens: np.ndarray, count: np.ndarray, new: np.ndarray, weights: np.ndarray, weights_cumsum: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fold one more prediction ``new`` into the running averages ``ens`` (``count`` predictions each).
+
+    ``ens = (ens * W[n-1] + new * w[n]) / W[n]``, then ``n = min(n + 1, chunk_size)``: the same
+    operations in the same order as ``ACTTemporalEnsembler.update``, float32 throughout. Element-wise
+    float32 arithmetic does not depend on the array's shape, so every caller (one robot aligned by
+    control step, or a batch) gets LeRobot's bits.
+    """
+    out = ens * weights_cumsum[count - 1]
+    out += new * weights[count]
+    out /= weights_cumsum[count]
+    return out, np.minimum(count + 1, len(weights))
+
+
 class _BatchState:
     """Batch size bookkeeping shared by both shims."""
 
@@ -199,9 +224,7 @@ class TemporalEnsembler(_BatchState):
         ShimSettings(chunk_size, 1, temporal_ensemble_coeff)  # validates
         self.coeff = float(temporal_ensemble_coeff)
         self.chunk_size = chunk_size
-        arg = np.float32(-self.coeff) * np.arange(chunk_size, dtype=np.float32)
-        self.weights = np.exp(arg.astype(np.float64)).astype(np.float32)
-        self.weights_cumsum = np.cumsum(self.weights.astype(np.float64)).astype(np.float32)
+        self.weights, self.weights_cumsum = ensemble_weights(self.coeff, chunk_size)
         self.batch_size: int | None = None
         self._ens: np.ndarray | None = None  # [B, chunk_size - 1, A] after the pop
         self._count = np.ones((0, 1), np.int64)  # [chunk_size - 1, 1] shared, or [B, chunk_size - 1, 1]
@@ -229,12 +252,7 @@ class TemporalEnsembler(_BatchState):
             full = chunks.copy()
             count = np.ones((self.chunk_size, 1), np.int64)
         else:
-            # Same operations, same order as ACTTemporalEnsembler.update (float32 throughout).
-            count = self._count
-            ens = self._ens * self.weights_cumsum[count - 1]
-            ens += chunks[:, :-1] * self.weights[count]
-            ens /= self.weights_cumsum[count]
-            count = np.minimum(count + 1, self.chunk_size)
+            ens, count = ensemble_fold(self._ens, self._count, chunks[:, :-1], self.weights, self.weights_cumsum)
             full = np.concatenate([ens, chunks[:, -1:]], axis=1)
             count = np.concatenate([count, np.ones_like(count[..., -1:, :])], axis=-2)
             if fresh:

@@ -4,25 +4,44 @@ Before the first step the backend checks, each call bounded by a timeout, that t
 is live and ready, that the model (and version) is ready, and that the model's
 input/output signature and the policy metadata in its config ``parameters`` are what the
 client will feed; any mismatch or an unreachable server is one line naming the URL, the
-model and the fix. Every request carries a timeout too, so a robot loop never waits
-forever on a dead server. ``tritonclient`` is imported only here, when a Triton backend
-is created.
+model and the fix. ``tritonclient`` is imported only here, when a Triton backend is created.
+
+Two promises hold for the whole life of the client, not only at start:
+
+- **Deadlines.** ``timeout_s`` bounds each *whole* call (gRPC deadline; on HTTP a gevent
+  timeout around the call, since the socket timeout alone restarts with every byte and a
+  server trickling a byte every 2 s held a call for a minute).
+- **Identity.** The model's identity (served signature, normalization hash, the version's
+  file sha256 from the config parameters) is recorded at the handshake and checked again
+  before the first inference after anything that could mean another server answers: a
+  failed or timed-out call, the gRPC channel dropping its connection, or a pause of more
+  than ``RECHECK_IDLE_S`` between calls (no server restarts faster). A difference is
+  :class:`ModelChangedError`, one line; no chunk of the other model is returned.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from policy_export.dtypes import TRITON_WIRE_TYPES
 from policy_export.errors import BadInputError, UnavailableError, first_line
-from policy_export.runtime.backends import Backend
+from policy_export.runtime.backends import Backend, ModelChangedError
 from policy_export.spec import METADATA_KEY, ArtifactMetadata, CameraSpec, PolicySpec
 
+log = logging.getLogger(__name__)
+
 DEFAULT_TIMEOUT_S = 5.0
+#: A pause between calls longer than this re-checks the model's identity first: a server
+#: cannot be restarted (with another model) in less, so no restart goes unnoticed.
+RECHECK_IDLE_S = 1.0
 PROTOCOLS = ("grpc", "http")
 #: numpy dtype name -> Triton wire type (the one table, :mod:`policy_export.dtypes`).
 WIRE_TYPES = TRITON_WIRE_TYPES
@@ -201,8 +220,40 @@ def check_signature(
         )
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What makes a served model *the* model the client checked: not its name or version number,
+    which a redeploy can reuse for different weights."""
+
+    signature: tuple[tuple[str, str, tuple[int, ...]], ...]
+    norm_hash: str
+    sha256: str
+
+    @classmethod
+    def of(
+        cls, config: dict[str, Any], model_meta: dict[str, Any], meta: ArtifactMetadata, version: str
+    ) -> ModelIdentity:
+        tensors = [*model_meta.get("inputs", []), *model_meta.get("outputs", [])]
+        signature = tuple(sorted((t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in tensors))
+        return cls(signature, meta.spec.norm_hash, _parameters(config).get(f"version.{version}.sha256", ""))
+
+    def differences(self, other: ModelIdentity) -> list[str]:
+        out = []
+        if self.signature != other.signature:
+            out.append("input/output signature differs")
+        if self.norm_hash != other.norm_hash:
+            out.append(f"normalization hash {other.norm_hash[:12] or '?'} != {self.norm_hash[:12] or '?'}")
+        if self.sha256 != other.sha256:
+            out.append(f"model file sha256 {other.sha256[:12] or '?'} != {self.sha256[:12] or '?'}")
+        return out
+
+
 class TritonBackend(Backend):
-    """A model in a Triton model repository (written by ``policy-export triton-repo``)."""
+    """A model in a Triton model repository (written by ``policy-export triton-repo``).
+
+    ``expect``: the identity the model must have (a reconnect to a replica); a difference is
+    :class:`ModelChangedError` at the handshake.
+    """
 
     def __init__(
         self,
@@ -212,8 +263,15 @@ class TritonBackend(Backend):
         protocol: str | None = None,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        expect: ModelIdentity | None = None,
     ) -> None:
         self.url, self.protocol = split_url(url, protocol)
+        #: Replica URLs (``connect``); a reconnect tries the next one. Refused: serve another model.
+        self.replicas: list[str] = [url]
+        self.refused: set[str] = set()
+        self._suspect = False
+        self._last_ok = time.monotonic()
+        self._channel: Any = None
         self.model = model
         self.version = "" if version in (None, "") else str(version)
         self.timeout_s = float(timeout_s)
@@ -236,28 +294,147 @@ class TritonBackend(Backend):
                 f"the Triton backend needs tritonclient: pip install 'policy-export[triton]' (or 'tritonclient[{self.protocol}]>=2.67') ({first_line(exc)})"
             ) from exc
         self._tc = tc
-        if self.protocol == "grpc":
-            self.client = tc.InferenceServerClient(self.url)
-            self._timeout = {"client_timeout": self.timeout_s}
-        else:
-            self.client = tc.InferenceServerClient(
-                self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s
-            )
-            self._timeout = {}
+        self.client = self._new_client()
+        self._timeout = {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
         try:
-            self.max_batch_size, self.metadata = self._handshake()
+            if expect is None:
+                self.max_batch_size, self.metadata, self.identity = self._handshake()
+            else:
+                self.identity = expect
+                self.max_batch_size, self.metadata, _ = self._checked_handshake()
         except BaseException:
             self.close()
             raise
+        self._last_ok = time.monotonic()
+
+    @classmethod
+    def connect(
+        cls,
+        urls: str | Sequence[str],
+        model: str,
+        version: str | int | None = None,
+        protocol: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> TritonBackend:
+        """The first of several replicas (``urls``, or one URL / a comma-separated list) that answers
+        the handshake; the others are kept for :meth:`reconnect`."""
+        replicas = [u.strip() for u in ([urls] if isinstance(urls, str) else list(urls)) for u in u.split(",")]
+        replicas = [u for u in replicas if u]
+        if not replicas:
+            raise BadInputError("no Triton URL given (TRITON_URL=host:port, several separated by commas)")
+        errors: list[str] = []
+        for i, url in enumerate(replicas):
+            try:
+                backend = cls(url, model, version, protocol, timeout_s=timeout_s)
+            except UnavailableError as exc:
+                errors.append(str(exc))
+                continue
+            backend.replicas = replicas[i:] + replicas[:i]
+            return backend
+        if len(errors) == 1:
+            raise UnavailableError(errors[0])
+        raise UnavailableError(f"no replica of {model!r} answered: " + " | ".join(errors))
+
+    def reconnect(self) -> TritonBackend:
+        """A fresh connection to the next replica that serves the very same model (this one last).
+
+        A replica whose model differs is refused for good (logged); when every replica is refused
+        this raises :class:`ModelChangedError`, when none answers :class:`UnavailableError`.
+        """
+        order = self.replicas[1:] + self.replicas[:1]
+        unreachable: list[str] = []
+        for i, url in enumerate(order):
+            if url in self.refused:
+                continue
+            try:
+                backend = TritonBackend(
+                    url, self.model, self.version, self.protocol, timeout_s=self.timeout_s, expect=self.identity
+                )
+            except ModelChangedError as exc:
+                self.refused.add(url)
+                log.error("refusing replica %s: %s", url, exc)
+                continue
+            except (UnavailableError, BadInputError) as exc:
+                unreachable.append(str(exc))
+                continue
+            backend.replicas = order[i:] + order[:i]
+            backend.refused = self.refused
+            return backend
+        if not unreachable:
+            raise ModelChangedError(
+                f"{self.where}: every replica ({', '.join(self.replicas)}) now serves a different model; "
+                "refusing its actions: redeploy the model this client was started with, or restart the client"
+            )
+        raise UnavailableError(unreachable[-1])
+
+    def _new_client(self) -> Any:
+        tc = self._tc
+        if self.protocol == "grpc":
+            client = tc.InferenceServerClient(self.url)
+            channel = getattr(client, "_channel", None)
+            if channel is not None:  # a dropped connection means the next answer may come from another server
+                self._channel = channel
+                channel.subscribe(self._on_channel, try_to_connect=False)
+            return client
+        return tc.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+
+    def _on_channel(self, state: Any) -> None:
+        if getattr(state, "name", "") in ("IDLE", "TRANSIENT_FAILURE", "SHUTDOWN"):
+            self._suspect = True
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
+            if self.protocol == "http":
+                import gevent
+
+                # The socket timeout restarts with every byte; this bounds the whole call.
+                with gevent.Timeout(
+                    self.timeout_s, TimeoutError(f"timed out: no complete answer within {self.timeout_s:g} s")
+                ):
+                    return fn(*args, **kwargs)
             return fn(*args, **kwargs, **self._timeout)
         except Exception as exc:
+            self._suspect = True
+            if self.protocol == "http" and isinstance(exc, TimeoutError):
+                self._reset_client()  # the connection is mid-answer: never read the rest of it
             raise UnavailableError(
                 f"{self.where}: {what} failed: {first_line(exc)} (timeout {self.timeout_s:g} s); "
                 "is the server running and the URL right (TRITON_URL)?"
             ) from None
+
+    def _reset_client(self) -> None:
+        old, self.client = self.client, None
+        try:
+            old.close()
+        except Exception:
+            pass
+        self.client = self._new_client()
+
+    def _same_model(self, expected: ModelIdentity, found: ModelIdentity) -> None:
+        differs = expected.differences(found)
+        if differs:
+            raise ModelChangedError(
+                f"{self.where}: the server now serves a different model ({'; '.join(differs)}); "
+                "refusing its actions: redeploy the model this client was started with, or restart the client"
+            )
+
+    def check_identity(self) -> None:
+        """Ask the server again what it serves; ``ModelChangedError`` when it is not the model checked at start."""
+        self._checked_handshake()
+        self._suspect = False
+
+    def _checked_handshake(self) -> tuple[int, ArtifactMetadata, ModelIdentity]:
+        try:
+            found = self._handshake()
+        except ModelChangedError:
+            raise
+        except BadInputError as exc:  # another signature, or the pinned version gone: another model
+            raise ModelChangedError(
+                f"{exc}; the server now serves a different model than this client checked at start"
+            ) from None
+        self._same_model(self.identity, found[2])
+        return found
 
     def _json(self, what: str, fn: Any) -> dict[str, Any]:
         if self.protocol == "grpc":
@@ -265,7 +442,7 @@ class TritonBackend(Backend):
             return out.get("config", out)
         return self._call(what, fn, self.model, self.version)
 
-    def _handshake(self) -> tuple[int, ArtifactMetadata]:
+    def _handshake(self) -> tuple[int, ArtifactMetadata, ModelIdentity]:
         if not self._call("liveness check", self.client.is_server_live):
             raise UnavailableError(f"{self.where}: server is not live; check the server log")
         if not self._call("readiness check", self.client.is_server_ready):
@@ -280,7 +457,7 @@ class TritonBackend(Backend):
         meta = metadata_from_triton(config, model_meta, self.where, self.version)
         self.wire = wire_names(config)
         check_signature(meta, model_meta, max_batch, self.where, self.wire)
-        return max_batch, meta
+        return max_batch, meta, ModelIdentity.of(config, model_meta, meta, self.version)
 
     def _available(self) -> str:
         try:
@@ -293,12 +470,15 @@ class TritonBackend(Backend):
             return "unknown"
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        if self._suspect or time.monotonic() - self._last_ok > RECHECK_IDLE_S:
+            self.check_identity()
         batch = len(feed["state"])
         step = self.max_batch_size if self.max_batch_size > 0 else batch
         parts = []
         for start in range(0, batch, step):
             part = {k: v[start : start + step] for k, v in feed.items()} if step < batch else feed
             parts.append(self._infer(part))
+        self._last_ok = time.monotonic()
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -317,6 +497,12 @@ class TritonBackend(Backend):
         return np.asarray(result.as_numpy(out_name), dtype=np.float32)
 
     def close(self) -> None:
+        channel, self._channel = getattr(self, "_channel", None), None
+        if channel is not None:
+            try:
+                channel.unsubscribe(self._on_channel)
+            except Exception:
+                pass
         client = getattr(self, "client", None)
         if client is not None:
             try:

@@ -1,0 +1,494 @@
+"""RealtimeClient: the control loop never waits for the model, and fails safe.
+
+Unit tests run the client's own code in virtual time: a :class:`ManualClock` for the robot
+loop and an :class:`InlineWorker` whose clock moves only by what the backend charges it, so
+latency, failures and hangs are exact and nothing sleeps. The backend is deterministic and
+encodes in every action where it came from (``1000 * observation step + index in chunk``),
+so a test can read off which chunk and which index each executed action is.
+
+Parity runs real exported ONNX artifacts through ONNX Runtime: with zero latency the
+realtime client returns bit for bit what ``PolicyClient`` returns (itself checked against
+LeRobot's ``select_action`` in test_rollout.py), in both merge modes. Threaded behaviour
+(bounded ``select_action`` while the backend hangs, ``close()`` ending the thread) uses
+events, never sleeps. Fault drills against a real tritonserver: test_realtime_drills.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from policy_export.errors import BadInputError, UnavailableError
+from policy_export.runtime import (
+    Backend,
+    Fallback,
+    InlineWorker,
+    ManualClock,
+    ModelChangedError,
+    PolicyClient,
+    RealtimeClient,
+    RealtimeDeadError,
+    RealtimeSettings,
+    State,
+)
+from policy_export.spec import ArtifactMetadata
+
+STATE_KEY, CAM_KEY = "observation.state", "observation.images.top"
+A = 3
+
+
+def _metadata(chunk_size: int = 20, n_action_steps: int = 10, coeff: float | None = None) -> ArtifactMetadata:
+    spec = {
+        "policy_type": "act",
+        "state_key": STATE_KEY,
+        "state_dim": 2,
+        "action_key": "action",
+        "action_dim": A,
+        "cameras": [{"key": CAM_KEY, "input_name": "image", "shape": [3, 4, 5]}],
+        "chunk_size": chunk_size,
+        "n_action_steps": n_action_steps,
+        "temporal_ensemble_coeff": coeff,
+        "normalization": {},
+        "norm_hash": "abc",
+    }
+    return ArtifactMetadata.from_json(json.dumps({"spec": spec, "artifact_kind": "test", "schema": 1}))
+
+
+class ScriptedBackend(Backend):
+    """A deterministic core in virtual time: every call charges ``latency(call)`` seconds to the
+    worker's clock, ``faults[call]`` injects "error", "hang" (the whole timeout, then an error) or
+    "changed" (another model answers), and ``chunk[i, a] = 1000 * step + i`` where ``step`` is the
+    observation's control step (the fake robot writes it into the state)."""
+
+    name = "scripted"
+    where = "scripted backend"
+
+    def __init__(self, metadata, worker: InlineWorker, latency=0.0, faults=None, timeout_s: float = 2.0):
+        self.metadata = metadata
+        self.worker = worker
+        self.latency = latency if callable(latency) else (lambda call: latency)
+        self.faults = faults if callable(faults) else (lambda call: (faults or {}).get(call))
+        self.timeout_s = timeout_s
+        self.calls: list[int] = []  # observation step of every call
+        self.reconnects = 0
+
+    def infer(self, feed):
+        call = len(self.calls)
+        step = int(feed["state"][0, 0])
+        self.calls.append(step)
+        fault = self.faults(call)
+        if fault == "hang":
+            self.worker.clock.advance(self.timeout_s)
+            raise UnavailableError(f"{self.where}: inference failed: Deadline Exceeded (timeout {self.timeout_s} s)")
+        self.worker.clock.advance(self.latency(call))
+        if fault == "error":
+            raise UnavailableError(f"{self.where}: inference failed: injected")
+        if fault == "changed":
+            raise ModelChangedError(f"{self.where}: the server now serves a different model (injected)")
+        spec = self.metadata.spec
+        chunk = 1000.0 * step + np.arange(spec.chunk_size, dtype=np.float32)[:, None] + np.zeros(A, np.float32)
+        return chunk[None].astype(np.float32)
+
+    def reconnect(self):
+        self.reconnects += 1
+        return None
+
+    def close(self):
+        pass
+
+
+def _obs(step: int) -> dict[str, np.ndarray]:
+    return {STATE_KEY: np.array([step, 0.5], np.float32), CAM_KEY: np.full((4, 5, 3), 7, np.uint8)}
+
+
+def _decode(action: np.ndarray) -> tuple[int, int]:
+    value = round(float(action[0, 0]))
+    return value // 1000, value % 1000
+
+
+def _client(meta=None, latency=0.0, faults=None, fps=10.0, **settings):
+    meta = meta or _metadata()
+    worker = InlineWorker()
+    backend = ScriptedBackend(meta, worker, latency, faults)
+    clock = ManualClock()
+    changes: list[tuple[State, State]] = []
+    rt = RealtimeClient(
+        PolicyClient(backend),
+        fps,
+        clock=clock,
+        worker=worker,
+        on_state_change=lambda old, new, reason: changes.append((old, new)),
+        **settings,
+    )
+    return rt, backend, clock, changes
+
+
+def _run(rt, clock, steps, fps, start=0, until_dead=False):
+    """The robot loop: tick k at time k / fps; returns (action, tick) per step."""
+    out = []
+    for k in range(start, start + steps):
+        clock.set(k / fps)
+        try:
+            action = rt.select_action(_obs(k))
+        except RealtimeDeadError:
+            if until_dead:
+                return out
+            raise
+        out.append((action, rt.last_tick))
+    return out
+
+
+# -- latency compensation: which chunk and index every executed action came from --------------------
+
+
+@pytest.mark.parametrize("latency_s", [0.0, 0.05, 0.25, 0.35])
+def test_replace_with_latency_runs_the_action_predicted_for_each_step(latency_s):
+    fps = 10.0
+    rt, backend, clock, _ = _client(latency=latency_s, fps=fps, buffer_time_s=0.5, merge="replace")
+    out = _run(rt, clock, 60, fps)
+    delay = math.ceil(latency_s * fps - 1e-9)  # ticks until a chunk asked for at step s is there
+    for t, (action, tick) in enumerate(out):
+        stamp, index = _decode(action)
+        assert tick.fallback is None and (tick.chunk, tick.index) == (stamp, index), t
+        assert stamp + index == t, f"step {t} ran the action predicted for step {stamp + index}"
+        assert stamp in backend.calls  # from a chunk that was really asked for
+        if t > 0 and stamp > 0:
+            assert t - stamp >= delay  # never before the chunk could have arrived
+    # A chunk is asked for when the buffer drops below 0.5 s = 5 actions, from the newest observation.
+    assert backend.calls[0] == 0 and all(
+        b - a >= 10 - 5 for a, b in zip(backend.calls, backend.calls[1:], strict=False)
+    )
+    stats = rt.stats()
+    assert stats["actions_skipped_latency"] == delay * (len(backend.calls) - 1)  # the first one waited
+    assert stats["fallback_ticks"] == 0 and stats["state"] == "STREAMING"
+
+
+def test_ensemble_with_latency_averages_exactly_the_chunks_that_cover_each_step():
+    fps, coeff, latency = 10.0, 0.3, 0.25
+    meta = _metadata(chunk_size=8, n_action_steps=1, coeff=coeff)
+    rt, backend, clock, _ = _client(meta, latency=latency, fps=fps)
+    assert rt.merge.value == "ensemble"
+    out = _run(rt, clock, 40, fps)
+    arrivals: dict[int, float] = {}  # stamp -> arrival time (independently: one request at a time)
+    t_free = 0.0
+    for stamp in backend.calls:
+        start = max(t_free, stamp / fps) if stamp else 0.0
+        arrivals[stamp] = start + latency
+        t_free = arrivals[stamp]
+    for t, (action, tick) in enumerate(out):
+        now = t / fps
+        covering = [s for s in backend.calls if s <= t < s + 8 and (arrivals[s] <= now + 1e-9 or s == 0)]
+        values = np.array([1000.0 * s + (t - s) for s in covering])  # oldest first
+        weights = np.exp(-coeff * np.arange(len(values)))
+        expected = float(np.sum(weights * values) / np.sum(weights))
+        assert tick.chunks == len(covering) and tick.chunk == covering[-1], t
+        np.testing.assert_allclose(float(action[0, 0]), expected, rtol=1e-6, err_msg=f"step {t}")
+    assert max(tick.chunks for _, tick in out) >= 2  # really ensembled
+
+
+def test_newest_observation_wins_and_one_request_is_in_flight():
+    fps = 10.0
+    rt, backend, clock, _ = _client(latency=0.75, fps=fps, buffer_time_s=0.9, merge="replace")
+    _run(rt, clock, 40, fps)
+    # While a request runs (7.5 ticks) newer observations replace each other in the mailbox; the
+    # next request takes the newest one: never a backlog of old observations.
+    gaps = np.diff(backend.calls)
+    assert (gaps >= 7).all(), backend.calls
+
+
+# -- parity with PolicyClient over real artifacts ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ensemble_onnx(ensemble_ckpt, tmp_path_factory):
+    from policy_export.checkpoint import load_checkpoint
+    from policy_export.export.onnx import export_onnx
+
+    path = tmp_path_factory.mktemp("ensemble_onnx") / "ensemble.onnx"
+    export_onnx(load_checkpoint(ensemble_ckpt), path)
+    return path
+
+
+def _random_obs(spec, rng):
+    obs = {spec.state_key: rng.normal(0, 1, spec.state_dim).astype(np.float32)}
+    for cam in spec.cameras:
+        c, h, w = cam.shape
+        obs[cam.key] = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+    return obs
+
+
+@pytest.mark.parametrize("artifact", ["small_onnx", "ensemble_onnx"])
+def test_zero_latency_realtime_equals_policy_client_step_for_step(artifact, request):
+    path = request.getfixturevalue(artifact)
+    with PolicyClient.from_artifact(path) as sync:
+        spec = sync.metadata.spec
+        rng = np.random.default_rng(11)
+        episodes = [[_random_obs(spec, rng) for _ in range(25)] for _ in range(2)]
+        expected = []
+        for episode in episodes:
+            sync.reset()
+            expected.append([sync.select_action(o) for o in episode])
+    # buffer_time_s 0: ask for a chunk only when the buffer is dry, i.e. when LeRobot's queue is.
+    worker, clock = InlineWorker(), ManualClock()
+    merge = "ensemble" if spec.temporal_ensemble_coeff is not None else "replace"
+    with RealtimeClient(
+        PolicyClient.from_artifact(path), 30.0, buffer_time_s=0.0, merge=merge, clock=clock, worker=worker
+    ) as rt:
+        for e, episode in enumerate(episodes):
+            rt.reset()
+            for k, obs in enumerate(episode):
+                clock.advance(1 / 30)
+                got = rt.select_action(obs)
+                assert rt.last_tick.fallback is None
+                np.testing.assert_array_equal(got, expected[e][k], err_msg=f"{artifact} episode {e} step {k}")
+        stats = rt.stats()
+    assert stats["fallback_ticks"] == 0 and stats["actions_skipped_latency"] == 0
+    per_episode = 25 if merge == "ensemble" else math.ceil(25 / spec.n_action_steps)
+    assert stats["chunks_received"] == 2 * per_episode
+
+
+# -- the state machine and fallbacks --------------------------------------------------------------------
+
+
+def test_server_failure_walks_the_states_and_recovers():
+    fps = 10.0
+    # Calls 2..7 fail (the server is away for a while), then it answers again.
+    rt, backend, clock, changes = _client(
+        faults=lambda call: "error" if 2 <= call <= 7 else None,
+        latency=0.05,
+        fps=fps,
+        buffer_time_s=0.5,
+        merge="replace",
+        degraded_after_s=0.3,
+        reconnect_initial_backoff_s=0.5,
+        reconnect_max_backoff_s=2.0,
+        fallback="hold",
+    )
+    out = _run(rt, clock, 160, fps)  # the outage: 6 failures with backoff 0.5, 1, 2, 2, 2 s
+    states = [tick.state for _, tick in out]
+    seen = list(dict.fromkeys(states))
+    assert seen[0] is State.STREAMING and State.RECONNECTING in seen and states[-1] is State.STREAMING
+    assert changes[0] == (State.CONNECTING, State.STREAMING)
+    fallbacks = [(t, a) for t, (a, tick) in enumerate(out) if tick.fallback is not None]
+    assert fallbacks, "the outage outlasted the buffer: some ticks must be fallbacks"
+    first = fallbacks[0][0]
+    for _, action in fallbacks:  # hold: the last commanded action, unchanged
+        np.testing.assert_array_equal(action, out[first - 1][0])
+    stats = rt.stats()
+    assert stats["failures"] == 6 and stats["reconnects"] >= 2 and backend.reconnects >= 2
+    assert stats["fallback_ticks"] == len(fallbacks)
+    assert sum(stats["time_in_state_s"].values()) == pytest.approx(159 / fps)
+    assert 0 < stats["streaming_fraction"] < 1
+
+
+@pytest.mark.parametrize("fallback", ["hold", "repeat_last", "zero"])
+def test_fallback_actions_per_mode(fallback):
+    fps = 10.0
+    rt, _, clock, _ = _client(
+        faults=lambda call: "error" if call >= 1 else None,
+        fps=fps,
+        merge="replace",
+        buffer_time_s=0.2,
+        fallback=fallback,
+    )
+    out = _run(rt, clock, 14, fps)
+    last_model = out[9][0]
+    assert out[9][1].fallback is None and out[10][1].fallback is Fallback(fallback)
+    for action, tick in out[10:]:
+        assert tick.state in (State.STALLED, State.RECONNECTING) and tick.chunks == 0
+        expected = np.zeros_like(last_model) if fallback == "zero" else last_model
+        np.testing.assert_array_equal(action, expected)
+
+
+def test_stale_actions_are_dropped_never_executed():
+    fps = 10.0
+    # The only chunk ever: 20 actions of which 10 are played (n_action_steps); the server then hangs.
+    rt, _, clock, _ = _client(
+        faults=lambda call: "hang" if call >= 1 else None,
+        fps=fps,
+        merge="replace",
+        buffer_time_s=0.5,
+        max_action_age_s=0.55,
+        reconnect_initial_backoff_s=5.0,
+        reconnect_max_backoff_s=5.0,
+    )
+    out = _run(rt, clock, 10, fps)
+    model = [t for t, (_, tick) in enumerate(out) if tick.fallback is None]
+    assert model == [0, 1, 2, 3, 4, 5]  # arrived at 0 s: actions at 0.6 s and later are too old
+    assert rt.stats()["stale_dropped"] == 4 and rt.stats()["fallback_ticks"] == 4
+
+
+def test_offline_longer_than_max_offline_is_dead_with_one_line():
+    fps = 10.0
+    rt, _, clock, changes = _client(
+        faults=lambda call: "error" if call >= 1 else None,
+        fps=fps,
+        merge="replace",
+        buffer_time_s=0.2,
+        max_offline_s=3.0,
+        reconnect_initial_backoff_s=0.5,
+        reconnect_max_backoff_s=1.0,
+    )
+    out = _run(rt, clock, 200, fps, until_dead=True)
+    assert 30 <= len(out) <= 50 and rt.state is State.DEAD and changes[-1][1] is State.DEAD
+    with pytest.raises(
+        RealtimeDeadError, match=r"DEAD: .*offline for .* > max_offline_s 3.*stop the robot loop"
+    ) as err:
+        rt.select_action(_obs(len(out)))
+    assert "\n" not in str(err.value)
+
+
+def test_another_model_is_dead_and_none_of_its_actions_run():
+    fps = 10.0
+    rt, backend, clock, _ = _client(faults={1: "changed"}, fps=fps, merge="replace", buffer_time_s=0.5)
+    out = _run(rt, clock, 30, fps, until_dead=True)
+    assert rt.state is State.DEAD and len(backend.calls) == 2
+    assert all(_decode(a)[0] == 0 for a, tick in out if tick.fallback is None)  # only the first model's chunk
+    with pytest.raises(RealtimeDeadError, match="different model"):
+        rt.select_action(_obs(99))
+
+
+def test_one_log_line_per_transition(caplog):
+    fps = 10.0
+    rt, _, clock, changes = _client(faults={1: "error", 2: "error"}, fps=fps, buffer_time_s=0.2, merge="replace")
+    with caplog.at_level(logging.INFO, logger="policy_export.runtime.realtime"):
+        _run(rt, clock, 40, fps)
+    lines = [r.getMessage() for r in caplog.records if " -> " in r.getMessage()]
+    assert len(lines) == len(changes) >= 3
+    assert all("\n" not in line and "at step" in line for line in lines)
+
+
+def test_reset_waits_for_a_fresh_chunk_and_ignores_the_old_episodes():
+    fps = 10.0
+    rt, _, clock, _ = _client(latency=0.25, fps=fps, merge="replace", buffer_time_s=0.5)
+    _run(rt, clock, 7, fps)  # a request (step 5) is in flight
+    rt.reset()
+    action, tick = _run(rt, clock, 1, fps, start=7)[0]
+    assert _decode(action) == (7, 0) and tick.chunk == 7  # never the previous episode's chunk
+
+
+# -- settings and bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"merge": "average"}, r"merge \(INFERENCE_MERGE\)='average': use one of replace, ensemble"),
+        ({"fallback": "stop"}, r"fallback \(INFERENCE_FALLBACK\)='stop': use one of hold, repeat_last, zero"),
+        ({"fps": 0}, r"fps \(INFERENCE_FPS\) must be > 0"),
+        ({"fps": -30}, r"fps \(INFERENCE_FPS\) must be > 0"),
+        ({"buffer_time_s": 2.0}, r"buffer_time_s 2 is longer than a chunk's playback \(10 actions at 10 Hz = 1 s\)"),
+        ({"merge": "ensemble"}, "merge='ensemble' needs the model's temporal_ensemble_coeff"),
+        ({"reconnect_max_backoff_s": 0.1}, "the backoff only grows"),
+        ({"max_offline_s": float("nan")}, "max_offline_s .* must be a number"),
+        ({"buffer": 1}, "unknown RealtimeClient setting"),
+    ],
+)
+def test_bad_settings_are_one_line_naming_the_setting(settings, message):
+    settings = {"fps": 10.0} | settings
+    with pytest.raises(BadInputError, match=message) as err:
+        _client(**settings)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_observations_are_one_line():
+    rt, _, _, _ = _client()
+    with pytest.raises(BadInputError, match=r"observation has no 'observation\.images\.top'"):
+        rt.select_action({STATE_KEY: np.zeros(2, np.float32)})
+    two = {STATE_KEY: np.zeros((2, 2), np.float32), CAM_KEY: np.zeros((2, 4, 5, 3), np.uint8)}
+    with pytest.raises(BadInputError, match="one robot; the observation holds 2"):
+        rt.select_action(two)
+    # Found by the worker while converting the frame: raised in the robot loop all the same.
+    bad = _obs(0) | {CAM_KEY: np.full((3, 4, 5), 255.0, np.float32)}
+    with pytest.raises(BadInputError, match=r"outside \[0, 1\]"):
+        rt.select_action(bad)
+
+
+def test_settings_from_env():
+    env = {
+        "INFERENCE_FPS": "30",
+        "INFERENCE_FALLBACK": "ZERO",
+        "INFERENCE_MERGE": "replace",
+        "INFERENCE_BUFFER_TIME_S": "0.2",
+        "INFERENCE_MAX_OFFLINE_S": "5",
+    }
+    s = RealtimeSettings.from_env(env)
+    assert (s.fps, s.fallback, s.merge, s.buffer_time_s, s.max_offline_s) == (30, Fallback.ZERO, "replace", 0.2, 5)
+    with pytest.raises(BadInputError, match="INFERENCE_FPS is not set"):
+        RealtimeSettings.from_env({})
+    with pytest.raises(BadInputError, match="INFERENCE_DEGRADED_AFTER_S='1s': give a number"):
+        RealtimeSettings.from_env({"INFERENCE_FPS": "30", "INFERENCE_DEGRADED_AFTER_S": "1s"})
+
+
+def test_from_env_builds_a_working_client(small_onnx):
+    env = {"POLICY_ARTIFACT": str(small_onnx), "INFERENCE_FPS": "20", "INFERENCE_FALLBACK": "zero"}
+    with RealtimeClient.from_env(env, worker=InlineWorker(), clock=ManualClock()) as rt:
+        assert rt.settings.fallback is Fallback.ZERO and rt.merge.value == "replace"
+        assert "RealtimeClient(onnxruntime-cpu, 20 Hz" in repr(rt)
+
+
+# -- the real worker thread --------------------------------------------------------------------------------
+
+
+class BlockingBackend(Backend):
+    """Answers the first call, then blocks every call until released (a frozen server)."""
+
+    name = "blocking"
+    where = "blocking backend"
+    timeout_s = 1.0
+
+    def __init__(self, metadata):
+        self.metadata = metadata
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.calls = 0
+
+    def infer(self, feed):
+        self.calls += 1
+        if self.calls > 1:
+            self.entered.set()
+            self.release.wait(10.0)
+        chunk = np.zeros((1, self.metadata.spec.chunk_size, A), np.float32)
+        return chunk + float(feed["state"][0, 0])
+
+    def close(self):
+        self.release.set()
+
+
+def test_select_action_never_waits_for_a_hung_backend_and_close_ends_the_thread():
+    backend = BlockingBackend(_metadata())
+    rt = RealtimeClient(PolicyClient(backend), 1000.0, buffer_time_s=0.009, merge="replace", fallback="zero")
+    before = {t.ident for t in threading.enumerate()}
+    rt.select_action(_obs(0))  # the episode's first action waits for the first chunk
+    worst = 0.0
+    for k in range(1, 40):
+        t0 = time.perf_counter()
+        rt.select_action(_obs(k))
+        worst = max(worst, time.perf_counter() - t0)
+        if k == 5:
+            assert backend.entered.wait(10.0)  # from here on the worker is stuck in the backend
+    # Not a benchmark: a tick that waited for the hung backend would take its full 10 s.
+    assert worst < 1.0
+    assert rt.last_tick.fallback is Fallback.ZERO and rt.state in (State.STALLED, State.DEGRADED)
+    worker_threads = [t for t in threading.enumerate() if t.name == "policy-export-realtime"]
+    assert worker_threads
+    rt.close()  # releases the backend (close()) and joins the worker
+    assert not any(t.is_alive() for t in worker_threads)
+    assert {t.ident for t in threading.enumerate()} <= before | {threading.get_ident()}
+    with pytest.raises(BadInputError, match="closed"):
+        rt.select_action(_obs(41))
+
+
+def test_startup_failure_is_one_line_before_the_first_action():
+    worker = InlineWorker()
+    backend = ScriptedBackend(_metadata(), worker, faults=lambda call: "error")
+    rt = RealtimeClient(PolicyClient(backend), 10.0, clock=ManualClock(), worker=worker, max_offline_s=2.0)
+    with pytest.raises(RealtimeDeadError, match=r"offline for .* injected") as err:
+        rt.select_action(_obs(0))
+    assert "\n" not in str(err.value)
