@@ -9,6 +9,7 @@ import typer
 from policy_export import __version__
 from policy_export.cli import (
     bench_cmd,
+    bench_fleet_cmd,
     bench_shim_cmd,
     bench_triton_cmd,
     demo_cmd,
@@ -63,6 +64,7 @@ app.command("bench")(bench_cmd.bench)
 app.command("bench-shim")(bench_shim_cmd.bench_shim)
 app.command("serve")(serve_cmd.serve)
 app.command("bench-triton")(bench_triton_cmd.bench_triton)
+app.command("bench-fleet")(bench_fleet_cmd.bench_fleet)
 
 
 def main() -> None:

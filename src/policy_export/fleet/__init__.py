@@ -1,0 +1,1 @@
+"""Fleet serving: many simulated robots against Triton servers (``policy-export bench-fleet``)."""

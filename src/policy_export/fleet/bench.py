@@ -1,0 +1,420 @@
+"""How many robots one Triton server holds: simulated robots against a real server.
+
+A benchmark, not a test: it measures, prints a table and writes JSON; it asserts nothing
+about speed. For each robot count N (and dynamic batching on and off, when it starts the
+server itself) it runs N robot processes at ``fps`` for ``duration`` seconds and records
+missed and fallback ticks, chunk latency, and what Triton's own statistics say happened on
+the server over exactly that run: requests, executions (so the average executed batch),
+queue time and compute time.
+
+The capacity figure is the largest N with no fallback tick. Beside it stands LeRobot's rule
+of thumb ``N ~ 0.8 / (request rate x inference time)``, computed from this run's measured
+per-robot request rate and the server's compute time per request, so a disagreement says
+something about the client, the network or queueing rather than about the arithmetic.
+
+``sweep`` runs N unpaced clients instead (requests back to back): throughput against
+concurrency, the curve perf_analyzer draws, measured with our own client.
+
+Load goes to loopback servers this module starts, or to the ``--url`` replicas given; every
+run is bounded in time, and every process it starts is stopped on any exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from policy_export.errors import BadInputError, UnavailableError
+from policy_export.fleet.robot import RobotPlan, run_robot
+
+RULE_OF_THUMB_UTILISATION = 0.8
+#: Machine CPU busy fraction at which we call the CPU saturated.
+CPU_SATURATED = 0.9
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    model: str
+    robots: tuple[int, ...] = (1, 2, 4, 8)
+    fps: float = 30.0
+    duration_s: float = 30.0
+    repo: Path | None = None
+    urls: tuple[str, ...] = ()
+    batching: tuple[bool, ...] = (True, False)
+    sweep: tuple[int, ...] = ()
+    timeout_s: float = 5.0
+    venv: Path | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.urls and self.repo is None:
+            raise BadInputError("give --repo DIR (a server is started for the run) or --url host:port[,host:port]")
+        counts = self.sweep or self.robots
+        if not counts or any(not isinstance(n, int) or n < 1 for n in counts):
+            raise BadInputError(f"robot counts must be positive integers, got {list(counts)}")
+        if not self.sweep and not self.fps > 0:
+            raise BadInputError(f"--fps must be > 0, got {self.fps}")
+        if not 0 < self.duration_s <= 3600:
+            raise BadInputError(f"--duration must be in (0, 3600] seconds, got {self.duration_s}")
+        if max(counts) > 256:
+            raise BadInputError(f"at most 256 robots per run (one process each), got {max(counts)}")
+
+
+# -- Triton statistics ---------------------------------------------------------------------
+def _stats_client(url: str) -> Any:
+    import tritonclient.grpc as grpcclient
+
+    return grpcclient.InferenceServerClient(url)
+
+
+def server_counters(urls: tuple[str, ...], model: str, timeout_s: float) -> dict[str, float]:
+    """Cumulative counters of ``model`` summed over the replicas that answer (all versions)."""
+    total = {k: 0.0 for k in ("success", "executions", "inferences", "queue_ns", "compute_ns", "compute_infer_ns")}
+    for url in urls:
+        client = _stats_client(url)
+        try:
+            stats = client.get_inference_statistics(model, as_json=True, client_timeout=timeout_s)
+        except Exception:  # a replica that is down (the failover drill) adds nothing
+            continue
+        finally:
+            client.close()
+        for s in stats.get("model_stats", []):
+            inf = s.get("inference_stats", {})
+
+            def ns(key: str, inf: dict[str, Any] = inf) -> float:
+                return float(inf.get(key, {}).get("ns", 0))
+
+            total["success"] += float(inf.get("success", {}).get("count", 0))
+            total["executions"] += float(s.get("execution_count", 0))
+            total["inferences"] += float(s.get("inference_count", 0))
+            total["queue_ns"] += ns("queue")
+            total["compute_ns"] += ns("compute_input") + ns("compute_infer") + ns("compute_output")
+            total["compute_infer_ns"] += ns("compute_infer")
+    return total
+
+
+def _cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of the whole machine, from /proc/stat."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return sum(fields) - idle, sum(fields)
+
+
+# -- servers -------------------------------------------------------------------------------
+def model_dir(repo: Path, model: str) -> Path:
+    path = repo / model
+    if not (path / "config.pbtxt").is_file():
+        names = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file()) if repo.is_dir() else []
+        where = f"models there: {', '.join(names)}" if names else "no models there"
+        raise BadInputError(f"{repo}: no model {model!r} in the repository ({where}); pick one with --model")
+    return path
+
+
+def variant_repo(repo: Path, model: str, batching: bool, dest: Path) -> Path:
+    """A repository serving only ``model``, with dynamic batching on or off; version folders are
+    symlinked, so nothing large is copied and the served files are the user's."""
+    from google.protobuf import text_format
+
+    from policy_export.triton.validate import parse_config
+
+    src = model_dir(repo, model)
+    cfg = parse_config(src / "config.pbtxt")
+    if batching and not cfg.HasField("dynamic_batching"):
+        if cfg.max_batch_size < 2:
+            raise BadInputError(f"{src}: max_batch_size {cfg.max_batch_size} leaves nothing to batch")
+        cfg.dynamic_batching.SetInParent()
+    if not batching:
+        cfg.ClearField("dynamic_batching")
+    out = dest / ("batching-on" if batching else "batching-off") / model
+    out.mkdir(parents=True)
+    (out / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+    for entry in src.iterdir():
+        if entry.name != "config.pbtxt":
+            (out / entry.name).symlink_to(entry.resolve())
+    return out.parent
+
+
+@contextlib.contextmanager
+def started_server(repo: Path, venv: Path | None) -> Iterator[Any]:
+    """A server for one run; stopped and its folder removed on any exit (signals included)."""
+    from policy_export.triton.server import TritonServer, find_server, stop_on_signals
+
+    server = TritonServer(repo=repo, install=find_server(venv))
+    try:
+        with stop_on_signals(), server:
+            yield server
+    finally:
+        server.stop()
+        server.cleanup()
+
+
+def check_replicas(urls: tuple[str, ...], model: str, timeout_s: float) -> str:
+    """Every ``--url`` answers with the same ``model`` before any robot starts: one line otherwise.
+
+    Returns the model's identity, which every robot then holds every replica to: a replica
+    serving something else under the same name is refused, never run.
+    """
+    from policy_export.fleet.robot import identity
+    from policy_export.runtime import PolicyClient
+
+    seen: dict[str, str] = {}
+    for url in urls:
+        try:
+            with PolicyClient.from_triton(url, model, timeout_s=timeout_s) as client:
+                seen[url] = identity(client.metadata)
+        except UnavailableError as exc:
+            raise UnavailableError(f"--url {url}: {exc}") from None
+    if len(set(seen.values())) > 1:
+        first = urls[0]
+        other = next(u for u in urls if seen[u] != seen[first])
+        raise BadInputError(
+            f"--url {other} serves a different {model!r} than {first} ({seen[other]} vs {seen[first]}); "
+            "replicas must serve the same model"
+        )
+    return seen[urls[0]]
+
+
+# -- one run of N robots ---------------------------------------------------------------------
+def run_robots(
+    n: int,
+    urls: tuple[str, ...],
+    cfg: FleetConfig,
+    fps: float,
+    during: Callable[[], None] | None = None,
+    expect: str | None = None,
+) -> list[dict[str, Any]]:
+    """N robot processes; returns each robot's result. ``during`` runs once all have started
+    (the failover drill kills a replica there)."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process holding gRPC channels
+    results = ctx.Queue()
+    go = ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    procs = []
+    for i in range(n):
+        plan = RobotPlan(i, urls, cfg.model, fps, cfg.duration_s, cfg.timeout_s, cfg.seed * 1000 + i, expect)
+        proc = ctx.Process(target=run_robot, args=(plan, results, go, start_at), daemon=True, name=f"robot-{i}")
+        proc.start()
+        procs.append(proc)
+    try:
+        ready = 0
+        errors: list[str] = []
+        done: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 120 + 2 * n
+        while ready + len(errors) < n:
+            kind, index, payload = _get(results, deadline)
+            if kind == "ready":
+                ready += 1
+            else:
+                errors.append(f"robot {index}: {payload}")
+        if errors:
+            raise UnavailableError(errors[0])
+        start_at.value = time.time() + 0.5
+        go.set()
+        if during is not None:
+            time.sleep(max(0.0, start_at.value - time.time()))
+            during()
+        deadline = time.monotonic() + cfg.duration_s + 4 * cfg.timeout_s + 60
+        while len(done) + len(errors) < n:
+            kind, index, payload = _get(results, deadline)
+            if kind == "done":
+                done.append(payload)
+            else:
+                errors.append(f"robot {index}: {payload}")
+        if errors:
+            raise UnavailableError(errors[0])
+        return sorted(done, key=lambda r: r["robot"])
+    finally:
+        for proc in procs:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=5)
+
+
+def _get(results: Any, deadline: float) -> tuple[str, int, Any]:
+    import queue
+
+    try:
+        return results.get(timeout=max(0.1, deadline - time.monotonic()))
+    except queue.Empty:
+        raise UnavailableError("robots did not report in time (is the server overloaded or gone?)") from None
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
+
+
+def measure_row(
+    n: int,
+    urls: tuple[str, ...],
+    cfg: FleetConfig,
+    batching: bool | None,
+    unpaced: bool,
+    during: Any = None,
+    expect: str | None = None,
+) -> dict[str, Any]:
+    before = server_counters(urls, cfg.model, cfg.timeout_s)
+    cpu0, t0 = _cpu_times(), time.monotonic()
+    robots = run_robots(n, urls, cfg, 0.0 if unpaced else cfg.fps, during, expect)
+    wall = time.monotonic() - t0
+    cpu1 = _cpu_times()
+    # Triton updates statistics just after the response is sent: let the last ones land (bounded).
+    requests = sum(r["requests"] - r["failed_requests"] for r in robots)
+    deadline = time.monotonic() + 3
+    after = server_counters(urls, cfg.model, cfg.timeout_s)
+    while after["success"] - before["success"] < requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+        after = server_counters(urls, cfg.model, cfg.timeout_s)
+    d = {k: after[k] - before[k] for k in after}
+    latencies = [x for r in robots for x in r["latencies_ms"]]
+    success = max(d["success"], 1.0)
+    cpu_busy = (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1]) if cpu1[1] > cpu0[1] else float("nan")
+    row: dict[str, Any] = {
+        "mode": "sweep" if unpaced else "robots",
+        "robots": n,
+        "batching": batching,
+        "fps": None if unpaced else cfg.fps,
+        "duration_s": cfg.duration_s,
+        "requests": requests,
+        "failed_requests": sum(r["failed_requests"] for r in robots),
+        "throughput_infer_per_s": requests / cfg.duration_s,
+        "request_rate_per_robot_hz": requests / cfg.duration_s / n,
+        "chunk_p50_ms": _percentile(latencies, 50),
+        "chunk_p99_ms": _percentile(latencies, 99),
+        "chunk_mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
+        "server_requests": int(d["success"]),
+        "server_executions": int(d["executions"]),
+        "avg_batch_size": d["inferences"] / d["executions"] if d["executions"] else float("nan"),
+        "server_queue_ms_per_request": d["queue_ns"] / success / 1e6,
+        "server_compute_ms_per_request": d["compute_ns"] / success / 1e6,
+        "server_compute_ms_per_execution": d["compute_ns"] / max(d["executions"], 1.0) / 1e6,
+        "server_busy_fraction": d["compute_ns"] / 1e9 / cfg.duration_s,
+        "machine_cpu_busy_fraction": cpu_busy,
+        "wall_s": wall,
+    }
+    if not unpaced:
+        for key in ("ticks", "missed_ticks", "fallback_ticks", "failovers", "wrong_model_chunks", "refused_replicas"):
+            row[key] = sum(r[key] for r in robots)
+        row["replicas_used"] = sorted({u for r in robots for u in r["replicas_used"]})
+        row["per_robot"] = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in robots]
+    return row
+
+
+# -- the summary ---------------------------------------------------------------------------
+def limiter(row: dict[str, Any]) -> str:
+    """What bounds capacity at this row: the machine's CPU, the server's queue, or the per-request
+    overhead outside the server's compute (client, gRPC, serialisation)."""
+    cpu = row["machine_cpu_busy_fraction"]
+    queue, compute = row["server_queue_ms_per_request"], row["server_compute_ms_per_request"]
+    outside = row["chunk_p50_ms"] - queue - compute
+    if cpu == cpu and cpu >= CPU_SATURATED:
+        return f"CPU saturated (machine {cpu:.0%} busy)"
+    if queue > compute:
+        return f"queue time ({queue:.1f} ms queued vs {compute:.1f} ms compute per request)"
+    if outside > compute:
+        return f"per-request overhead ({outside:.1f} ms outside the server's {compute:.1f} ms compute)"
+    return f"server compute ({compute:.1f} ms per request, machine {cpu:.0%} busy)"
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per batching mode: measured capacity, the rule of thumb, and what limits it."""
+    out = []
+    for batching in sorted({r["batching"] for r in rows if r["mode"] == "robots"}, key=lambda b: b is not True):
+        mine = sorted(
+            (r for r in rows if r["mode"] == "robots" and r["batching"] == batching), key=lambda r: r["robots"]
+        )
+        if not mine:
+            continue
+        ok = [r["robots"] for r in mine if r["fallback_ticks"] == 0]
+        capacity = max(ok) if ok else 0
+        base = mine[0]  # the lightest load: the cleanest figures for rate and inference time
+        rate, t_inf = base["request_rate_per_robot_hz"], base["server_compute_ms_per_request"] / 1e3
+        rule = RULE_OF_THUMB_UTILISATION / (rate * t_inf) if rate > 0 and t_inf > 0 else float("nan")
+        failing = [r for r in mine if r["fallback_ticks"] > 0]
+        at = failing[0] if failing else mine[-1]
+        out.append(
+            {
+                "batching": batching,
+                "capacity_robots": capacity,
+                "capacity_is_lower_bound": capacity == mine[-1]["robots"],
+                "rule_of_thumb_robots": rule,
+                "request_rate_per_robot_hz": rate,
+                "inference_ms": t_inf * 1e3,
+                "limited_by": limiter(at),
+                "limiter_measured_at_robots": at["robots"],
+            }
+        )
+    return out
+
+
+# -- the whole benchmark ---------------------------------------------------------------------
+def run_fleet(
+    cfg: FleetConfig, progress: Callable[[str], None] = lambda _m: None, during: Any = None
+) -> dict[str, Any]:
+    """Every (N, batching) row, plus the summary. ``during(n, urls)`` (tests: the failover drill)
+    runs once the robots of each row have started."""
+    unpaced = bool(cfg.sweep)
+    counts = cfg.sweep or cfg.robots
+    rows: list[dict[str, Any]] = []
+
+    def each(urls: tuple[str, ...], batching: bool | None, expect: str | None = None) -> None:
+        for n in counts:
+            label = "on" if batching else "off" if batching is not None else "as served"
+            progress(f"{'sweep' if unpaced else 'robots'} N={n}, batching {label}")
+            hook = (lambda n=n: during(n, urls)) if during else None
+            rows.append(measure_row(n, urls, cfg, batching, unpaced, hook, expect))
+
+    if cfg.urls:
+        expect = check_replicas(cfg.urls, cfg.model, cfg.timeout_s)
+        each(cfg.urls, served_batching(cfg.urls[0], cfg.model, cfg.timeout_s), expect)
+    else:
+        assert cfg.repo is not None
+        model_dir(cfg.repo, cfg.model)
+        with tempfile.TemporaryDirectory(prefix="policy-export-fleet-") as tmp:
+            for batching in cfg.batching:
+                repo = variant_repo(cfg.repo, cfg.model, batching, Path(tmp))
+                with started_server(repo, cfg.venv) as server:
+                    progress(f"server ready in {server.startup_seconds:.1f} s (batching {'on' if batching else 'off'})")
+                    each((server.grpc_url,), batching)
+    return {
+        "config": {
+            "model": cfg.model,
+            "repo": str(cfg.repo) if cfg.repo else None,
+            "urls": list(cfg.urls),
+            "fps": cfg.fps,
+            "duration_s": cfg.duration_s,
+            "robots": list(cfg.robots),
+            "sweep": list(cfg.sweep),
+            "client": "PolicyClient (synchronous)",
+            "cpu_count": os.cpu_count(),
+        },
+        "rows": rows,
+        "summary": [] if unpaced else summarize(rows),
+    }
+
+
+def served_batching(url: str, model: str, timeout_s: float) -> bool | None:
+    """Whether the model on ``url`` has dynamic batching (None when the config is unreadable)."""
+    client = _stats_client(url)
+    try:
+        cfg = client.get_model_config(model, as_json=True, client_timeout=timeout_s)
+        return "dynamic_batching" in cfg.get("config", cfg)
+    except Exception:
+        return None
+    finally:
+        client.close()
