@@ -42,7 +42,8 @@ def bench_fleet(
     url: Annotated[
         str | None,
         typer.Option(
-            "--url", help="Use running servers instead: gRPC host:port, comma-separated replicas; robots are spread over them."
+            "--url",
+            help="Use running servers instead: gRPC host:port, comma-separated replicas; robots are spread over them.",
         ),
     ] = None,
     robots: Annotated[str, typer.Option(help="Comma-separated robot counts to run.")] = "1,2,4,8",

@@ -22,7 +22,6 @@ run is bounded in time, and every process it starts is stopped on any exit.
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import os
 import statistics
@@ -35,6 +34,7 @@ from typing import Any
 
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.fleet.robot import RobotPlan, run_robot
+from policy_export.percentile import percentile
 
 RULE_OF_THUMB_UTILISATION = 0.8
 #: Machine CPU busy fraction at which we call the CPU saturated.
@@ -252,13 +252,6 @@ def _get(results: Any, deadline: float) -> tuple[str, int, Any]:
         raise UnavailableError("robots did not report in time (is the server overloaded or gone?)") from None
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]
-
-
 def measure_row(
     n: int,
     urls: tuple[str, ...],
@@ -294,8 +287,8 @@ def measure_row(
         "failed_requests": sum(r["failed_requests"] for r in robots),
         "throughput_infer_per_s": requests / cfg.duration_s,
         "request_rate_per_robot_hz": requests / cfg.duration_s / n,
-        "chunk_p50_ms": _percentile(latencies, 50),
-        "chunk_p99_ms": _percentile(latencies, 99),
+        "chunk_p50_ms": percentile(latencies, 50),
+        "chunk_p99_ms": percentile(latencies, 99),
         "chunk_mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
         "server_requests": int(d["success"]),
         "server_executions": int(d["executions"]),
