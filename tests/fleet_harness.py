@@ -43,6 +43,39 @@ def children(pid: int) -> list[int]:
     return out
 
 
+TAG_ENV = "POLICY_EXPORT_TEST_TAG"
+
+
+def tritonservers(tag: str) -> set[int]:
+    """Running tritonserver processes that inherited ``TAG_ENV=tag``.
+
+    By environment, not by parentage: an orphaned server is reparented to init, which is exactly
+    what these checks must catch; and not machine-wide, because other test runs share the machine.
+    """
+    out = set()
+    needle = f"{TAG_ENV}={tag}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"tritonserver" not in (entry / "cmdline").read_bytes().split(b"\0")[0]:
+                continue
+            if needle in (entry / "environ").read_bytes().split(b"\0") and alive(int(entry.name)):
+                out.add(int(entry.name))
+        except OSError:
+            continue
+    return out
+
+
+def tag_servers(monkeypatch) -> str:
+    """Make every tritonserver this test starts inherit a fresh tag; returns it."""
+    import uuid
+
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TAG_ENV, tag)
+    return tag
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie waiting to be reaped counts as gone)."""
     try:

@@ -14,8 +14,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from fleet_harness import alive, serve_process, wait_until
-from test_serve import _tritonservers
+from fleet_harness import alive, children, serve_process, tag_servers, tritonservers, wait_until
 from typer.testing import CliRunner
 
 from policy_export.cli.app import app
@@ -33,6 +32,12 @@ def repo(small_onnx, tmp_path_factory):
     return path
 
 
+@pytest.fixture
+def server_tag(monkeypatch):
+    """A tag every tritonserver started by this test inherits (see fleet_harness.tritonservers)."""
+    return tag_servers(monkeypatch)
+
+
 def _one_error_line(res, *needles: str) -> None:
     assert res.exit_code == 2, res.output
     assert res.output.count("\n") == 1, res.output
@@ -41,32 +46,28 @@ def _one_error_line(res, *needles: str) -> None:
 
 
 @pytest.mark.parametrize("robots", ["0,2", "a,b", "-1", "", "1.5"])
-def test_robot_counts_that_are_not_positive_integers(repo, robots):
-    before = _tritonservers()
+def test_robot_counts_that_are_not_positive_integers(repo, robots, server_tag):
     res = CliRunner().invoke(app, ["bench-fleet", "--repo", str(repo), "--model", "act", "--robots", robots])
     _one_error_line(res, "--robots", "positive integers")
-    assert _tritonservers() == before
+    assert not tritonservers(server_tag)
 
 
-def test_model_not_in_repository(repo):
-    before = _tritonservers()
+def test_model_not_in_repository(repo, server_tag):
     res = CliRunner().invoke(app, ["bench-fleet", "--repo", str(repo), "--model", "nope", "--robots", "1"])
     _one_error_line(res, "no model 'nope'", "act")
-    assert _tritonservers() == before
+    assert not tritonservers(server_tag)
 
 
-def test_url_nobody_answers():
-    before = _tritonservers()
+def test_url_nobody_answers(server_tag):
     url = f"127.0.0.1:{free_port()}"
     res = CliRunner().invoke(app, ["bench-fleet", "--url", url, "--model", "act", "--robots", "1", "--timeout", "2"])
     _one_error_line(res, f"--url {url}")
-    assert _tritonservers() == before
+    assert not tritonservers(server_tag)
 
 
-def test_tiny_run_measures_what_the_server_saw(repo, tmp_path):
+def test_tiny_run_measures_what_the_server_saw(repo, tmp_path, server_tag):
     """--robots 1,2 --duration 2, batching on and off: rows, summary, JSON and PNG; counters agree."""
     out, png = tmp_path / "fleet.json", tmp_path / "fleet.png"
-    before = _tritonservers()
     args = ["bench-fleet", "--repo", str(repo), "--model", "act", "--robots", "1,2", "--duration", "2"]
     res = CliRunner().invoke(app, [*args, "--json", str(out), "--plot", str(png)])
     assert res.exit_code == 0, res.output
@@ -86,7 +87,7 @@ def test_tiny_run_measures_what_the_server_saw(repo, tmp_path):
             assert r["avg_batch_size"] == 1.0 and r["server_executions"] == r["server_requests"]
     assert {s["batching"] for s in report["summary"]} == {True, False}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert _tritonservers() == before, "bench-fleet left a tritonserver behind"
+    assert not tritonservers(server_tag), "bench-fleet left a tritonserver behind"
 
 
 def test_sweep_is_unpaced_and_batching_off_runs_one_request_per_execution(repo, tmp_path):
@@ -143,13 +144,12 @@ def test_killing_a_replica_moves_its_robots_to_the_other_without_a_wrong_model_a
             check_replicas((b.grpc_url, c.grpc_url), "act", 5)
 
 
-def test_no_orphan_when_bench_fleet_is_terminated(repo, tmp_path):
+def test_no_orphan_when_bench_fleet_is_terminated(repo, tmp_path, server_tag):
     """SIGTERM to a running bench-fleet: its server and temp folders go with it."""
     import os
     import subprocess
     import sys
 
-    from fleet_harness import children
     from triton_harness import SERVER_VENV
 
     env = {**os.environ, "POLICY_EXPORT_TRITON_VENV": str(SERVER_VENV)}
@@ -159,7 +159,7 @@ def test_no_orphan_when_bench_fleet_is_terminated(repo, tmp_path):
         servers: list[int] = []
 
         def started() -> bool:
-            servers[:] = [p for p in children(proc.pid) if p in _tritonservers()]
+            servers[:] = [p for p in children(proc.pid) if p in tritonservers(server_tag)]
             return bool(servers)
 
         assert wait_until(started, 120), "bench-fleet never started its server"
@@ -170,5 +170,5 @@ def test_no_orphan_when_bench_fleet_is_terminated(repo, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
-    assert wait_until(lambda: not alive(servers[0]), 10), "tritonserver outlived bench-fleet"
+    assert wait_until(lambda: not tritonservers(server_tag), 10), "tritonserver outlived bench-fleet"
     assert not workdir.exists()

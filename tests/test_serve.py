@@ -11,7 +11,7 @@ import socket
 
 import numpy as np
 import pytest
-from fleet_harness import alive, children, serve_process, wait_until
+from fleet_harness import alive, children, serve_process, tag_servers, tritonservers, wait_until
 from typer.testing import CliRunner
 
 from policy_export.cli.app import app
@@ -27,6 +27,12 @@ def repo(small_onnx, tmp_path_factory):
     path = tmp_path_factory.mktemp("serve") / "model_repository"
     write_version(small_onnx, path, "act", 1, TritonOptions(max_queue_delay_us=2000))
     return path
+
+
+@pytest.fixture
+def server_tag(monkeypatch):
+    """A tag every tritonserver started by this test inherits (see fleet_harness.tritonservers)."""
+    return tag_servers(monkeypatch)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
@@ -80,16 +86,15 @@ def test_metrics_endpoint_counts_requests_queue_and_compute(repo, small_loaded):
     assert metric_total(after, names[0], model="act") - metric_total(before, names[0], model="act") == requests
 
 
-def test_busy_port_is_one_line_and_starts_nothing(repo):
+def test_busy_port_is_one_line_and_starts_nothing(repo, server_tag):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        before = _tritonservers()
         res = CliRunner().invoke(app, ["serve", "--repo", str(repo), "--grpc-port", str(port)])
     assert res.exit_code == 2, res.output
     assert res.output.count("\n") == 1 and f"--grpc-port {port}" in res.output and "in use" in res.output
-    assert _tritonservers() == before
+    assert not tritonservers(server_tag)
 
 
 def test_repository_failing_the_check_is_one_line(repo, tmp_path):
@@ -107,19 +112,6 @@ def test_repository_failing_the_check_is_one_line(repo, tmp_path):
 def test_missing_server_venv_is_one_line(repo, tmp_path):
     res = CliRunner().invoke(app, ["serve", "--repo", str(repo), "--venv", str(tmp_path / "nowhere")])
     assert res.exit_code == 2 and res.output.count("\n") == 1 and "make triton-venv" in res.output, res.output
-
-
-def _tritonservers() -> set[int]:
-    from pathlib import Path
-
-    out = set()
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and b"tritonserver" in (entry / "cmdline").read_bytes().split(b"\0")[0]:
-                out.add(int(entry.name))
-        except OSError:
-            continue
-    return out
 
 
 def test_client_stats_render_as_prometheus_text():

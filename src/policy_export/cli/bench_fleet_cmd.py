@@ -13,6 +13,11 @@ from policy_export.cli.common import console, err_console, handle_errors
 from policy_export.cli.serve_cmd import VenvOpt
 
 
+class Client(StrEnum):
+    realtime = "realtime"
+    sync = "sync"
+
+
 class Batching(StrEnum):
     both = "both"
     on = "on"
@@ -56,6 +61,12 @@ def bench_fleet(
     batching: Annotated[
         Batching, typer.Option(help="Dynamic batching on, off or both (with --repo; --url runs what is served).")
     ] = Batching.both,
+    client: Annotated[
+        Client,
+        typer.Option(
+            help="realtime: each robot drives a RealtimeClient (chunks fetched ahead); sync: PolicyClient, blocking at chunk boundaries."
+        ),
+    ] = Client.realtime,
     timeout: Annotated[float, typer.Option(help="Client deadline per call, seconds.")] = 5.0,
     venv: VenvOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every row and the summary here.")] = None,
@@ -100,6 +111,7 @@ def bench_fleet(
         sweep=sweep_counts,
         timeout_s=timeout,
         venv=venv,
+        realtime=client is Client.realtime,
     )
     report = run_fleet(cfg, progress=lambda m: err_console.print(f"[dim]{m}[/]"))
     console.print(render_table(report))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policy_export.errors import BadInputError, UnavailableError
+from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
 from policy_export.fleet.robot import RobotPlan, run_robot
 from policy_export.percentile import percentile
 
@@ -54,6 +54,7 @@ class FleetConfig:
     timeout_s: float = 5.0
     venv: Path | None = None
     seed: int = 0
+    realtime: bool = True  # robots drive a RealtimeClient; False: the synchronous PolicyClient
 
     def __post_init__(self) -> None:
         if not self.urls and self.repo is None:
@@ -173,9 +174,9 @@ def check_replicas(urls: tuple[str, ...], model: str, timeout_s: float) -> str:
     for url in urls:
         try:
             with PolicyClient.from_triton(url, model, timeout_s=timeout_s) as client:
-                seen[url] = identity(client.metadata)
-        except UnavailableError as exc:
-            raise UnavailableError(f"--url {url}: {exc}") from None
+                seen[url] = identity(client.backend)
+        except PolicyExportError as exc:
+            raise type(exc)(f"--url {url}: {exc}") from None
     if len(set(seen.values())) > 1:
         first = urls[0]
         other = next(u for u in urls if seen[u] != seen[first])
@@ -200,11 +201,12 @@ def run_robots(
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding gRPC channels
     results = ctx.Queue()
     go = ctx.Event()
-    start_at = ctx.Value("d", 0.0)
     procs = []
     for i in range(n):
-        plan = RobotPlan(i, urls, cfg.model, fps, cfg.duration_s, cfg.timeout_s, cfg.seed * 1000 + i, expect)
-        proc = ctx.Process(target=run_robot, args=(plan, results, go, start_at), daemon=True, name=f"robot-{i}")
+        plan = RobotPlan(
+            i, urls, cfg.model, fps, cfg.duration_s, cfg.timeout_s, cfg.seed * 1000 + i, expect, cfg.realtime
+        )
+        proc = ctx.Process(target=run_robot, args=(plan, results, go), daemon=True, name=f"robot-{i}")
         proc.start()
         procs.append(proc)
     try:
@@ -220,10 +222,8 @@ def run_robots(
                 errors.append(f"robot {index}: {payload}")
         if errors:
             raise UnavailableError(errors[0])
-        start_at.value = time.time() + 0.5
         go.set()
         if during is not None:
-            time.sleep(max(0.0, start_at.value - time.time()))
             during()
         deadline = time.monotonic() + cfg.duration_s + 4 * cfg.timeout_s + 60
         while len(done) + len(errors) < n:
@@ -305,6 +305,8 @@ def measure_row(
             row[key] = sum(r[key] for r in robots)
         row["replicas_used"] = sorted({u for r in robots for u in r["replicas_used"]})
         row["per_robot"] = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in robots]
+        keys = ("chunks_received", "actions_skipped_latency", "stale_dropped", "reconnects", "failures")
+        row["realtime"] = {k: sum(r["realtime"].get(k, 0) for r in robots) for k in keys} if cfg.realtime else None
     return row
 
 
@@ -397,7 +399,7 @@ def run_fleet(
             "duration_s": cfg.duration_s,
             "robots": list(cfg.robots),
             "sweep": list(cfg.sweep),
-            "client": "PolicyClient (synchronous)",
+            "client": "RealtimeClient" if cfg.realtime and not unpaced else "PolicyClient (synchronous)",
             "cpu_count": os.cpu_count(),
         },
         "rows": rows,

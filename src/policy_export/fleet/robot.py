@@ -15,9 +15,15 @@ Counts, per robot:
 - ``fallback_ticks``: ticks at which no fresh policy action was executed (the robot held its
   last action): the missed ticks, plus ticks lost to a failed request or a failover.
 
-With the synchronous client a chunk boundary blocks the loop, so the two differ only by
-failures; a client that fetches chunks ahead (the real-time client) turns most late chunks
-into no missed tick at all.
+With the synchronous ``PolicyClient`` a chunk boundary blocks the loop, so the two differ only
+by failures. The ``RealtimeClient`` (the default) fetches chunks ahead on a worker thread: its
+loop almost never overruns, and a late chunk shows up as a fallback tick (the client's own
+count) instead. Its first action of an episode waits for the first chunk by design; that wait
+is before the run's first tick, not in it.
+
+Replicas and failover are the runtime's own (``TritonBackend.connect`` / ``reconnect``: the
+next replica, refusing one that serves another model); this module only watches them through
+:class:`Watched`, which times each chunk request and checks its answer.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from policy_export.runtime.backends import Backend
 
 #: A chunk further than this from the robot's first chunk (same observation) is another model's.
 SAME_MODEL_ATOL = 1e-3
@@ -44,6 +52,8 @@ class RobotPlan:
     timeout_s: float
     seed: int
     identity: str | None = None  # the model every replica must serve (None: whatever answers first)
+    realtime: bool = True  # RealtimeClient (paced runs); False: the synchronous PolicyClient
+    buffer_time_s: float | None = None  # RealtimeClient: ask for a chunk below this playback (None: automatic)
 
 
 def observation(spec: Any, image_format: str, seed: int) -> dict[str, np.ndarray]:
@@ -60,12 +70,53 @@ def observation(spec: Any, image_format: str, seed: int) -> dict[str, np.ndarray
     return obs
 
 
+class Watched(Backend):
+    """A backend seen from the bench: every chunk request timed and its answer checked.
+
+    A wrapper, not a stand-in: calls go to the real backend; a reconnect (the runtime's own
+    replica failover) returns the new backend wrapped the same way, so nothing is missed.
+    """
+
+    def __init__(self, inner: Any, robot: _Robot) -> None:
+        self.inner, self.robot = inner, robot
+        self.metadata, self.name, self.where = inner.metadata, inner.name, inner.where
+        robot.replicas_used.append(getattr(inner, "url", "?"))
+
+    def __getattr__(self, name: str) -> Any:  # metadata, where, timeout_s, identity, ...
+        return getattr(self.inner, name)
+
+    def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        robot = self.robot
+        t0 = time.perf_counter()
+        robot.counts["requests"] += 1
+        try:
+            chunk = self.inner.infer(feed)
+        except Exception:
+            robot.counts["failed_requests"] += 1
+            raise
+        robot.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+        if robot.first_chunk is None:
+            robot.first_chunk = chunk.copy()
+        elif chunk.shape != robot.first_chunk.shape or not np.allclose(
+            chunk, robot.first_chunk, rtol=0, atol=SAME_MODEL_ATOL
+        ):
+            robot.counts["wrong_model_chunks"] += 1
+        return chunk
+
+    def reconnect(self) -> Watched | None:
+        new = self.inner.reconnect()
+        self.robot.counts["failovers"] += 1
+        return None if new is None else Watched(new, self.robot)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class _Robot:
     def __init__(self, plan: RobotPlan) -> None:
         self.plan = plan
         self.latencies_ms: list[float] = []
         self.first_chunk: np.ndarray | None = None
-        self.identity: str | None = plan.identity
         self.counts = {
             "ticks": 0,
             "missed_ticks": 0,
@@ -77,163 +128,148 @@ class _Robot:
             "refused_replicas": 0,
         }
         self.replicas_used: list[str] = []
-        self.client: Any = None
-        self.url_index = 0
+        self.client: Any = None  # PolicyClient
+        self.realtime: Any = None  # RealtimeClient around it
         self.obs: dict[str, np.ndarray] = {}
+        self.realtime_stats: dict[str, Any] = {}
 
-    # -- connection and replicas ----------------------------------------------------------
-    def connect(self, start: int) -> None:
-        """The first replica (from ``start``, in list order) that answers with the same model."""
-        from policy_export.errors import PolicyExportError
+    def connect(self) -> None:
+        """This robot's preferred replica first, then the others (the runtime's replica list)."""
         from policy_export.runtime import PolicyClient
+        from policy_export.runtime.backends import ModelChangedError
 
-        errors = []
         urls = self.plan.urls
-        for k in range(len(urls)):
-            i = (start + k) % len(urls)
-            try:
-                client = PolicyClient.from_triton(urls[i], self.plan.model, timeout_s=self.plan.timeout_s)
-            except PolicyExportError as exc:
-                errors.append(str(exc))
-                continue
-            ident = identity(client.metadata)
-            if self.identity is not None and ident != self.identity:
-                self.counts["refused_replicas"] += 1  # a different model behind the same name: never run it
-                client.close()
-                errors.append(f"{urls[i]} serves a different model under {self.plan.model!r}")
-                continue
-            self.identity = ident
-            self.client, self.url_index = client, i
-            self.replicas_used.append(urls[i])
-            self._instrument()
-            if not self.obs:
-                self.obs = observation(client.metadata.spec, client.metadata.image_format, self.plan.seed)
-            return
-        from policy_export.errors import UnavailableError
+        k = self.plan.index % len(urls)
+        client = PolicyClient.from_triton(list(urls[k:] + urls[:k]), self.plan.model, timeout_s=self.plan.timeout_s)
+        if self.plan.identity is not None and identity(client.backend) != self.plan.identity:
+            client.close()
+            raise ModelChangedError(f"{client.backend.where}: serves another model than the other replicas")
+        client.backend = Watched(client.backend, self)
+        self.client = client
+        self.obs = observation(client.metadata.spec, client.metadata.image_format, self.plan.seed)
+        if self.plan.realtime and self.plan.fps > 0:
+            from policy_export.runtime.realtime import RealtimeClient
 
-        raise UnavailableError("; ".join(errors) or "no replica")
+            spec = client.metadata.spec
+            horizon = spec.chunk_size if spec.temporal_ensemble_coeff is not None else spec.n_action_steps
+            # LeRobot's guide asks again at 0.5 s of buffered playback; a short chunk (10 actions
+            # at 30 Hz is 0.33 s) asks at half its playback instead, one request in flight.
+            buffer_s = self.plan.buffer_time_s or min(0.5, horizon / self.plan.fps / 2)
+            self.realtime = RealtimeClient(client, self.plan.fps, buffer_time_s=buffer_s)
 
-    def _instrument(self) -> None:
-        """Time every chunk request and check its answer; the client itself is unchanged."""
-        backend = self.client.backend
-        infer = backend.infer
-
-        def timed(feed: dict[str, np.ndarray]) -> np.ndarray:
-            t0 = time.perf_counter()
-            self.counts["requests"] += 1
-            try:
-                chunk = infer(feed)
-            except Exception:
-                self.counts["failed_requests"] += 1
-                raise
-            self.latencies_ms.append((time.perf_counter() - t0) * 1e3)
-            if self.first_chunk is None:
-                self.first_chunk = chunk.copy()
-            elif chunk.shape != self.first_chunk.shape or not np.allclose(
-                chunk, self.first_chunk, rtol=0, atol=SAME_MODEL_ATOL
-            ):
-                self.counts["wrong_model_chunks"] += 1
-            return chunk
-
-        backend.infer = timed
-
-    def failover(self) -> None:
+    def _sync_step(self) -> bool:
+        """One synchronous ``select_action``; on a failure, fail over to the next replica."""
         from policy_export.errors import PolicyExportError
+        from policy_export.runtime.backends import ModelChangedError
 
-        if self.client is not None:
-            self.client.close()
-            self.client = None
         try:
-            self.connect(self.url_index + 1)
-            self.counts["failovers"] += 1
+            self.client.select_action(self.obs)
+            return True
+        except ModelChangedError:
+            raise
         except PolicyExportError:
-            self.client = None
+            try:
+                new = self.client.backend.reconnect()
+            except ModelChangedError:
+                self.counts["refused_replicas"] += 1
+                raise
+            except PolicyExportError:
+                return False  # nobody answers right now; the next tick tries again
+            if new is not None:
+                self.client.backend = new
+            return False
 
-    # -- loops ----------------------------------------------------------------------------
-    def paced(self, start: float) -> None:
-        from policy_export.errors import PolicyExportError
-
+    def paced(self) -> None:
         period = 1.0 / self.plan.fps
         n_ticks = max(1, round(self.plan.duration_s * self.plan.fps))
-        k = 0
+        rt = self.realtime
+        if rt is not None:
+            rt.select_action(self.obs)  # the episode's first chunk (waited for by design)
+            self.counts["ticks"] += 1
+        start = time.monotonic()
+        k = self.counts["ticks"]
         while k < n_ticks:
             due = start + k * period
             now = time.monotonic()
             if now < due:
                 time.sleep(due - now)
-            ok = False
-            if self.client is None:
-                self.failover()
-            if self.client is not None:
-                try:
-                    self.client.select_action(self.obs)
-                    ok = True
-                except PolicyExportError:
-                    self.failover()
+            if rt is not None:
+                rt.select_action(self.obs)
+                ok = rt.last_tick is not None and rt.last_tick.fallback is None
+            else:
+                ok = self._sync_step()
             end = time.monotonic()
             # Tick k's action is on time if it comes before tick k+1 is due.
-            overrun = max(0, math.ceil((end - due) / period) - 1)
-            overrun = min(overrun, n_ticks - k - 1)
+            overrun = min(max(0, math.ceil((end - due) / period) - 1), n_ticks - k - 1)
             self.counts["ticks"] += 1 + overrun
             self.counts["missed_ticks"] += overrun
             self.counts["fallback_ticks"] += overrun + (0 if ok else 1)
             k += 1 + overrun
+        if rt is not None:
+            self.realtime_stats = {**rt.stats(), "buffer_time_s": rt.settings.buffer_time_s}
 
-    def unpaced(self, start: float) -> None:
+    def unpaced(self) -> None:
         from policy_export.errors import PolicyExportError
+        from policy_export.runtime.backends import ModelChangedError
 
-        while time.monotonic() < start:
-            time.sleep(start - time.monotonic())
-        end = start + self.plan.duration_s
-        feed = None
+        end = time.monotonic() + self.plan.duration_s
+        feed = self.client.adapter(self.obs).feed()
         while time.monotonic() < end:
-            if self.client is None:
-                self.failover()
-                feed = None
-                if self.client is None:
-                    continue
-            if feed is None:
-                feed = self.client.adapter(self.obs).feed()
             try:
                 self.client.backend.infer(feed)
+            except ModelChangedError:
+                raise
             except PolicyExportError:
-                self.failover()
-                feed = None
+                new = self.client.backend.reconnect()
+                if new is not None:
+                    self.client.backend = new
 
     def result(self) -> dict[str, Any]:
+        keep = (
+            *("state", "chunks_requested", "chunks_received", "actions_skipped_latency", "stale_dropped"),
+            *("fallback_ticks", "reconnects", "failures", "streaming_fraction", "buffer_time_s"),
+        )
         return {
             "robot": self.plan.index,
             **self.counts,
             "latencies_ms": self.latencies_ms,
             "replicas_used": self.replicas_used,
-            "identity": self.identity,
+            "realtime": {k: self.realtime_stats[k] for k in keep if k in self.realtime_stats},
         }
 
+    def close(self) -> None:
+        if self.realtime is not None:
+            self.realtime.close()
+        elif self.client is not None:
+            self.client.close()
 
-def identity(meta: Any) -> str:
-    """What makes two served models the same policy for a robot: normalization, shapes, format."""
-    spec = meta.spec
-    return f"{spec.norm_hash}|{spec.chunk_size}x{spec.action_dim}|{meta.image_format}|{meta.precision}"
+
+def identity(backend: Any) -> str:
+    """The runtime's model identity (signature, normalization hash, the version's sha256), as text
+    that crosses a process boundary."""
+    import hashlib
+
+    ident = backend.identity
+    signature = hashlib.sha256(repr(ident.signature).encode()).hexdigest()[:12]
+    return f"normalization {ident.norm_hash[:12]}, sha256 {ident.sha256[:12]}, signature {signature}"
 
 
-def run_robot(plan: RobotPlan, results: Any, go: Any, start_at: Any) -> None:
+def run_robot(plan: RobotPlan, results: Any, go: Any) -> None:
     """Process entry point: connect, say ready, wait for the common start, run, report.
 
-    ``results`` is a multiprocessing queue; ``go`` an event; ``start_at`` a shared double
-    (wall-clock start time, the same for every robot).
+    ``results`` is a multiprocessing queue, ``go`` an event set when every robot is ready.
     """
     robot = _Robot(plan)
     try:
-        robot.connect(plan.index % len(plan.urls))
+        robot.connect()
         results.put(("ready", plan.index, None))
-        if not go.wait(timeout=120):
+        if not go.wait(timeout=180):
             results.put(("error", plan.index, "never told to start"))
             return
-        start = time.monotonic() + max(0.0, start_at.value - time.time())
         if plan.fps > 0:
-            robot.paced(start)
+            robot.paced()
         else:
-            robot.unpaced(start)
+            robot.unpaced()
         results.put(("done", plan.index, robot.result()))
     except Exception as exc:  # reported to the parent as one line; the bench decides
         from policy_export.errors import PolicyExportError
@@ -241,5 +277,4 @@ def run_robot(plan: RobotPlan, results: Any, go: Any, start_at: Any) -> None:
         message = str(exc) if isinstance(exc, PolicyExportError) else traceback.format_exc(limit=3)
         results.put(("error", plan.index, message))
     finally:
-        if robot.client is not None:
-            robot.client.close()
+        robot.close()
