@@ -138,3 +138,25 @@ def test_client_stats_render_as_prometheus_text():
     assert "# TYPE pe_chunk_latency_ms_p99 gauge" in text
     with pytest.raises(ValueError, match="line 1"):
         parse_prometheus("not a metric line at all {")
+
+
+def test_realtime_client_stats_render_as_prometheus_text(small_onnx):
+    """A real RealtimeClient (ONNX Runtime in-process) after a few ticks: its stats() scrape cleanly."""
+    from policy_export.fleet.robot import observation
+    from policy_export.runtime import PolicyClient
+    from policy_export.runtime.metrics import realtime_prometheus
+    from policy_export.runtime.realtime import RealtimeClient
+
+    with RealtimeClient(PolicyClient.from_artifact(small_onnx), fps=30, buffer_time_s=0.2) as rt:
+        obs = observation(rt.metadata.spec, rt.metadata.image_format, seed=0)
+        for _ in range(5):
+            rt.select_action(obs)
+        stats = rt.stats()
+    text = realtime_prometheus(stats, labels={"robot": "0"})
+    samples = {(s.name, s.labels.get("state")): s for s in parse_prometheus(text)}
+    assert samples[("policy_export_realtime_steps", None)].value == 5
+    assert samples[("policy_export_realtime_chunks_received", None)].value == stats["chunks_received"] >= 1
+    assert samples[("policy_export_realtime_state", stats["state"])].value == 1
+    assert ("policy_export_realtime_time_in_state_s_STREAMING", None) in samples
+    assert "# TYPE policy_export_realtime_fallback_ticks counter" in text
+    assert "last_error" not in text

@@ -80,20 +80,23 @@ def render_prometheus(
     labels: Mapping[str, str] | None = None,
     counters: Iterable[str] = (),
     help_text: Mapping[str, str] | None = None,
+    exclude: Iterable[str] = (),
 ) -> str:
     """``stats`` (a mapping or dataclass, nested ones flattened with ``_``) as Prometheus text.
 
     Numbers and bools become samples; strings become a state set; None and lists are skipped
     (they have no single value to plot). ``counters`` names keys (unprefixed) that only grow.
     ``labels`` go on every sample, e.g. ``{"robot": "3", "model": "act"}`` so that many
-    clients aggregate in one query.
+    clients aggregate in one query. ``exclude`` names keys (unprefixed) left out, such as free
+    text that would make one label value per error message.
     """
     labels = dict(labels or {})
+    excluded = {metric_name(prefix, e) for e in exclude}
     counter_names = {metric_name(prefix, c) for c in counters}
     help_text = {metric_name(prefix, k): v for k, v in (help_text or {}).items()}
     lines: list[str] = []
     for name, value in _flatten(stats, prefix):
-        if value is None or isinstance(value, (list, tuple, set, bytes)):
+        if name in excluded or value is None or isinstance(value, (list, tuple, set, bytes)):
             continue
         if isinstance(value, str):
             lines.append(f"# HELP {name} {help_text.get(name, 'state; the current value is 1')}")
@@ -110,6 +113,40 @@ def render_prometheus(
         lines.append(f"# TYPE {name} {kind}")
         lines.append(f"{name}{_labels(labels)} {_number(number)}")
     return "\n".join(lines) + "\n"
+
+
+#: ``RealtimeClient.stats()`` keys that only grow (Prometheus counters; the rest are gauges).
+REALTIME_COUNTERS = (
+    "steps",
+    "chunks_requested",
+    "chunks_received",
+    "actions_skipped_latency",
+    "stale_dropped",
+    "fallback_ticks",
+    "reconnects",
+    "failures",
+)
+REALTIME_HELP = {
+    "fallback_ticks": "control ticks served by the fallback action (no usable model action)",
+    "actions_skipped_latency": "actions skipped because their step had passed when the chunk arrived",
+    "chunk_ms_p50": "chunk round trip, median over the last chunks (ms)",
+    "chunk_ms_p99": "chunk round trip, 99th percentile over the last chunks (ms)",
+    "streaming_fraction": "share of the time spent STREAMING",
+}
+
+
+def realtime_prometheus(stats: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
+    """``RealtimeClient.stats()`` as Prometheus text (``policy_export_realtime_*``), e.g. for a
+    robot's own ``/metrics`` beside Triton's. The last error's text is left out: one label value
+    per message is not a metric."""
+    return render_prometheus(
+        stats,
+        prefix="policy_export_realtime",
+        labels=labels,
+        counters=REALTIME_COUNTERS,
+        help_text=REALTIME_HELP,
+        exclude=("last_error",),
+    )
 
 
 @dataclass(frozen=True)
