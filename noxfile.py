@@ -7,6 +7,7 @@ nox -s gpu        # TensorRT + onnxruntime-gpu tests (pytest -m gpu) on an NVIDI
 nox -s triton     # the Triton repository + real-server tests, with the server's own venv (numpy < 2)
 nox -s bench_shim # per-step overhead of the host-side action shim (reports/bench-shim.json)
 nox -s bench      # BENCHMARKS.md: demo policy, every CPU backend vs LeRobot eager (reports/bench/)
+nox -s fleet      # BENCHMARKS.md fleet section: perf_analyzer + bench-fleet on real servers (reports/fleet/)
 """
 
 from __future__ import annotations
@@ -163,3 +164,39 @@ def bench(session: nox.Session) -> None:
         f"{out}/bench.png",
         *session.posargs,
     )
+
+
+PERF_TOOLS = ".perf-tools"
+
+
+@nox.session(python=PYTHON)
+def fleet(session: nox.Session) -> None:
+    """Reproduce BENCHMARKS.md's fleet section: Triton's perf_analyzer and bench-fleet on the same servers.
+
+    Installs perf_analyzer the way that works on Debian 12 (glibc 2.36; the pip perf-analyzer
+    wheels need 2.38): the binary inside tritonclient 2.41's wheel, Debian's libb64-0d (apt,
+    as root) and libcudart.so.12 from nvidia-cuda-runtime-cu12, both wheels --no-deps into
+    .perf-tools (2.41 pins older numpy/protobuf than the project). The server gets its own venv
+    as in the triton session. Writes reports/fleet/. Args after -- go to benchmarks/fleet.py,
+    e.g. `nox -s fleet -- --policies small --duration 3 --robots 1,2 --max-concurrency 2`.
+    """
+    session.install("-e", ".[bench,triton]")
+    server_venv = os.path.join(os.path.dirname(session.virtualenv.location), "triton-server")
+    if not os.path.exists(os.path.join(server_venv, "bin", "python")):
+        session.run("python", "-m", "venv", server_venv)
+    session.run(
+        os.path.join(server_venv, "bin", "python"), "-m", "pip", "install", "--quiet",
+        "-r", "requirements-triton-server.txt", external=True,
+    )  # fmt: skip
+    if not any(os.path.exists(os.path.join(d, "libb64.so.0d")) for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib")):
+        session.run("apt-get", "update", external=True)
+        session.run("apt-get", "install", "-y", "libb64-0d", external=True)
+    if not os.path.exists(os.path.join(PERF_TOOLS, "bin", "perf_analyzer")):
+        session.run(
+            "python", "-m", "pip", "install", "--quiet", "--no-deps", "--target", PERF_TOOLS,
+            "tritonclient==2.41.0", "nvidia-cuda-runtime-cu12>=12,<13",
+        )  # fmt: skip
+    session.run(
+        "python", "benchmarks/fleet.py", "--out", "reports/fleet", *session.posargs,
+        env={"POLICY_EXPORT_TRITON_VENV": server_venv, "POLICY_EXPORT_PERF_TOOLS": PERF_TOOLS},
+    )  # fmt: skip
