@@ -6,6 +6,7 @@ at the process table and the file system, not at what the command says it did.
 
 from __future__ import annotations
 
+import shutil
 import signal
 import socket
 
@@ -49,6 +50,16 @@ def test_signal_takes_the_server_and_its_temp_folder_with_it(repo, signum):
     assert not workdir.exists(), f"{workdir} left behind after {signum.name}"
     for port in (served.http_port, served.grpc_port, served.metrics_port):
         assert not port_in_use(port), f"port {port} still held after {signum.name}"
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="util-linux setpriv not installed")
+def test_server_goes_even_when_serve_is_killed_outright(repo):
+    """SIGKILL runs no handler: the kernel's parent-death signal stops the server instead."""
+    with serve_process(repo) as served:
+        server_pid = served.server_pid
+        served.proc.kill()
+        served.proc.wait(timeout=30)
+        assert wait_until(lambda: not alive(server_pid), 30), "tritonserver outlived a SIGKILLed serve"
 
 
 def test_metrics_endpoint_counts_requests_queue_and_compute(repo, small_loaded):

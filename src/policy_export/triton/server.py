@@ -220,6 +220,20 @@ def server_command(
     ]
 
 
+def die_with_parent() -> list[str]:
+    """A ``setpriv --pdeathsig SIGTERM`` prefix, so the kernel stops the server if this process
+    dies without unwinding (SIGKILL, an OOM kill), when signal handlers never run.
+
+    Only from the main thread: the parent-death signal fires when the *thread* that started the
+    server exits, and a server started from a worker thread must outlive that thread. Empty
+    where util-linux's ``setpriv`` is missing (the signal handlers still cover SIGTERM/SIGINT/SIGHUP).
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or threading.current_thread() is not threading.main_thread():
+        return []
+    return [setpriv, "--pdeathsig", "SIGTERM", "--"]
+
+
 @dataclass
 class TritonServer:
     """One tritonserver process on loopback; a context manager that always stops it.
@@ -285,7 +299,7 @@ class TritonServer:
             t0 = time.perf_counter()
             with open(self.log_path, "wb") as log:
                 self._proc = subprocess.Popen(
-                    cmd,
+                    [*die_with_parent(), *cmd],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
@@ -445,3 +459,10 @@ def serve(server: TritonServer, on_ready: Callable[[TritonServer], None], poll_s
         server.stop()
         server.cleanup()
     return server.exit_code or 0
+
+
+if __name__ == "__main__":  # the old entry point: say where it went instead of exiting 0 silently
+    import sys
+
+    sys.stderr.write("error: serve a repository with `policy-export serve --repo DIR` (see --help)\n")
+    raise SystemExit(2)
