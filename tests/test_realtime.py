@@ -169,6 +169,17 @@ def test_replace_with_latency_runs_the_action_predicted_for_each_step(latency_s)
     assert stats["fallback_ticks"] == 0 and stats["state"] == "STREAMING"
 
 
+def test_a_server_slower_than_buffer_time_is_asked_earlier():
+    """buffer_time_s is a floor: with chunks taking 0.8 s, asking at 0.5 s of playback left would run
+    the buffer dry for 3 ticks per chunk; the client asks at 1.25 x the latency it has seen instead."""
+    fps = 10.0
+    rt, backend, clock, _ = _client(_metadata(20, 20), latency=0.8, fps=fps, buffer_time_s=0.5, merge="replace")
+    out = _run(rt, clock, 80, fps)
+    assert rt.stats()["fallback_ticks"] == 0
+    assert all(tick.fallback is None and _decode(a)[0] + _decode(a)[1] == t for t, (a, tick) in enumerate(out))
+    assert backend.calls[1] == 11  # fewer than 1.25 x 0.8 s = 10 actions left (not 5)
+
+
 def test_ensemble_with_latency_averages_exactly_the_chunks_that_cover_each_step():
     fps, coeff, latency = 10.0, 0.3, 0.25
     meta = _metadata(chunk_size=8, n_action_steps=1, coeff=coeff)

@@ -10,6 +10,7 @@ from policy_export import __version__
 from policy_export.cli import (
     bench_cmd,
     bench_fleet_cmd,
+    bench_realtime_cmd,
     bench_shim_cmd,
     bench_triton_cmd,
     demo_cmd,
@@ -65,6 +66,7 @@ app.command("bench-shim")(bench_shim_cmd.bench_shim)
 app.command("serve")(serve_cmd.serve)
 app.command("bench-triton")(bench_triton_cmd.bench_triton)
 app.command("bench-fleet")(bench_fleet_cmd.bench_fleet)
+app.command("bench-realtime")(bench_realtime_cmd.bench_realtime)
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from policy_export.errors import BadInputError, PolicyExportError, UnavailableError, first_line
+from policy_export.percentile import percentile
 from policy_export.runtime.backends import ModelChangedError
 from policy_export.runtime.client import PolicyClient
 from policy_export.runtime.host import FeedFn
@@ -57,6 +58,11 @@ log = logging.getLogger(__name__)
 FAILURES_BEFORE_RECONNECT = 2
 #: Chunk latencies kept for the percentiles in ``stats()``.
 LATENCY_WINDOW = 1000
+#: LeRobot's remote-inference default: ask for the next chunk with half a second of playback left.
+DEFAULT_BUFFER_TIME_S = 0.5
+#: Ask this much earlier than the slowest of the last ``LATENCY_RECENT`` chunks took to arrive.
+LATENCY_MARGIN = 1.25
+LATENCY_RECENT = 8
 
 
 class Merge(StrEnum):
@@ -106,7 +112,11 @@ class RealtimeSettings:
     settings from ``INFERENCE_*`` variables (see :data:`ENV`)."""
 
     fps: float
-    buffer_time_s: float = 0.5
+    #: Ask for a chunk when less than this much playback is buffered (replace). None: 0.5 s
+    #: (LeRobot's remote-inference default), or half a chunk's playback when that is shorter.
+    #: A floor: a server slower than this is asked earlier (LATENCY_MARGIN x its recent chunk
+    #: latency), so that the buffer does not run dry while the chunk is on its way.
+    buffer_time_s: float | None = None
     #: None: "ensemble" when the model carries an ensembling coefficient, else "replace".
     merge: Merge | None = None
     fallback: Fallback = Fallback.HOLD
@@ -123,9 +133,9 @@ class RealtimeSettings:
             object.__setattr__(self, "merge", _choice(Merge, self.merge, "merge (INFERENCE_MERGE)"))
         object.__setattr__(self, "fallback", _choice(Fallback, self.fallback, "fallback (INFERENCE_FALLBACK)"))
         for f in fields(self):
-            if f.name in ("merge", "fallback"):
-                continue
             value = getattr(self, f.name)
+            if f.name in ("merge", "fallback") or (f.name == "buffer_time_s" and value is None):
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise BadInputError(f"{f.name} ({ENV[f.name]}) must be a number of seconds/Hz, got {value!r}")
             if value < 0 or (value == 0 and f.name != "buffer_time_s"):
@@ -635,11 +645,15 @@ class RealtimeClient:
         # A queue model plays n_action_steps of each chunk; an ensembling one (n_action_steps 1) all of it.
         horizon = spec.chunk_size if coeff is not None else spec.n_action_steps
         playback = horizon / settings.fps
-        if merge is Merge.REPLACE and settings.buffer_time_s > playback:
+        if settings.buffer_time_s is None:
+            self.buffer_time_s = min(DEFAULT_BUFFER_TIME_S, playback / 2)
+        elif merge is Merge.REPLACE and settings.buffer_time_s > playback:
             raise BadInputError(
                 f"buffer_time_s {settings.buffer_time_s:g} is longer than a chunk's playback ({horizon} actions "
                 f"at {settings.fps:g} Hz = {playback:.3g} s): set buffer_time_s (INFERENCE_BUFFER_TIME_S) <= {playback:.3g}"
             )
+        else:
+            self.buffer_time_s = settings.buffer_time_s
         self._buffer: _ReplaceBuffer | _EnsembleBuffer = (
             _EnsembleBuffer(float(coeff), spec.chunk_size)
             if merge is Merge.ENSEMBLE and coeff is not None
@@ -651,6 +665,7 @@ class RealtimeClient:
         self._events: deque[_Event] = deque()
         self._lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self._recent: deque[float] = deque(maxlen=LATENCY_RECENT)
         now = self.clock.now()
         self._state = State.CONNECTING
         self._time_in = dict.fromkeys(State, 0.0)
@@ -783,8 +798,8 @@ class RealtimeClient:
             "steps": self._step,
             "chunks_requested": self._link.requests,
             **counts,
-            "chunk_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
-            "chunk_ms_p99": float(np.percentile(lat, 99)) if lat.size else None,
+            "chunk_ms_p50": percentile(lat, 50) if lat.size else None,
+            "chunk_ms_p99": percentile(lat, 99) if lat.size else None,
             "time_in_state_s": {s.value: v for s, v in time_in.items()},
             "streaming_fraction": time_in[State.STREAMING] / total if total > 0 else 0.0,
             "last_error": self._last_error,
@@ -812,7 +827,7 @@ class RealtimeClient:
         s = self.settings
         return (
             f"RealtimeClient({self.client.backend.name}, {s.fps:g} Hz, merge={self.merge.value}, "
-            f"fallback={s.fallback.value}, buffer_time_s={s.buffer_time_s:g}, state={self._state.value})"
+            f"fallback={s.fallback.value}, buffer_time_s={self.buffer_time_s:.3g}, state={self._state.value})"
         )
 
     # -- internals ----------------------------------------------------------------------------------
@@ -824,7 +839,8 @@ class RealtimeClient:
         if self.merge is Merge.ENSEMBLE:
             return True  # ensembling folds in a chunk at every step it can get one
         left = self._buffer.remaining(t)
-        return left == 0 or left / self.settings.fps < self.settings.buffer_time_s
+        ahead = max(self.buffer_time_s, LATENCY_MARGIN * max(self._recent, default=0.0))
+        return left == 0 or left / self.settings.fps < ahead
 
     def _await_first(self, now: float) -> None:
         deadline = now + self.settings.startup_timeout_s
@@ -855,6 +871,7 @@ class RealtimeClient:
                     self._latencies.append(event.latency_s)
                     self._counts["chunks_received"] += 1
                     self._counts["actions_skipped_latency"] += skipped
+                self._recent.append(event.latency_s)
                 self._received_any = True
                 self._want_since = self._offline_since = None
                 self._reconnecting = False

@@ -1,0 +1,62 @@
+"""``policy-export bench-realtime``: a robot loop at ``fps`` with the synchronous and the realtime client."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from policy_export.cli.common import console, handle_errors
+from policy_export.runtime.realtime import Merge
+
+
+@handle_errors
+def bench_realtime(
+    artifact: Annotated[
+        Path, typer.Option("--artifact", "-a", help="Exported policy (.onnx, .pt, .plan).", show_default=False)
+    ],
+    triton_url: Annotated[
+        str | None, typer.Option(help="Run the model on this Triton server (host:port) instead of in-process.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name on the Triton server (with --triton-url).")] = None,
+    fps: Annotated[float, typer.Option(help="Control rate of the simulated robot (Hz).")] = 30.0,
+    steps: Annotated[int, typer.Option(help="Timed control steps per client.")] = 3000,
+    merge: Annotated[
+        Merge | None,
+        typer.Option(help="Realtime merge mode; default: ensemble when the artifact ensembles, else replace."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated robot's state and camera frames.")] = 0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+) -> None:
+    """Drive a simulated robot at --fps, once with PolicyClient and once with RealtimeClient, on the same model.
+
+    A missed tick is a tick whose select_action returned after that tick's deadline. The episode's first action (the first chunk, with the runtime's warm-up) is taken before the timed steps.
+    """
+    import math
+
+    from policy_export.bench.realtime import RealtimeBenchConfig, render_table, run_realtime_bench
+    from policy_export.errors import BadInputError
+    from policy_export.fsutil import write_text_atomic
+
+    if not artifact.is_file():
+        raise BadInputError(f"--artifact {artifact}: no such file; export one first (policy-export onnx ...)")
+    if not (math.isfinite(fps) and fps > 0):
+        raise BadInputError(f"--fps must be > 0, got {fps:g}")
+    if steps < 1:
+        raise BadInputError(f"--steps must be >= 1, got {steps}")
+    if bool(triton_url) != bool(model):
+        raise BadInputError("--triton-url and --model go together: the server's address and the model's name on it")
+    if json_path is not None and json_path.is_dir():
+        raise BadInputError(f"--json {json_path}: is a directory; give a file name")
+    cfg = RealtimeBenchConfig(
+        artifact=artifact, fps=fps, steps=steps, merge=merge, triton_url=triton_url, model=model, seed=seed
+    )
+    report = run_realtime_bench(
+        cfg, progress=lambda what: console.print(f"[dim]running {steps} steps at {fps:g} Hz: {what}[/]")
+    )
+    console.print(render_table(report))
+    if json_path:
+        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+        console.print(f"wrote {json_path}")
