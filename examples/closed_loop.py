@@ -11,6 +11,9 @@ ensembling on this host. Needs numpy + onnxruntime (+ tritonclient for Triton); 
 
     # the same episode against Triton (see examples/README.md to serve the model):
     python examples/closed_loop.py --artifact demo-output/act_demo.onnx --triton-url 127.0.0.1:8001 --model act
+
+    # a real-time loop at 30 Hz: the model runs on a worker thread, select_action never waits for it
+    python examples/closed_loop.py --artifact demo-output/act_demo.onnx --realtime --fps 30 --steps 300
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 import numpy as np
 
 from policy_export.errors import PolicyExportError
-from policy_export.runtime import PolicyClient
+from policy_export.runtime import PolicyClient, RealtimeClient
 
 
 class ToyRobot:
@@ -71,6 +74,34 @@ def episode(client: PolicyClient, steps: int, robots: int, seed: int, label: str
     return np.stack(actions)
 
 
+def realtime_episode(client: RealtimeClient, steps: int, fps: float, seed: int) -> None:
+    """The robot loop at ``fps`` as a robot runs it: observe, act, wait for the next period."""
+    robot = ToyRobot(client.client, 1, seed)
+    print(f"\nreal-time loop: {client}")
+    period, times = 1.0 / fps, []
+    next_tick = time.perf_counter()
+    for t in range(steps):
+        obs = robot.observe()
+        t0 = time.perf_counter()
+        action = client.select_action(obs)  # this tick's action from the buffer; never waits for the model
+        times.append((time.perf_counter() - t0) * 1e3)
+        robot.act(action)
+        tick = client.last_tick
+        if t < 3 or t % max(1, steps // 8) == 0 or t == steps - 1:
+            source = (
+                f"fallback {tick.fallback}" if tick.fallback else f"chunk of step {tick.chunk}, action {tick.index}"
+            )
+            print(f"  step {t:3d}  {tick.state:<12} {source}  ({times[-1]:.3f} ms)")
+        next_tick += period
+        time.sleep(max(0.0, next_tick - time.perf_counter()))
+    stats = client.stats()
+    print(
+        f"  select_action median {np.median(times):.3f} ms, slowest {max(times):.3f} ms (the first waits for the first chunk); "
+        f"chunks {stats['chunks_received']}, chunk p50 {stats['chunk_ms_p50']:.0f} ms, "
+        f"fallback ticks {stats['fallback_ticks']}, skipped for latency {stats['actions_skipped_latency']}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--artifact", required=True, help="exported policy (.onnx, .pt, .plan)")
@@ -80,7 +111,21 @@ def main() -> None:
     parser.add_argument("--triton-url", help="host:port of a Triton server serving the same artifact")
     parser.add_argument("--model", default="act", help="model name in the Triton repository")
     parser.add_argument("--protocol", choices=["grpc", "http"], help="default: the URL's scheme, else grpc")
+    parser.add_argument("--realtime", action="store_true", help="drive one robot at --fps through RealtimeClient")
+    parser.add_argument("--fps", type=float, default=30.0, help="control rate of the real-time loop (Hz)")
+    parser.add_argument("--fallback", default="hold", help="real-time fallback: hold | repeat_last | zero")
     args = parser.parse_args()
+
+    if args.realtime:
+        if args.triton_url:
+            rt = RealtimeClient.from_triton(
+                args.triton_url, args.model, protocol=args.protocol, fps=args.fps, fallback=args.fallback
+            )
+        else:
+            rt = PolicyClient.from_artifact(args.artifact).realtime(fps=args.fps, fallback=args.fallback)
+        with rt:
+            realtime_episode(rt, args.steps, args.fps, args.seed)
+        return
 
     with PolicyClient.from_artifact(args.artifact) as local:
         ref = episode(local, args.steps, args.robots, args.seed, "local ONNX Runtime")

@@ -317,6 +317,19 @@ def test_fallback_actions_per_mode(fallback):
         np.testing.assert_array_equal(action, expected)
 
 
+def test_a_chunk_about_to_grow_too_old_is_replaced_in_time():
+    """The first chunk of an episode is played from its first action, so its tail can reach
+    max_action_age_s; the next one is asked for before that, not when the actions run out."""
+    fps = 10.0
+    rt, backend, clock, _ = _client(
+        _metadata(40, 40), latency=0.5, fps=fps, buffer_time_s=0.5, max_action_age_s=3.0, merge="replace"
+    )
+    _run(rt, clock, 60, fps)
+    assert rt.stats()["stale_dropped"] == 0 and rt.stats()["fallback_ticks"] == 0
+    # It arrived at 0.5 s, so it is fresh until 3.5 s: asked for 1.25 x 0.5 s before, not at 40 - 7 actions.
+    assert backend.calls[1] == 29
+
+
 def test_stale_actions_are_dropped_never_executed():
     fps = 10.0
     # The only chunk ever: 20 actions of which 10 are played (n_action_steps); the server then hangs.
@@ -503,3 +516,16 @@ def test_startup_failure_is_one_line_before_the_first_action():
     with pytest.raises(RealtimeDeadError, match=r"offline for .* injected") as err:
         rt.select_action(_obs(0))
     assert "\n" not in str(err.value)
+
+
+def test_closed_loop_example_runs_in_real_time(small_onnx):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "examples" / "closed_loop.py"
+    args = [sys.executable, str(example), "--artifact", str(small_onnx), "--realtime", "--fps", "50", "--steps", "30"]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "real-time loop: RealtimeClient(onnxruntime-cpu, 50 Hz, merge=replace" in proc.stdout
+    assert "step   0  STREAMING" in proc.stdout and "fallback ticks" in proc.stdout

@@ -760,7 +760,7 @@ class RealtimeClient:
             self._first = False
         else:
             self._apply(now)
-            if self._wants(t):
+            if self._wants(t, now):
                 self._want_since = now if self._want_since is None else self._want_since
                 self._link.mailbox.post(_Request(t, now, self._episode, feed))
                 self.worker.kick(now)
@@ -835,12 +835,14 @@ class RealtimeClient:
         self._events.append(event)
         self.worker.notify()
 
-    def _wants(self, t: int) -> bool:
+    def _wants(self, t: int, now: float) -> bool:
         if self.merge is Merge.ENSEMBLE:
             return True  # ensembling folds in a chunk at every step it can get one
-        left = self._buffer.remaining(t)
+        # Playback that is still usable: buffered actions, up to the moment they grow too old.
+        fresh_s = self._buffer.arrived + self.settings.max_action_age_s - now
+        left_s = min(self._buffer.remaining(t) / self.settings.fps, fresh_s)
         ahead = max(self.buffer_time_s, LATENCY_MARGIN * max(self._recent, default=0.0))
-        return left == 0 or left / self.settings.fps < ahead
+        return left_s <= 0 or left_s < ahead
 
     def _await_first(self, now: float) -> None:
         deadline = now + self.settings.startup_timeout_s
