@@ -122,6 +122,33 @@ def bench_shim(session: nox.Session) -> None:
     session.run("policy-export", "bench-shim", "--json", "reports/bench-shim.json", *session.posargs)
 
 
+REALTIME_DIR = "reports/realtime"
+#: BENCHMARKS.md's real-time rows: the demo policy (an action queue) and the same size with ensembling.
+REALTIME_POLICIES = {
+    "demo": "CheckpointRecipe()",
+    "ensemble": "CheckpointRecipe(n_action_steps=1, temporal_ensemble_coeff=0.01)",
+}
+
+
+@nox.session(python=PYTHON)
+def bench_realtime(session: nox.Session) -> None:
+    """Reproduce BENCHMARKS.md's real-time client rows: a simulated robot at 30 Hz for 3000 steps, the
+    synchronous PolicyClient vs RealtimeClient, on the demo policy and on an ensembling one.
+
+    Writes reports/realtime/<policy>.json. Run it on an otherwise idle machine. Args after -- go to
+    both bench-realtime runs (e.g. -- --steps 30 for a quick check of the recipe).
+    """
+    session.install("-e", ".")
+    for name, recipe in REALTIME_POLICIES.items():
+        checkpoint = f"{REALTIME_DIR}/{name}-checkpoint"
+        build = f"from policy_export.demo import CheckpointRecipe, build_checkpoint; build_checkpoint({checkpoint!r}, {recipe})"
+        session.run("python", "-c", build)
+        artifact = f"{REALTIME_DIR}/act_{name}.onnx"
+        session.run("policy-export", "onnx", "--checkpoint", checkpoint, "--force", "--output", artifact)
+        bench = ["--artifact", artifact, "--fps", "30", "--steps", "3000", "--json", f"{REALTIME_DIR}/{name}.json"]
+        session.run("policy-export", "bench-realtime", *bench, *session.posargs)
+
+
 BENCH_DIR = "reports/bench"
 
 
