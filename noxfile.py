@@ -208,13 +208,16 @@ def fleet(session: nox.Session) -> None:
     e.g. `nox -s fleet -- --policies small --duration 3 --robots 1,2 --max-concurrency 2`.
     """
     session.install("-e", ".[bench,triton]")
-    server_venv = os.path.join(os.path.dirname(session.virtualenv.location), "triton-server")
+    # --no-venv runs (the project's .venv) reuse the server venv named by POLICY_EXPORT_TRITON_VENV.
+    server_venv = os.environ.get("POLICY_EXPORT_TRITON_VENV") or os.path.join(
+        os.path.dirname(session.virtualenv.location), "triton-server"
+    )
     if not os.path.exists(os.path.join(server_venv, "bin", "python")):
         session.run("python", "-m", "venv", server_venv)
-    session.run(
-        os.path.join(server_venv, "bin", "python"), "-m", "pip", "install", "--quiet",
-        "-r", "requirements-triton-server.txt", external=True,
-    )  # fmt: skip
+        session.run(
+            os.path.join(server_venv, "bin", "python"), "-m", "pip", "install", "--quiet",
+            "-r", "requirements-triton-server.txt", external=True,
+        )  # fmt: skip
     if not any(os.path.exists(os.path.join(d, "libb64.so.0d")) for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib")):
         session.run("apt-get", "update", external=True)
         session.run("apt-get", "install", "-y", "libb64-0d", external=True)
