@@ -85,6 +85,8 @@ def test_tiny_run_measures_what_the_server_saw(repo, tmp_path, server_tag):
         assert r["server_compute_ms_per_request"] > 0 and r["chunk_p99_ms"] >= r["chunk_p50_ms"] > 0
         if not r["batching"]:
             assert r["avg_batch_size"] == 1.0 and r["server_executions"] == r["server_requests"]
+            # One request per execution: the per-execution (batch_stats) and per-request sums agree.
+            assert r["server_compute_ms_per_execution"] == pytest.approx(r["server_compute_ms_per_request"], rel=0.02)
     assert {s["batching"] for s in report["summary"]} == {True, False}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not tritonservers(server_tag), "bench-fleet left a tritonserver behind"

@@ -77,30 +77,50 @@ def _stats_client(url: str) -> Any:
     return grpcclient.InferenceServerClient(url)
 
 
-def server_counters(urls: tuple[str, ...], model: str, timeout_s: float) -> dict[str, float]:
-    """Cumulative counters of ``model`` summed over the replicas that answer (all versions)."""
-    total = {k: 0.0 for k in ("success", "executions", "inferences", "queue_ns", "compute_ns", "compute_infer_ns")}
+COUNTERS = ("success", "executions", "inferences", "queue_ns", "compute_ns", "exec_compute_ns")
+
+
+def server_counters(urls: tuple[str, ...], model: str, timeout_s: float) -> dict[str, dict[str, float]]:
+    """Cumulative counters of ``model`` (all versions) per replica that answers.
+
+    ``compute_ns`` is Triton's per-request sum (a request in a batch of 4 is charged the whole
+    execution); ``exec_compute_ns`` sums ``batch_stats`` per execution, which is what the
+    server's instance was actually busy for.
+    """
+    out: dict[str, dict[str, float]] = {}
     for url in urls:
         client = _stats_client(url)
         try:
             stats = client.get_inference_statistics(model, as_json=True, client_timeout=timeout_s)
-        except Exception:  # a replica that is down (the failover drill) adds nothing
+        except Exception:  # a replica that is down (the failover drill) has no figures
             continue
         finally:
             client.close()
+        total = dict.fromkeys(COUNTERS, 0.0)
         for s in stats.get("model_stats", []):
             inf = s.get("inference_stats", {})
 
-            def ns(key: str, inf: dict[str, Any] = inf) -> float:
-                return float(inf.get(key, {}).get("ns", 0))
+            def ns(block: dict[str, Any], key: str) -> float:
+                return float(block.get(key, {}).get("ns", 0))
 
             total["success"] += float(inf.get("success", {}).get("count", 0))
             total["executions"] += float(s.get("execution_count", 0))
             total["inferences"] += float(s.get("inference_count", 0))
-            total["queue_ns"] += ns("queue")
-            total["compute_ns"] += ns("compute_input") + ns("compute_infer") + ns("compute_output")
-            total["compute_infer_ns"] += ns("compute_infer")
-    return total
+            total["queue_ns"] += ns(inf, "queue")
+            total["compute_ns"] += sum(ns(inf, k) for k in ("compute_input", "compute_infer", "compute_output"))
+            for b in s.get("batch_stats", []):
+                total["exec_compute_ns"] += sum(ns(b, k) for k in ("compute_input", "compute_infer", "compute_output"))
+        out[url] = total
+    return out
+
+
+def counter_delta(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
+) -> tuple[dict[str, float], list[str]]:
+    """Summed per-replica differences, over the replicas that answered both times (and those)."""
+    both = [u for u in before if u in after]
+    delta = {k: sum(after[u][k] - before[u][k] for u in both) for k in COUNTERS}
+    return delta, both
 
 
 def _cpu_times() -> tuple[float, float]:
@@ -270,10 +290,10 @@ def measure_row(
     requests = sum(r["requests"] - r["failed_requests"] for r in robots)
     deadline = time.monotonic() + 3
     after = server_counters(urls, cfg.model, cfg.timeout_s)
-    while after["success"] - before["success"] < requests and time.monotonic() < deadline:
+    while counter_delta(before, after)[0]["success"] < requests and time.monotonic() < deadline:
         time.sleep(0.05)
         after = server_counters(urls, cfg.model, cfg.timeout_s)
-    d = {k: after[k] - before[k] for k in after}
+    d, counted = counter_delta(before, after)
     latencies = [x for r in robots for x in r["latencies_ms"]]
     success = max(d["success"], 1.0)
     cpu_busy = (cpu1[0] - cpu0[0]) / (cpu1[1] - cpu0[1]) if cpu1[1] > cpu0[1] else float("nan")
@@ -295,8 +315,10 @@ def measure_row(
         "avg_batch_size": d["inferences"] / d["executions"] if d["executions"] else float("nan"),
         "server_queue_ms_per_request": d["queue_ns"] / success / 1e6,
         "server_compute_ms_per_request": d["compute_ns"] / success / 1e6,
-        "server_compute_ms_per_execution": d["compute_ns"] / max(d["executions"], 1.0) / 1e6,
-        "server_busy_fraction": d["compute_ns"] / 1e9 / cfg.duration_s,
+        "server_compute_ms_per_execution": d["exec_compute_ns"] / max(d["executions"], 1.0) / 1e6,
+        "server_busy_fraction": d["exec_compute_ns"] / 1e9 / cfg.duration_s,
+        # Replicas whose statistics cover the run (one killed mid-run has none at the end).
+        "replicas_counted": counted,
         "machine_cpu_busy_fraction": cpu_busy,
         "wall_s": wall,
     }
@@ -323,7 +345,10 @@ def limiter(row: dict[str, Any]) -> str:
         return f"queue time ({queue:.1f} ms queued vs {compute:.1f} ms compute per request)"
     if outside > compute:
         return f"per-request overhead ({outside:.1f} ms outside the server's {compute:.1f} ms compute)"
-    return f"server compute ({compute:.1f} ms per request, machine {cpu:.0%} busy)"
+    return (
+        f"server compute ({compute:.1f} ms per request, instance busy {row['server_busy_fraction']:.0%}, "
+        f"machine {cpu:.0%} busy)"
+    )
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
