@@ -78,14 +78,15 @@ def test_ensembling_rollout(ensemble_loaded, ensemble_onnx):
 
 def test_rollout_catches_a_shim_that_is_off(small_loaded, small_onnx, ensemble_loaded, ensemble_onnx):
     spec = small_loaded.spec
-    lerobot = ShimSettings(spec.chunk_size, spec.n_action_steps)
+    (lerobot,) = rollout_modes(small_loaded)
     with PolicyClient.from_artifact(small_onnx, settings=ShimSettings(spec.chunk_size, 5)) as client:
         trace = run_rollout(small_loaded, client, lerobot, steps=12, batch_size=1, seed=0, image_format="float32")
     assert trace.client_core_calls != trace.lerobot_chunk_calls
     assert not compare(trace.reference, trace.candidate, ATOL).passed
 
     espec = ensemble_loaded.spec
-    lerobot = ShimSettings(espec.chunk_size, 1, espec.temporal_ensemble_coeff)
+    lerobot = rollout_modes(ensemble_loaded)[1]
+    assert lerobot.settings == ShimSettings(espec.chunk_size, 1, espec.temporal_ensemble_coeff)
     with PolicyClient.from_artifact(ensemble_onnx, settings=ShimSettings(espec.chunk_size, 1, 0.5)) as client:
         trace = run_rollout(ensemble_loaded, client, lerobot, steps=8, batch_size=2, seed=0, image_format="float32")
     assert trace.client_core_calls == trace.lerobot_chunk_calls

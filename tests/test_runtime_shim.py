@@ -188,7 +188,7 @@ def test_runtime_imports_and_runs_with_numpy_alone():
         assert q.step(lambda rows: chunk[rows], 2).tolist() == [[0, 1], [12, 13]]
         assert e.step(lambda rows: chunk[rows], 2).shape == (2, 2)
         spec = PolicySpec("act", "observation.state", 3, "action", 2,
-                          (CameraSpec("observation.images.top", "image", (3, 4, 5)),), 6, 3, None, {}, "h")
+                          (CameraSpec("observation.images.top", "image", (3, 4, 5)),), 6, 3, {}, "h")
         prep = rt.ObservationAdapter(ArtifactMetadata(spec, "onnx", image_format="uint8"))(
             {"observation.state": np.zeros(3), "observation.images.top": np.zeros((3, 4, 5), np.float32)})
         assert prep.feed()["image"].shape == (1, 4, 5, 3)

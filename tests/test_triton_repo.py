@@ -407,7 +407,7 @@ def test_ensembling_and_per_version_parameters(small_onnx):
 
     info = inspect_artifact(small_onnx)
     ensembling = dataclasses.replace(
-        info.metadata.spec, n_action_steps=1, temporal_ensemble_coeff=0.01, norm_hash="abc"
+        info.metadata.spec, n_action_steps=1, family={"temporal_ensemble_coeff": 0.01}, norm_hash="abc"
     )
     v2 = dataclasses.replace(info, metadata=dataclasses.replace(info.metadata, spec=ensembling))
     cfg, _ = build_config("act", {1: info, 2: v2}, backend_for("onnx"), TritonOptions())

@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import io
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,10 @@ from typing import Any
 import numpy as np
 
 from policy_export.errors import BadInputError
+from policy_export.families import family_for
 from policy_export.spec import CameraSpec, PolicySpec, camera_input_names
 from policy_export_wrappers.normalization import MODE_STATS, RANGE_STATS
 
-SUPPORTED_POLICY_TYPES = ("act",)
 STATE_KEY = "observation.state"
 ENV_STATE_KEY = "observation.environment_state"
 ACTION_KEY = "action"
@@ -69,11 +68,7 @@ def _check_files(root: Path) -> None:
         hint = " (did you mean its 'pretrained_model' subfolder?)" if (root / "pretrained_model").is_dir() else ""
         raise BadInputError(f"{cfg_path}: missing; this is not a LeRobot pretrained_model directory{hint}")
     cfg = _read_json(cfg_path, "policy config")
-    ptype = cfg.get("type")
-    if ptype not in SUPPORTED_POLICY_TYPES:
-        raise BadInputError(
-            f"{cfg_path}: policy type {ptype!r} is not supported; policy-export handles {', '.join(SUPPORTED_POLICY_TYPES)}"
-        )
+    family_for(cfg.get("type"), where=str(cfg_path))
     weights = root / "model.safetensors"
     if not weights.is_file():
         raise BadInputError(f"{weights}: missing; the checkpoint is partial, copy the whole pretrained_model folder")
@@ -265,7 +260,7 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         CameraSpec(key=k, input_name=n, shape=tuple(int(d) for d in cfg.image_features[k].shape))  # type: ignore[arg-type]
         for k, n in zip(cam_keys, input_names, strict=True)
     )
-    coeff = cfg.temporal_ensemble_coeff
+    fields = family_for(cfg.type).spec_fields(cfg, root / "config.json")
     spec = PolicySpec(
         policy_type=cfg.type,
         state_key=STATE_KEY,
@@ -273,13 +268,13 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         action_key=ACTION_KEY,
         action_dim=int(action_feat.shape[0]),
         cameras=cameras,
-        chunk_size=int(cfg.chunk_size),
-        n_action_steps=int(cfg.n_action_steps),
-        temporal_ensemble_coeff=None
-        if coeff is None or (isinstance(coeff, float) and math.isnan(coeff))
-        else float(coeff),
+        chunk_size=fields.chunk_size,
+        n_action_steps=fields.n_action_steps,
         normalization=modes,
         norm_hash=norm_hash(modes, input_stats, output_stats),
+        n_obs_steps=fields.n_obs_steps,
+        noise_inputs=fields.noise_inputs,
+        family=fields.family,
     )
     eps = float(getattr(normalizer, "eps", 1e-8)) if normalizer is not None else 1e-8
     return LoadedCheckpoint(

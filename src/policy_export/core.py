@@ -1,15 +1,15 @@
-"""Build the stateless core (``policy_export_wrappers``) from a loaded checkpoint."""
+"""Build the stateless core (``policy_export_wrappers``) from a loaded checkpoint: the family's job."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from policy_export.checkpoint import ACTION_KEY, LoadedCheckpoint
+from policy_export.checkpoint import LoadedCheckpoint
 
 
 def example_args(ckpt: LoadedCheckpoint, batch: int, image_format: str, seed: int = 0) -> tuple[Any, ...]:
-    """Seeded core inputs as torch tensors, positional (``state``, then each camera): what
-    the exporters trace with and quick-check against."""
+    """Seeded core inputs as torch tensors, positional (``state``, each camera, then any noise):
+    what the exporters trace with and quick-check against."""
     import numpy as np
     import torch
 
@@ -20,24 +20,7 @@ def example_args(ckpt: LoadedCheckpoint, batch: int, image_format: str, seed: in
 
 
 def build_core(ckpt: LoadedCheckpoint, image_format: str = "float32") -> Any:
-    """Return an eval-mode ``ACTCore`` with the checkpoint's normalization baked in."""
-    import torch
+    """The checkpoint's family's eval-mode core, with the checkpoint's normalization baked in."""
+    from policy_export.families import family_for
 
-    from policy_export_wrappers.act import ACTCore, FeatureNormalizer
-
-    spec = ckpt.spec
-
-    def normalizer(key: str, stats: dict, inverse: bool) -> FeatureNormalizer:
-        mode = spec.normalization.get(key, "IDENTITY")
-        tensors = {k: torch.from_numpy(v) for k, v in stats.get(key, {}).items()} if mode != "IDENTITY" else None
-        return FeatureNormalizer(mode, tensors, inverse=inverse, eps=ckpt.eps)
-
-    core = ACTCore(
-        ckpt.policy.model,
-        image_shapes=[c.shape for c in spec.cameras],
-        state_normalizer=normalizer(spec.state_key, ckpt.input_stats, inverse=False),
-        image_normalizers=[normalizer(c.key, ckpt.input_stats, inverse=False) for c in spec.cameras],
-        action_unnormalizer=normalizer(ACTION_KEY, ckpt.output_stats, inverse=True),
-        image_format=image_format,
-    )
-    return core.eval()
+    return family_for(ckpt.spec.policy_type).build_core(ckpt, image_format)

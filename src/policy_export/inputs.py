@@ -24,17 +24,27 @@ def random_inputs(
     state_center: np.ndarray | None = None,
     state_scale: np.ndarray | None = None,
     image_format: str = "float32",
+    observation_only: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Named core inputs (``state``, ``image``/``image_<cam>``) for one batch."""
+    """Named core inputs (``state``, ``image``/``image_<cam>``, then any noise inputs) for one batch.
+
+    With an observation history (``spec.n_obs_steps``) every step of it is a fresh draw;
+    noise inputs are standard normal, what a host draws for a sampling core.
+    ``observation_only``: one control step's observation instead (no history axis, no noise),
+    what a robot hands its policy.
+    """
     center = np.zeros(spec.state_dim, np.float32) if state_center is None else state_center
     scale = np.ones(spec.state_dim, np.float32) if state_scale is None else state_scale
-    feed = {"state": (center + scale * rng.standard_normal((batch, spec.state_dim))).astype(np.float32)}
+    lead = (batch,) if spec.n_obs_steps is None or observation_only else (batch, spec.n_obs_steps)
+    feed = {"state": (center + scale * rng.standard_normal((*lead, spec.state_dim))).astype(np.float32)}
     for cam in spec.cameras:
         c, h, w = cam.shape
         if image_format == "uint8":
-            feed[cam.input_name] = rng.integers(0, 256, size=(batch, h, w, c), dtype=np.uint8)
+            feed[cam.input_name] = rng.integers(0, 256, size=(*lead, h, w, c), dtype=np.uint8)
         else:
-            feed[cam.input_name] = rng.random((batch, c, h, w), dtype=np.float32)
+            feed[cam.input_name] = rng.random((*lead, c, h, w), dtype=np.float32)
+    for noise in () if observation_only else spec.noise_inputs:
+        feed[noise.name] = rng.standard_normal((batch, *noise.shape), dtype=np.float32)
     return feed
 
 
@@ -50,11 +60,17 @@ def state_distribution(stats: dict[str, dict[str, np.ndarray]], key: str, dim: i
 
 
 def checkpoint_inputs(
-    ckpt: LoadedCheckpoint, batch: int, rng: np.random.Generator, image_format: str = "float32"
+    ckpt: LoadedCheckpoint,
+    batch: int,
+    rng: np.random.Generator,
+    image_format: str = "float32",
+    observation_only: bool = False,
 ) -> dict[str, np.ndarray]:
     """:func:`random_inputs` with states drawn around this checkpoint's own statistics."""
     center, scale = state_distribution(ckpt.input_stats, ckpt.spec.state_key, ckpt.spec.state_dim)
-    return random_inputs(ckpt.spec, batch, rng, center, scale, image_format=image_format)
+    return random_inputs(
+        ckpt.spec, batch, rng, center, scale, image_format=image_format, observation_only=observation_only
+    )
 
 
 def to_float_images(feed: dict[str, np.ndarray], spec: PolicySpec, image_format: str) -> dict[str, np.ndarray]:
@@ -67,5 +83,6 @@ def to_float_images(feed: dict[str, np.ndarray], spec: PolicySpec, image_format:
     for cam in spec.cameras:
         frames = torch.from_numpy(feed[cam.input_name])
         # lerobot.utils.control_utils.prepare_observation_for_inference: float32 / 255, HWC -> CHW
-        out[cam.input_name] = (frames.type(torch.float32) / 255).permute(0, 3, 1, 2).contiguous().numpy()
+        # (movedim: frames may carry an observation-history axis after the batch)
+        out[cam.input_name] = (frames.type(torch.float32) / 255).movedim(-1, -3).contiguous().numpy()
     return out

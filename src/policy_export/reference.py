@@ -9,7 +9,7 @@ from policy_export.inputs import to_float_images
 
 
 def lerobot_observation(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str = "float32") -> dict:
-    """Named core inputs -> the observation dict LeRobot's preprocessor expects."""
+    """Named core inputs -> the observation dict LeRobot's preprocessor expects (noise inputs are not observations)."""
     import torch
 
     feed = to_float_images(feed, ckpt.spec, image_format)
@@ -20,10 +20,7 @@ def lerobot_observation(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], ima
 
 
 def eager_chunk(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str = "float32") -> np.ndarray:
-    """preprocessor -> ``predict_action_chunk`` -> postprocessor, in robot units."""
-    import torch
+    """LeRobot's chunk in robot units on the core's inputs, as the checkpoint's family computes it."""
+    from policy_export.families import family_for
 
-    with torch.inference_mode():
-        batch = ckpt.preprocessor(lerobot_observation(ckpt, feed, image_format))
-        chunk = ckpt.policy.predict_action_chunk(batch)
-        return ckpt.postprocessor(chunk).detach().cpu().numpy().astype(np.float32)
+    return family_for(ckpt.spec.policy_type).reference_chunk(ckpt, feed, image_format)

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,9 +22,8 @@ from policy_export.artifacts import ArtifactInfo
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import compare
 from policy_export.errors import BadInputError, UnavailableError
+from policy_export.families import RolloutMode, family_for
 from policy_export.inputs import checkpoint_inputs
-from policy_export.reference import lerobot_observation
-from policy_export.runtime.shim import ShimSettings
 from policy_export.verify import ArtifactCheck, BatchResult, check_compatible
 
 if TYPE_CHECKING:
@@ -33,31 +32,9 @@ if TYPE_CHECKING:
 Progress = Callable[[], None] | None
 
 
-@dataclass(frozen=True)
-class RolloutMode:
-    """One way of turning chunks into actions, as LeRobot's config would select it."""
-
-    settings: ShimSettings
-
-    @property
-    def label(self) -> str:
-        s = self.settings
-        if s.mode == "ensemble":
-            return f"rollout ensemble c={s.temporal_ensemble_coeff:g}"
-        return f"rollout queue n={s.n_action_steps}"
-
-
 def rollout_modes(ckpt: LoadedCheckpoint) -> list[RolloutMode]:
-    """Queue mode always (the checkpoint's n_action_steps, or the whole chunk when the checkpoint
-    ensembles with n_action_steps = 1); ensembling mode too when the checkpoint ensembles."""
-    spec = ckpt.spec
-    if spec.temporal_ensemble_coeff is None:
-        return [RolloutMode(ShimSettings(spec.chunk_size, spec.n_action_steps))]
-    n = spec.n_action_steps if spec.n_action_steps > 1 else spec.chunk_size
-    return [
-        RolloutMode(ShimSettings(spec.chunk_size, n)),
-        RolloutMode(ShimSettings(spec.chunk_size, 1, spec.temporal_ensemble_coeff)),
-    ]
+    """The modes the checkpoint's family rolls out (each a shim setting and LeRobot's matching config)."""
+    return family_for(ckpt.spec.policy_type).rollout_modes(ckpt.spec)
 
 
 def reset_steps(steps: int, n_action_steps: int) -> list[int]:
@@ -66,56 +43,6 @@ def reset_steps(steps: int, n_action_steps: int) -> list[int]:
     if n_action_steps > 1 and mid % n_action_steps == 0:
         mid += 1
     return [0, mid] if 0 < mid < steps else [0]
-
-
-class LeRobotRollout:
-    """LeRobot's policy with its config switched to one mode (restored on exit), counting chunk calls."""
-
-    def __init__(self, ckpt: LoadedCheckpoint, settings: ShimSettings) -> None:
-        self.ckpt = ckpt
-        self.settings = settings
-        self.calls = 0
-
-    def __enter__(self) -> LeRobotRollout:
-        from lerobot.policies.act.modeling_act import ACTTemporalEnsembler
-
-        policy, cfg = self.ckpt.policy, self.ckpt.policy.config
-        self._saved = (cfg.n_action_steps, cfg.temporal_ensemble_coeff, getattr(policy, "temporal_ensembler", None))
-        cfg.n_action_steps = self.settings.n_action_steps
-        cfg.temporal_ensemble_coeff = self.settings.temporal_ensemble_coeff
-        if self.settings.temporal_ensemble_coeff is not None:
-            policy.temporal_ensembler = ACTTemporalEnsembler(self.settings.temporal_ensemble_coeff, cfg.chunk_size)
-        original = type(policy).predict_action_chunk
-
-        def counted(batch: Any, **kw: Any) -> Any:
-            self.calls += 1
-            return original(policy, batch, **kw)
-
-        policy.predict_action_chunk = counted  # instance attribute: select_action calls through it
-        return self
-
-    def reset(self) -> None:
-        self.ckpt.policy.reset()
-
-    def select_action(self, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:
-        import torch
-
-        ckpt = self.ckpt
-        with torch.inference_mode():
-            batch = ckpt.preprocessor(lerobot_observation(ckpt, feed, image_format))
-            action = ckpt.policy.select_action(batch)
-            return ckpt.postprocessor(action).detach().cpu().numpy().astype(np.float32)
-
-    def __exit__(self, *exc: Any) -> None:
-        policy, cfg = self.ckpt.policy, self.ckpt.policy.config
-        del policy.predict_action_chunk
-        cfg.n_action_steps, cfg.temporal_ensemble_coeff, ensembler = self._saved
-        if ensembler is None:
-            if hasattr(policy, "temporal_ensembler"):
-                del policy.temporal_ensembler
-        else:
-            policy.temporal_ensembler = ensembler
-        policy.reset()
 
 
 def robot_observation(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], batched: bool) -> dict[str, np.ndarray]:
@@ -142,7 +69,7 @@ class RolloutTrace:
 def run_rollout(
     ckpt: LoadedCheckpoint,
     client: PolicyClient,
-    settings: ShimSettings,
+    mode: RolloutMode,
     *,
     steps: int,
     batch_size: int,
@@ -150,32 +77,42 @@ def run_rollout(
     image_format: str,
     progress: Progress = None,
 ) -> RolloutTrace:
-    """Drive LeRobot and ``client`` side by side for ``steps`` control steps."""
-    resets = reset_steps(steps, settings.n_action_steps)
+    """Drive LeRobot and ``client`` side by side for ``steps`` control steps.
+
+    The client steps first: what its core was fed at a step (the host-drawn noise of a
+    sampling family) is handed to LeRobot's ``select_action`` for the same step.
+    """
+    resets = reset_steps(steps, mode.settings.n_action_steps)
     calls = [0]
+    fed: list[dict[str, np.ndarray] | None] = [None]
     infer = client.backend.infer
 
     def counted(feed: dict[str, np.ndarray]) -> np.ndarray:
         calls[0] += 1
+        fed[0] = feed
         return infer(feed)
 
     client.backend.infer = counted
     refs, outs, times = [], [], []
+    obs_names = ckpt.spec.observation_input_names
     try:
-        with LeRobotRollout(ckpt, settings) as ref:
+        with family_for(ckpt.spec.policy_type).reference_rollout(ckpt, mode) as ref:
             for step in range(steps):
                 if step in resets:
                     ref.reset()
                     client.reset()
-                rng = np.random.default_rng([seed, batch_size, step, int(settings.mode == "ensemble")])
-                feed = checkpoint_inputs(ckpt, batch_size, rng, image_format)
-                refs.append(ref.select_action(feed, image_format))
+                rng = np.random.default_rng(
+                    [seed, batch_size, step, int(getattr(mode.settings, "mode", "") == "ensemble")]
+                )
+                feed = checkpoint_inputs(ckpt, batch_size, rng, image_format, observation_only=True)
                 # One robot: hand the client an unbatched observation, as a robot loop would.
                 obs = robot_observation(ckpt, feed, batched=batch_size > 1)
+                fed[0] = None
                 t0 = time.perf_counter()
                 out = client.select_action(obs)
                 times.append((time.perf_counter() - t0) * 1e3)
                 outs.append(np.asarray(out, dtype=np.float32))
+                refs.append(ref.select_action({n: feed[n] for n in obs_names}, image_format, fed[0]))
                 if progress is not None:
                     progress()
             lerobot_calls = ref.calls
@@ -198,7 +135,7 @@ def _check_mode(
     check: ArtifactCheck,
     ckpt: LoadedCheckpoint,
     client: PolicyClient,
-    settings: ShimSettings,
+    mode: RolloutMode,
     *,
     steps: int,
     batch_sizes: list[int],
@@ -212,7 +149,7 @@ def _check_mode(
         trace = run_rollout(
             ckpt,
             client,
-            settings,
+            mode,
             steps=steps,
             batch_size=bs,
             seed=seed,
@@ -286,7 +223,7 @@ def rollout_checks(
                     check,
                     ckpt,
                     client,
-                    mode.settings,
+                    mode,
                     steps=steps,
                     batch_sizes=batch_sizes,
                     rtol=rtol,

@@ -129,7 +129,7 @@ class EagerBackend(Backend):
         with torch.inference_mode(), counter:
             core(*args)
         by_module = {
-            name.removeprefix("ACTCore."): float(sum(ops.values()))
+            name.removeprefix(f"{type(core).__name__}."): float(sum(ops.values()))
             for name, ops in counter.get_flop_counts().items()
             if name.count(".") == 1
         }

@@ -18,6 +18,8 @@ def inspect(
     """Show policy type, features and shapes, cameras, chunking and normalization of a checkpoint."""
     from rich.table import Table
 
+    from policy_export.families import family_for
+
     ckpt = load(checkpoint)
     spec = ckpt.spec
     if as_json:
@@ -36,9 +38,13 @@ def inspect(
     )
     t.add_row("chunk_size", str(spec.chunk_size))
     t.add_row("n_action_steps", str(spec.n_action_steps))
-    t.add_row(
-        "temporal_ensemble_coeff",
-        "off" if spec.temporal_ensemble_coeff is None else f"{spec.temporal_ensemble_coeff:g}",
-    )
+    if spec.n_obs_steps is not None:
+        t.add_row("n_obs_steps", f"{spec.n_obs_steps} (inputs carry [B, {spec.n_obs_steps}, ...] history)")
+    for noise in spec.noise_inputs:
+        t.add_row(
+            "noise input", f"'{noise.name}' [B, {', '.join(map(str, noise.shape))}] standard normal, drawn by the host"
+        )
+    for name, value in family_for(spec.policy_type).describe(spec):
+        t.add_row(name, value)
     t.add_row("normalization hash", spec.norm_hash)
     console.print(t)

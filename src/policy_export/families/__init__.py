@@ -1,0 +1,139 @@
+"""Policy families: everything that differs between ACT, Diffusion Policy, ... in one place each.
+
+A family module describes, for one LeRobot policy ``type`` (``config.json``'s ``type``):
+
+- the spec fields read from the policy config (:meth:`Family.spec_fields`, with the
+  family's own bad-input checks);
+- the stateless core (:meth:`Family.build_core`, around the module in ``wrappers/``);
+- LeRobot's own reference: one chunk (:meth:`Family.reference_chunk`) and its stateful
+  ``select_action`` for rollouts (:meth:`Family.reference_rollout`);
+- the host shim settings to roll out with (:meth:`Family.rollout_modes`);
+- the family's rows in ``inspect`` and its metadata fields (:meth:`Family.describe`).
+
+Commands, exporters, runners, verify, rollout and triton ask :func:`family_for` and never
+name a family. Adding one means a module here, one in ``wrappers/``, a registry line and tests.
+This package imports no torch or lerobot at module level: ``checkpoint`` reads configs with it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from policy_export.errors import BadInputError
+from policy_export.spec import NoiseInput, PolicySpec
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from policy_export.checkpoint import LoadedCheckpoint
+
+
+@dataclass(frozen=True)
+class FamilyFields:
+    """The family-dependent part of a :class:`~policy_export.spec.PolicySpec`."""
+
+    chunk_size: int
+    n_action_steps: int
+    n_obs_steps: int | None = None
+    noise_inputs: tuple[NoiseInput, ...] = ()
+    family: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RolloutMode:
+    """One way of turning chunks into actions, as LeRobot's config would select it.
+
+    ``settings`` is what :class:`~policy_export.runtime.PolicyClient` takes (``.make()``
+    builds the shim); ``config`` is what the reference sets on LeRobot's policy config.
+    """
+
+    label: str
+    settings: Any
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+class ReferenceRollout(AbstractContextManager["ReferenceRollout"]):
+    """LeRobot's stateful policy switched to one :class:`RolloutMode`, counting its chunk calls."""
+
+    calls: int = 0
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    @abstractmethod
+    def select_action(
+        self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
+    ) -> np.ndarray:
+        """One control step in robot units. ``core_feed`` is what the candidate's core was given
+        at this step (None when it was not called): a sampling family takes its noise from it."""
+
+
+class Family(ABC):
+    """One policy family's description on the toolchain side."""
+
+    policy_type: str = ""
+
+    @abstractmethod
+    def spec_fields(self, cfg: Any, config_path: Path) -> FamilyFields:
+        """Read (and check) the family's fields from LeRobot's policy config."""
+
+    @abstractmethod
+    def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> Any:
+        """The eval-mode stateless core (a ``torch.nn.Module``) with normalization baked in."""
+
+    @abstractmethod
+    def reference_chunk(self, ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:
+        """LeRobot's preprocessor -> chunk prediction -> postprocessor on the core's inputs."""
+
+    @abstractmethod
+    def rollout_modes(self, spec: PolicySpec) -> list[RolloutMode]:
+        """The shim settings a rollout check covers for this checkpoint."""
+
+    @abstractmethod
+    def reference_rollout(self, ckpt: LoadedCheckpoint, mode: RolloutMode) -> ReferenceRollout: ...
+
+    def describe(self, spec: PolicySpec) -> list[tuple[str, str]]:
+        """Family rows for ``inspect`` (name, value)."""
+        return [(k, "off" if v is None else str(v)) for k, v in spec.family.items()]
+
+
+#: ``config.json`` ``type`` -> ``module:class`` of its family (imported on first use).
+REGISTRY = {
+    "act": "policy_export.families.act:ACTFamily",
+}
+_loaded: dict[str, Family] = {}
+
+
+def _registry() -> dict[str, Family]:
+    if len(_loaded) != len(REGISTRY):
+        import importlib
+
+        for name, target in REGISTRY.items():
+            module, cls = target.split(":")
+            _loaded[name] = getattr(importlib.import_module(module), cls)()
+    return _loaded
+
+
+def supported_policy_types() -> tuple[str, ...]:
+    return tuple(_registry())
+
+
+def family_for(policy_type: str | None, where: str = "") -> Family:
+    """The family of ``policy_type``; an unsupported one is one line naming the supported ones."""
+    families = _registry()
+    if policy_type not in families:
+        prefix = f"{where}: " if where else ""
+        raise BadInputError(
+            f"{prefix}policy type {policy_type!r} is not supported; policy-export handles {', '.join(families)}"
+        )
+    return families[policy_type]
+
+
+def iter_families() -> Iterator[Family]:
+    yield from _registry().values()

@@ -1,0 +1,159 @@
+"""ACT (Action Chunking Transformer): spec fields, core, LeRobot reference and rollout modes.
+
+The core is :class:`policy_export_wrappers.act.ACTCore`; the host shim is the action queue or
+temporal ensembler of :mod:`policy_export.runtime.shim`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode
+from policy_export.spec import PolicySpec
+
+if TYPE_CHECKING:
+    from policy_export.checkpoint import LoadedCheckpoint
+
+
+def feature_normalizer(ckpt: LoadedCheckpoint, key: str, stats: dict, inverse: bool) -> Any:
+    """LeRobot's (un)normalization of one feature, as a torch module, from the checkpoint's stats."""
+    import torch
+
+    from policy_export_wrappers.act import FeatureNormalizer
+
+    mode = ckpt.spec.normalization.get(key, "IDENTITY")
+    tensors = {k: torch.from_numpy(v) for k, v in stats.get(key, {}).items()} if mode != "IDENTITY" else None
+    return FeatureNormalizer(mode, tensors, inverse=inverse, eps=ckpt.eps)
+
+
+def predict_chunk(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str, **kwargs: Any) -> np.ndarray:
+    """preprocessor -> ``predict_action_chunk(batch, **kwargs)`` -> postprocessor, in robot units."""
+    import torch
+
+    from policy_export.reference import lerobot_observation
+
+    with torch.inference_mode():
+        batch = ckpt.preprocessor(lerobot_observation(ckpt, feed, image_format))
+        chunk = ckpt.policy.predict_action_chunk(batch, **kwargs)
+        return ckpt.postprocessor(chunk).detach().cpu().numpy().astype(np.float32)
+
+
+class ACTFamily(Family):
+    policy_type = "act"
+
+    def spec_fields(self, cfg: Any, config_path: Path) -> FamilyFields:
+        coeff = cfg.temporal_ensemble_coeff
+        if coeff is not None and isinstance(coeff, float) and math.isnan(coeff):
+            coeff = None
+        return FamilyFields(
+            chunk_size=int(cfg.chunk_size),
+            n_action_steps=int(cfg.n_action_steps),
+            family={"temporal_ensemble_coeff": None if coeff is None else float(coeff)},
+        )
+
+    def describe(self, spec: PolicySpec) -> list[tuple[str, str]]:
+        coeff = spec.temporal_ensemble_coeff
+        return [("temporal_ensemble_coeff", "off" if coeff is None else f"{coeff:g}")]
+
+    def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> Any:
+        from policy_export.checkpoint import ACTION_KEY
+        from policy_export_wrappers.act import ACTCore
+
+        spec = ckpt.spec
+        core = ACTCore(
+            ckpt.policy.model,
+            image_shapes=[c.shape for c in spec.cameras],
+            state_normalizer=feature_normalizer(ckpt, spec.state_key, ckpt.input_stats, inverse=False),
+            image_normalizers=[feature_normalizer(ckpt, c.key, ckpt.input_stats, inverse=False) for c in spec.cameras],
+            action_unnormalizer=feature_normalizer(ckpt, ACTION_KEY, ckpt.output_stats, inverse=True),
+            image_format=image_format,
+        )
+        return core.eval()
+
+    def reference_chunk(self, ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:
+        return predict_chunk(ckpt, feed, image_format)
+
+    def rollout_modes(self, spec: PolicySpec) -> list[RolloutMode]:
+        """Queue mode always (the checkpoint's n_action_steps, or the whole chunk when the checkpoint
+        ensembles with n_action_steps = 1); ensembling mode too when the checkpoint ensembles."""
+        from policy_export.runtime.shim import ShimSettings
+
+        coeff = spec.temporal_ensemble_coeff
+        n = spec.n_action_steps if coeff is None or spec.n_action_steps > 1 else spec.chunk_size
+        modes = [
+            RolloutMode(
+                f"rollout queue n={n}",
+                ShimSettings(spec.chunk_size, n),
+                {"n_action_steps": n, "temporal_ensemble_coeff": None},
+            )
+        ]
+        if coeff is not None:
+            modes.append(
+                RolloutMode(
+                    f"rollout ensemble c={coeff:g}",
+                    ShimSettings(spec.chunk_size, 1, coeff),
+                    {"n_action_steps": 1, "temporal_ensemble_coeff": coeff},
+                )
+            )
+        return modes
+
+    def reference_rollout(self, ckpt: LoadedCheckpoint, mode: RolloutMode) -> ReferenceRollout:
+        return ACTRollout(ckpt, mode)
+
+
+class ACTRollout(ReferenceRollout):
+    """LeRobot's ACT policy with its config switched to one mode (restored on exit), counting chunk calls."""
+
+    def __init__(self, ckpt: LoadedCheckpoint, mode: RolloutMode) -> None:
+        self.ckpt = ckpt
+        self.mode = mode
+        self.calls = 0
+
+    def __enter__(self) -> ACTRollout:
+        from lerobot.policies.act.modeling_act import ACTTemporalEnsembler
+
+        policy, cfg = self.ckpt.policy, self.ckpt.policy.config
+        self._saved = (cfg.n_action_steps, cfg.temporal_ensemble_coeff, getattr(policy, "temporal_ensembler", None))
+        cfg.n_action_steps = self.mode.config["n_action_steps"]
+        cfg.temporal_ensemble_coeff = self.mode.config["temporal_ensemble_coeff"]
+        if cfg.temporal_ensemble_coeff is not None:
+            policy.temporal_ensembler = ACTTemporalEnsembler(cfg.temporal_ensemble_coeff, cfg.chunk_size)
+        original = type(policy).predict_action_chunk
+
+        def counted(batch: Any, **kw: Any) -> Any:
+            self.calls += 1
+            return original(policy, batch, **kw)
+
+        policy.predict_action_chunk = counted  # instance attribute: select_action calls through it
+        return self
+
+    def reset(self) -> None:
+        self.ckpt.policy.reset()
+
+    def select_action(
+        self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
+    ) -> np.ndarray:
+        import torch
+
+        from policy_export.reference import lerobot_observation
+
+        ckpt = self.ckpt
+        with torch.inference_mode():
+            batch = ckpt.preprocessor(lerobot_observation(ckpt, feed, image_format))
+            action = ckpt.policy.select_action(batch)
+            return ckpt.postprocessor(action).detach().cpu().numpy().astype(np.float32)
+
+    def __exit__(self, *exc: Any) -> None:
+        policy, cfg = self.ckpt.policy, self.ckpt.policy.config
+        del policy.predict_action_chunk
+        cfg.n_action_steps, cfg.temporal_ensemble_coeff, ensembler = self._saved
+        if ensembler is None:
+            if hasattr(policy, "temporal_ensembler"):
+                del policy.temporal_ensembler
+        else:
+            policy.temporal_ensembler = ensembler
+        policy.reset()
