@@ -68,7 +68,7 @@ def _check_files(root: Path) -> None:
         hint = " (did you mean its 'pretrained_model' subfolder?)" if (root / "pretrained_model").is_dir() else ""
         raise BadInputError(f"{cfg_path}: missing; this is not a LeRobot pretrained_model directory{hint}")
     cfg = _read_json(cfg_path, "policy config")
-    family_for(cfg.get("type"), where=str(cfg_path))
+    family_for(cfg.get("type"), where=str(cfg_path)).check_config(cfg, cfg_path)
     weights = root / "model.safetensors"
     if not weights.is_file():
         raise BadInputError(f"{weights}: missing; the checkpoint is partial, copy the whole pretrained_model folder")

@@ -79,6 +79,9 @@ class Family(ABC):
 
     policy_type: str = ""
 
+    def check_config(self, raw: dict[str, Any], config_path: Path) -> None:
+        """Refuse, in one line, what the family cannot export, from ``config.json`` before LeRobot parses it."""
+
     @abstractmethod
     def spec_fields(self, cfg: Any, config_path: Path) -> FamilyFields:
         """Read (and check) the family's fields from LeRobot's policy config."""

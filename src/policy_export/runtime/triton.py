@@ -162,9 +162,10 @@ def metadata_from_triton(
             cameras=cameras,
             chunk_size=int(params["chunk_size"]),
             n_action_steps=int(param("n_action_steps")),
-            temporal_ensemble_coeff=_optional_float(param("temporal_ensemble_coeff")),
             normalization=json.loads(params["normalization"]) if params.get("normalization") else {},
             norm_hash=param("normalization_hash"),
+            # Repositories without version metadata predate the family seam: ACT's one family field.
+            family={"temporal_ensemble_coeff": _optional_float(param("temporal_ensemble_coeff"))},
         )
     except (ValueError, KeyError, TypeError) as exc:  # a hand-edited config: one line, not a traceback
         raise BadInputError(
