@@ -59,9 +59,9 @@ def _break(kind: str, d: Path) -> str:
         return "config.json"
     if kind == "not-act":
         cfg = json.loads((d / "config.json").read_text())
-        cfg["type"] = "diffusion"
+        cfg["type"] = "pi0"
         (d / "config.json").write_text(json.dumps(cfg))
-        return "'diffusion' is not supported"
+        return "'pi0' is not supported"
     if kind == "missing-weights":
         (d / "model.safetensors").unlink()
         return "model.safetensors"

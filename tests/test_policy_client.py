@@ -308,11 +308,12 @@ def test_triton_client_real_server(triton, protocol, small_loaded, small_onnx, f
 
 
 def test_triton_rollout_matches_lerobot_select_action(triton, small_loaded):
-    from policy_export.rollout import run_rollout
+    from policy_export.rollout import rollout_modes, run_rollout
 
-    settings = ShimSettings.from_spec(small_loaded.spec)
+    (mode,) = rollout_modes(small_loaded)
+    assert mode.settings == ShimSettings.from_spec(small_loaded.spec)
     with PolicyClient.from_triton(triton.grpc_url, "act", version=1) as client:
-        trace = run_rollout(small_loaded, client, settings, steps=20, batch_size=2, seed=3, image_format="float32")
+        trace = run_rollout(small_loaded, client, mode, steps=20, batch_size=2, seed=3, image_format="float32")
     assert trace.client_core_calls == trace.lerobot_chunk_calls == 3  # steps 0, 10 (queue dry), 11 (reset)
     stats = compare(trace.reference, trace.candidate, ATOL)
     assert stats.passed, stats
