@@ -81,6 +81,7 @@ class Family(ABC):
 
     def check_config(self, raw: dict[str, Any], config_path: Path) -> None:
         """Refuse, in one line, what the family cannot export, from ``config.json`` before LeRobot parses it."""
+        return None  # most families: LeRobot's own config checks suffice
 
     @abstractmethod
     def spec_fields(self, cfg: Any, config_path: Path) -> FamilyFields:
