@@ -227,7 +227,7 @@ class TemporalEnsembler(_BatchState):
         self.weights, self.weights_cumsum = ensemble_weights(self.coeff, chunk_size)
         self.batch_size: int | None = None
         self._ens: np.ndarray | None = None  # [B, chunk_size - 1, A] after the pop
-        self._count = np.ones((0, 1), np.int64)  # [chunk_size - 1, 1] shared, or [B, chunk_size - 1, 1]
+        self._count: np.ndarray = np.ones((0, 1), np.int64)  # [chunk_size - 1, 1] shared, or [B, chunk_size - 1, 1]
         self._fresh = np.zeros(0, bool)  # robots starting an episode: next chunk initialises them
 
     def _allocate(self, batch_size: int) -> None:
@@ -248,10 +248,12 @@ class TemporalEnsembler(_BatchState):
         if self._ens is None or self._ens.shape[2] != chunks.shape[2]:
             self._fresh[:] = True
         fresh = self._fresh.any()
+        count: np.ndarray
         if fresh and self._fresh.all():
             full = chunks.copy()
             count = np.ones((self.chunk_size, 1), np.int64)
         else:
+            assert self._ens is not None  # every robot fresh otherwise
             ens, count = ensemble_fold(self._ens, self._count, chunks[:, :-1], self.weights, self.weights_cumsum)
             full = np.concatenate([ens, chunks[:, -1:]], axis=1)
             count = np.concatenate([count, np.ones_like(count[..., -1:, :])], axis=-2)

@@ -104,7 +104,7 @@ def resolve_version(requested: str, model_meta: dict[str, Any], where: str) -> s
 def wire_names(config: dict[str, Any]) -> dict[str, str]:
     """Policy tensor name -> name on the wire (``state`` -> ``state__0`` for TorchScript models)."""
     params = _parameters(config)
-    names = {}
+    names: dict[str, str] = {}
     for side in ("input", "output"):
         wire = [n for n in params.get(f"{side}_names", "").split(",") if n]
         policy = [n for n in params.get(f"policy_{side}_names", "").split(",") if n]
