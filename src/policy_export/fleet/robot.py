@@ -157,6 +157,22 @@ class _Robot:
             buffer_s = self.plan.buffer_time_s or min(0.5, horizon / self.plan.fps / 2)
             self.realtime = RealtimeClient(client, self.plan.fps, buffer_time_s=buffer_s)
 
+    def _failover(self) -> None:
+        """The runtime's reconnect: the next replica serving the same model. Another model is
+        refused (and ends this robot); nobody answering leaves the client as is for the next try."""
+        from policy_export.errors import PolicyExportError
+        from policy_export.runtime.backends import ModelChangedError
+
+        try:
+            new = self.client.backend.reconnect()
+        except ModelChangedError:
+            self.counts["refused_replicas"] += 1
+            raise
+        except PolicyExportError:
+            return
+        if new is not None:
+            self.client.backend = new
+
     def _sync_step(self) -> bool:
         """One synchronous ``select_action``; on a failure, fail over to the next replica."""
         from policy_export.errors import PolicyExportError
@@ -168,15 +184,7 @@ class _Robot:
         except ModelChangedError:
             raise
         except PolicyExportError:
-            try:
-                new = self.client.backend.reconnect()
-            except ModelChangedError:
-                self.counts["refused_replicas"] += 1
-                raise
-            except PolicyExportError:
-                return False  # nobody answers right now; the next tick tries again
-            if new is not None:
-                self.client.backend = new
+            self._failover()
             return False
 
     def paced(self) -> None:
@@ -220,9 +228,8 @@ class _Robot:
             except ModelChangedError:
                 raise
             except PolicyExportError:
-                new = self.client.backend.reconnect()
-                if new is not None:
-                    self.client.backend = new
+                self._failover()
+                time.sleep(0.1)  # a refused connection fails at once: do not spin on it
 
     def result(self) -> dict[str, Any]:
         keep = (
