@@ -132,6 +132,7 @@ class _Robot:
         self.realtime: Any = None  # RealtimeClient around it
         self.obs: dict[str, np.ndarray] = {}
         self.realtime_stats: dict[str, Any] = {}
+        self.elapsed_s = plan.duration_s
 
     def connect(self) -> None:
         """This robot's preferred replica first, then the others (the runtime's replica list)."""
@@ -220,7 +221,8 @@ class _Robot:
         from policy_export.errors import PolicyExportError
         from policy_export.runtime.backends import ModelChangedError
 
-        end = time.monotonic() + self.plan.duration_s
+        start = time.monotonic()
+        end = start + self.plan.duration_s
         feed = self.client.adapter(self.obs).feed()
         while time.monotonic() < end:
             try:
@@ -230,6 +232,8 @@ class _Robot:
             except PolicyExportError:
                 self._failover()
                 time.sleep(0.1)  # a refused connection fails at once: do not spin on it
+        # The last request ends after ``end``: rates are per the time really spent.
+        self.elapsed_s = time.monotonic() - start
 
     def result(self) -> dict[str, Any]:
         keep = (
@@ -238,6 +242,7 @@ class _Robot:
         )
         return {
             "robot": self.plan.index,
+            "elapsed_s": self.elapsed_s,
             **self.counts,
             "latencies_ms": self.latencies_ms,
             "replicas_used": self.replicas_used,
