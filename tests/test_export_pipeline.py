@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from policy_export.cli.app import app
-from policy_export.export.pipeline import PipelineReport, Step, parse_formats
-from policy_export.export.tensorrt import tensorrt_unavailable_reason
-from policy_export.export.tolerances import DEFAULT_ATOL
+from policy_export.pipeline import PipelineReport, Step, parse_formats
+from policy_export.tensorrt_host import tensorrt_unavailable_reason
+from policy_export.tolerances import DEFAULT_ATOL
 
 runner = CliRunner()
 NO_TRT = tensorrt_unavailable_reason()

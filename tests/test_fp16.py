@@ -7,7 +7,7 @@ import onnx
 from onnx import TensorProto
 
 from policy_export.artifacts import inspect_artifact
-from policy_export.export.tolerances import DEFAULT_ATOL
+from policy_export.tolerances import DEFAULT_ATOL
 from policy_export.verify import verify_artifacts
 
 

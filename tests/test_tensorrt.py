@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from policy_export.artifacts import inspect_artifact, tensorrt_sidecar
 from policy_export.cli.app import app
 from policy_export.errors import BadInputError
-from policy_export.export.tensorrt import parse_size, plan_incompatibility, tensorrt_unavailable_reason
+from policy_export.export.tensorrt import parse_size
+from policy_export.tensorrt_host import plan_incompatibility, tensorrt_unavailable_reason
 from policy_export.verify import verify_artifacts
 
 runner = CliRunner()
@@ -189,7 +190,7 @@ def test_gpu_check_needs_neither_torch_nor_tensorrt():
 
     proc = run_blocked(
         """
-        from policy_export.export.tensorrt import cuda_device0, tensorrt_unavailable_reason
+        from policy_export.tensorrt_host import cuda_device0, tensorrt_unavailable_reason
         reason = tensorrt_unavailable_reason()
         assert cuda_device0() is None and "no CUDA GPU is visible" in reason, reason
         assert "torch" not in sys.modules

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from policy_export.errors import BadInputError, UnavailableError
-from policy_export.spec import METADATA_KEY, ArtifactMetadata
+from policy_export.spec import METADATA_KEY, ArtifactMetadata, PolicySpec
 
 TORCHSCRIPT_EXTRA = "policy_export.json"
 
@@ -175,3 +175,30 @@ def inspect_artifact(path: Path) -> ArtifactInfo:
         meta = _parse_metadata(path, json.dumps(record["metadata"]), f"TensorRT sidecar {side.name}")
     inputs, outputs = _signature_from_metadata(meta)
     return ArtifactInfo(path=path, kind=kind, metadata=meta, inputs=inputs, outputs=outputs)
+
+
+def check_compatible(info: ArtifactInfo, spec: PolicySpec, checkpoint: str | Path) -> list[str]:
+    """Raise if the artifact cannot take the inputs of ``spec`` (read from ``checkpoint``); return soft warnings."""
+    aspec = info.metadata.spec
+    problems = []
+    if aspec.input_names != spec.input_names:
+        problems.append(f"inputs {aspec.input_names} != checkpoint's {spec.input_names}")
+    if aspec.state_dim != spec.state_dim:
+        problems.append(f"state_dim {aspec.state_dim} != checkpoint's {spec.state_dim}")
+    for a, c in zip(aspec.cameras, spec.cameras, strict=False):
+        if tuple(a.shape) != tuple(c.shape):
+            problems.append(f"{a.input_name} shape {list(a.shape)} != checkpoint's {list(c.shape)}")
+    if (aspec.chunk_size, aspec.action_dim) != (spec.chunk_size, spec.action_dim):
+        problems.append(
+            f"action chunk {aspec.chunk_size}x{aspec.action_dim} != checkpoint's {spec.chunk_size}x{spec.action_dim}"
+        )
+    if problems:
+        raise BadInputError(
+            f"{info.path}: artifact does not match checkpoint {checkpoint}: {'; '.join(problems)}; re-export it from this checkpoint"
+        )
+    warnings = []
+    if aspec.norm_hash != spec.norm_hash:
+        warnings.append(
+            f"normalization hash {aspec.norm_hash} != checkpoint's {spec.norm_hash}: exported from different statistics"
+        )
+    return warnings

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from policy_export.artifacts import ArtifactInfo
+from policy_export.artifacts import ArtifactInfo, check_compatible
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import compare
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import RolloutMode, family_for
 from policy_export.inputs import checkpoint_inputs
-from policy_export.verify import ArtifactCheck, BatchResult, check_compatible
+from policy_export.parity_report import ArtifactCheck, BatchResult
 
 if TYPE_CHECKING:
     from policy_export.runtime import PolicyClient
@@ -199,7 +199,9 @@ def rollout_checks(
     from policy_export.runtime import LocalBackend, PolicyClient
 
     checks = []
-    warnings = [check_compatible(info, ckpt) for info in infos]  # refuse a foreign artifact before any slow work
+    warnings = [
+        check_compatible(info, ckpt.spec, ckpt.path) for info in infos
+    ]  # refuse a foreign artifact before any slow work
     modes = rollout_modes(ckpt)
     for info, warn in zip(infos, warnings, strict=True):
         mode_checks = [

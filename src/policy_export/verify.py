@@ -11,148 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from policy_export.artifacts import ArtifactInfo, inspect_artifact
+from policy_export.artifacts import check_compatible, inspect_artifact
 from policy_export.checkpoint import LoadedCheckpoint
-from policy_export.compare import ErrorStats, merge_samples
-from policy_export.enums import Status
-from policy_export.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_OK,
-    EXIT_PARITY_FAILED,
-    BadInputError,
-    UnavailableError,
-    exit_status,
-)
-from policy_export.export.tolerances import DEFAULT_ATOL, default_atol
+from policy_export.compare import merge_samples
+from policy_export.errors import BadInputError, UnavailableError
 from policy_export.inputs import checkpoint_inputs
+from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport
 from policy_export.reference import eager_chunk
+from policy_export.tolerances import DEFAULT_ATOL
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BatchResult:
-    batch_size: int
-    samples: int
-    stats: ErrorStats
-    infer_ms_median: float
-
-
-@dataclass
-class ArtifactCheck:
-    artifact: str
-    kind: str
-    runner: str
-    precision: str
-    image_format: str
-    atol: float
-    rtol: float
-    status: str  # passed | failed | skipped
-    reason: str = ""
-    #: Where ``atol`` came from: "default fp32" / "default fp16" / "--tolerance" / "--artifact-tolerance".
-    atol_source: str = ""
-    warnings: list[str] = field(default_factory=list)
-    results: list[BatchResult] = field(default_factory=list)
-    #: "chunk" (one core call vs predict_action_chunk) or a rollout label (client + shim vs select_action).
-    check: str = "chunk"
-
-    @classmethod
-    def start(
-        cls,
-        info: ArtifactInfo,
-        *,
-        atol: float | None,
-        rtol: float,
-        per_artifact_atol: dict[str, float] | None,
-        warnings: list[str],
-        check: str = "chunk",
-    ) -> ArtifactCheck:
-        """A passing check of ``info`` with its tolerance resolved: per-artifact override, then
-        ``--tolerance``, then the default for the artifact's precision (the source is recorded)."""
-        table = per_artifact_atol or {}
-        override = table.get(info.path.name, table.get(str(info.path)))
-        if override is not None:
-            tol, source = override, "--artifact-tolerance"
-        elif atol is not None:
-            tol, source = atol, "--tolerance"
-        else:
-            tol, source = default_atol(info.metadata.precision), f"default {info.metadata.precision}"
-        meta = info.metadata
-        return cls(
-            artifact=str(info.path),
-            kind=info.kind,
-            runner="",
-            precision=meta.precision,
-            image_format=meta.image_format,
-            atol=tol,
-            rtol=rtol,
-            status="passed",
-            atol_source=source,
-            warnings=warnings,
-            check=check,
-        )
-
-
-@dataclass
-class VerifyReport:
-    checkpoint: str
-    policy: dict[str, Any]
-    seed: int
-    batch_sizes: list[int]
-    samples: int
-    checks: list[ArtifactCheck] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        if any(c.status == "failed" for c in self.checks):
-            return EXIT_PARITY_FAILED
-        if any(c.status == "skipped" for c in self.checks):
-            return EXIT_BAD_INPUT
-        return EXIT_OK
-
-    @property
-    def status(self) -> Status:
-        return exit_status(self.exit_code)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["status"] = self.status
-        d["exit_code"] = self.exit_code
-        return d
-
-
-def check_compatible(info: ArtifactInfo, ckpt: LoadedCheckpoint) -> list[str]:
-    """Raise if the artifact cannot take this checkpoint's inputs; return soft warnings."""
-    spec, aspec = ckpt.spec, info.metadata.spec
-    problems = []
-    if aspec.input_names != spec.input_names:
-        problems.append(f"inputs {aspec.input_names} != checkpoint's {spec.input_names}")
-    if aspec.state_dim != spec.state_dim:
-        problems.append(f"state_dim {aspec.state_dim} != checkpoint's {spec.state_dim}")
-    for a, c in zip(aspec.cameras, spec.cameras, strict=False):
-        if tuple(a.shape) != tuple(c.shape):
-            problems.append(f"{a.input_name} shape {list(a.shape)} != checkpoint's {list(c.shape)}")
-    if (aspec.chunk_size, aspec.action_dim) != (spec.chunk_size, spec.action_dim):
-        problems.append(
-            f"action chunk {aspec.chunk_size}x{aspec.action_dim} != checkpoint's {spec.chunk_size}x{spec.action_dim}"
-        )
-    if problems:
-        raise BadInputError(
-            f"{info.path}: artifact does not match checkpoint {ckpt.path}: {'; '.join(problems)}; re-export it from this checkpoint"
-        )
-    warnings = []
-    if aspec.norm_hash != spec.norm_hash:
-        warnings.append(
-            f"normalization hash {aspec.norm_hash} != checkpoint's {spec.norm_hash}: exported from different statistics"
-        )
-    return warnings
 
 
 class ReferenceCache:
@@ -203,7 +76,7 @@ def verify_artifacts(
             raise BadInputError(
                 f"--artifact-tolerance {name}=...: no --artifact is named {name!r}; use one's file name or path"
             )
-    warnings = [check_compatible(i, ckpt) for i in infos]
+    warnings = [check_compatible(i, ckpt.spec, ckpt.path) for i in infos]
     report = VerifyReport(
         checkpoint=str(ckpt.path), policy=ckpt.spec.to_dict(), seed=seed, batch_sizes=list(batch_sizes), samples=samples
     )

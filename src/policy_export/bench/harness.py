@@ -21,13 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from policy_export import errors
-from policy_export.artifacts import ArtifactInfo, detect_kind, inspect_artifact
+from policy_export.artifacts import ArtifactInfo, check_compatible, detect_kind, inspect_artifact
 from policy_export.bench.worker import thread_env
 from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
 
@@ -255,7 +254,6 @@ def make_feed(spec: Any, batch: int, seed: int, center: np.ndarray, scale: np.nd
 def run_bench(config: BenchConfig, step: Callable[[str, int], None] = lambda what, n: None) -> RawBench:
     """Load every backend, measure the ceiling, then time interleaved rounds per batch size."""
     from policy_export.spec import PolicySpec
-    from policy_export.verify import check_compatible
 
     infos = _check_config(config)
     specs = backend_specs(config)
@@ -286,9 +284,8 @@ def run_bench(config: BenchConfig, step: Callable[[str, int], None] = lambda wha
             if name == "eager":
                 policy_spec = PolicySpec.from_dict(info["spec"])
                 center, scale = info["state_center"], info["state_scale"]
-                ckpt_view = SimpleNamespace(spec=policy_spec, path=config.checkpoint)
                 for artifact in infos:
-                    check_compatible(artifact, ckpt_view)  # type: ignore[arg-type]
+                    check_compatible(artifact, policy_spec, config.checkpoint)
                 eager_info = info
 
         flops = workers["eager"].call("flops")

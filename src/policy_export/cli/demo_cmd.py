@@ -21,7 +21,7 @@ def demo(
     """Build a demo ACT checkpoint (1 camera 3x480x640, 8-dim state, chunk 100), export ONNX, verify, summarize."""
     from policy_export.demo import build_checkpoint
     from policy_export.export.onnx import export_onnx
-    from policy_export.report import render_table, write_json, write_junit
+    from policy_export.parity_report import render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
     ckpt_dir = out_dir / "checkpoint" / "pretrained_model"

@@ -46,8 +46,8 @@ def export(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from policy_export.export.pipeline import REPORT_NAME, parse_formats, run_export_pipeline
     from policy_export.fsutil import check_writable
+    from policy_export.pipeline import REPORT_NAME, parse_formats, run_export_pipeline
 
     fmts = parse_formats(formats)
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
@@ -96,7 +96,7 @@ def export(
             on_verify_progress=lambda: progress.advance(verify_task),
         )
     if report.verify is not None:
-        from policy_export.report import render_table, write_junit
+        from policy_export.parity_report import render_table, write_junit
 
         console.print(render_table(report.verify))
         if junit:

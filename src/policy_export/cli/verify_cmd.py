@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_errors, load, parse_int_list
-from policy_export.export.tolerances import DEFAULT_ATOL
+from policy_export.tolerances import DEFAULT_ATOL
 
 
 class OrtProvider(StrEnum):
@@ -77,7 +77,7 @@ def verify(
     from rich.progress import Progress
 
     from policy_export.fsutil import check_writable
-    from policy_export.report import render_table, write_json, write_junit
+    from policy_export.parity_report import render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
     sizes = parse_int_list(batch_sizes, "--batch-sizes")

@@ -11,7 +11,7 @@ graph with onnx_ir's maintained ``Graph.sort`` so the file passes the full check
 
 On CPU fp16 is not faster (ORT computes most fp16 ops in fp32 after casts); its value is
 on GPU hosts (TensorRT, CUDA). The default parity tolerance for fp16 is in
-:mod:`policy_export.export.tolerances`.
+:mod:`policy_export.tolerances`.
 """
 
 from __future__ import annotations

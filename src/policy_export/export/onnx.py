@@ -234,7 +234,7 @@ def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: st
 
     from policy_export.compare import parity_gate
     from policy_export.core import example_args
-    from policy_export.export.tolerances import quick_check_atol
+    from policy_export.tolerances import quick_check_atol
 
     names = ckpt.spec.input_names
     feed_args = example_args(ckpt, 3, image_format, seed=1234)

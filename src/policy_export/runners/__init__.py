@@ -4,6 +4,7 @@ Verification, benchmarks and the runtime client all talk to artifacts through th
 interface, so adding a backend means adding one runner, not touching every caller.
 """
 
-from policy_export.runners.base import Runner, open_runner
+from policy_export.runners.base import Runner
+from policy_export.runners.registry import open_runner
 
 __all__ = ["Runner", "open_runner"]

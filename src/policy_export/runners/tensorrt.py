@@ -29,7 +29,7 @@ class TensorRTRunner(Runner):
         self._runner: Any = None
 
     def activate(self) -> None:
-        from policy_export.export.tensorrt import (
+        from policy_export.tensorrt_host import (
             disable_polygraphy_autoinstall,
             host_info,
             plan_incompatibility,

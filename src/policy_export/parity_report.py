@@ -1,14 +1,116 @@
-"""Render a verification report: a Rich table for people, JSON and JUnit XML for CI."""
+"""The parity report: what ``verify`` (chunk and rollout checks) found, and how it is shown.
+
+The records (:class:`VerifyReport` of :class:`ArtifactCheck` rows of :class:`BatchResult`)
+live below both checks that fill them (``verify`` and ``rollout``), and are rendered here:
+a Rich table for people, JSON and JUnit XML for CI.
+"""
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policy_export.artifacts import ArtifactInfo
+from policy_export.compare import ErrorStats
+from policy_export.enums import Status
+from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, exit_status
 from policy_export.fsutil import write_text_atomic
-from policy_export.verify import ArtifactCheck, VerifyReport
+from policy_export.tolerances import default_atol
+
+
+@dataclass
+class BatchResult:
+    batch_size: int
+    samples: int
+    stats: ErrorStats
+    infer_ms_median: float
+
+
+@dataclass
+class ArtifactCheck:
+    artifact: str
+    kind: str
+    runner: str
+    precision: str
+    image_format: str
+    atol: float
+    rtol: float
+    status: str  # passed | failed | skipped
+    reason: str = ""
+    #: Where ``atol`` came from: "default fp32" / "default fp16" / "--tolerance" / "--artifact-tolerance".
+    atol_source: str = ""
+    warnings: list[str] = field(default_factory=list)
+    results: list[BatchResult] = field(default_factory=list)
+    #: "chunk" (one core call vs predict_action_chunk) or a rollout label (client + shim vs select_action).
+    check: str = "chunk"
+
+    @classmethod
+    def start(
+        cls,
+        info: ArtifactInfo,
+        *,
+        atol: float | None,
+        rtol: float,
+        per_artifact_atol: dict[str, float] | None,
+        warnings: list[str],
+        check: str = "chunk",
+    ) -> ArtifactCheck:
+        """A passing check of ``info`` with its tolerance resolved: per-artifact override, then
+        ``--tolerance``, then the default for the artifact's precision (the source is recorded)."""
+        table = per_artifact_atol or {}
+        override = table.get(info.path.name, table.get(str(info.path)))
+        if override is not None:
+            tol, source = override, "--artifact-tolerance"
+        elif atol is not None:
+            tol, source = atol, "--tolerance"
+        else:
+            tol, source = default_atol(info.metadata.precision), f"default {info.metadata.precision}"
+        meta = info.metadata
+        return cls(
+            artifact=str(info.path),
+            kind=info.kind,
+            runner="",
+            precision=meta.precision,
+            image_format=meta.image_format,
+            atol=tol,
+            rtol=rtol,
+            status="passed",
+            atol_source=source,
+            warnings=warnings,
+            check=check,
+        )
+
+
+@dataclass
+class VerifyReport:
+    checkpoint: str
+    policy: dict[str, Any]
+    seed: int
+    batch_sizes: list[int]
+    samples: int
+    checks: list[ArtifactCheck] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        if any(c.status == "failed" for c in self.checks):
+            return EXIT_PARITY_FAILED
+        if any(c.status == "skipped" for c in self.checks):
+            return EXIT_BAD_INPUT
+        return EXIT_OK
+
+    @property
+    def status(self) -> Status:
+        return exit_status(self.exit_code)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["status"] = self.status
+        d["exit_code"] = self.exit_code
+        return d
 
 
 def _fmt(x: float) -> str:

@@ -246,9 +246,9 @@ def _wrap_check(ckpt: Any, image_format: str) -> dict[str, Any]:
 
     from policy_export.compare import parity_gate
     from policy_export.core import build_core
-    from policy_export.export.tolerances import default_atol
     from policy_export.inputs import checkpoint_inputs
     from policy_export.reference import eager_chunk
+    from policy_export.tolerances import default_atol
 
     core = build_core(ckpt, image_format=image_format)
     feed = checkpoint_inputs(ckpt, WRAP_CHECK_BATCH, np.random.default_rng(99), image_format)
@@ -296,7 +296,8 @@ def _export_tensorrt(
     max_batch: int,
     force: bool,
 ) -> None:
-    from policy_export.export.tensorrt import build_tensorrt, tensorrt_unavailable_reason
+    from policy_export.export.tensorrt import build_tensorrt
+    from policy_export.tensorrt_host import tensorrt_unavailable_reason
 
     reason = tensorrt_unavailable_reason()
     if reason:
