@@ -24,6 +24,11 @@ from typing import Any
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+#: The config parameter with ONNX Runtime's intra-op thread count, written by ``triton-repo
+#: --intra-op-threads``. This file runs inside the server and cannot import policy-export: the key
+#: is ``policy_export.triton_contract.ModelParam.INTRA_OP_THREAD_COUNT`` (a test checks they agree).
+INTRA_OP_THREAD_COUNT = "intra_op_thread_count"
+
 
 def _accelerators(config: dict[str, Any]) -> list[dict[str, Any]]:
     opt = config.get("optimization", {}).get("execution_accelerators", {})
@@ -49,7 +54,7 @@ class TritonPythonModel:
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3
-        threads = int(params.get("intra_op_thread_count", "0") or 0)
+        threads = int(params.get(INTRA_OP_THREAD_COUNT, "0") or 0)
         if threads > 0:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1

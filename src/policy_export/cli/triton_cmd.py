@@ -67,6 +67,10 @@ def triton_repo(
         Precision | None,
         typer.Option(help="ONNX models on GPU: enable ONNX Runtime's TensorRT accelerator at this precision."),
     ] = None,
+    intra_op_threads: Annotated[
+        int | None,
+        typer.Option(help="--backend python: ONNX Runtime intra-op threads per instance (default: ONNX Runtime's)."),
+    ] = None,
     force: ForceOpt = False,
     check: Annotated[
         Path | None,
@@ -102,6 +106,7 @@ def triton_repo(
         "warmup": warmup,
         "version_policy": version_policy,
         "ort_trt": ort_trt,
+        "intra_op_threads": intra_op_threads,
     }
     options = {k: v.value if isinstance(v, StrEnum) else v for k, v in given.items() if v is not None}
     res = write_version(artifact, repo, name, version, options, force=force)

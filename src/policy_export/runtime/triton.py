@@ -31,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from policy_export import triton_contract as contract
 from policy_export.dtypes import TRITON_WIRE_TYPES
 from policy_export.errors import BadInputError, UnavailableError, first_line
 from policy_export.runtime.backends import Backend, ModelChangedError
-from policy_export.spec import METADATA_KEY, ArtifactMetadata, CameraSpec, PolicySpec
+from policy_export.spec import METADATA_KEY, ArtifactMetadata, PolicySpec
+from policy_export.triton_contract import ModelParam, VersionParam
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +84,6 @@ def _parameters(config: dict[str, Any]) -> dict[str, str]:
     return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
 
 
-def _optional_float(text: str | None) -> float | None:
-    if text is None or text.strip().lower() in ("", "none", "null"):
-        return None
-    return float(text)
-
-
 def resolve_version(requested: str, model_meta: dict[str, Any], where: str) -> str:
     """The version the client will talk to. Without one asked for, the newest version the server
     lists (what Triton serves an unversioned request), pinned so that a newer version loaded
@@ -103,14 +99,7 @@ def resolve_version(requested: str, model_meta: dict[str, Any], where: str) -> s
 
 def wire_names(config: dict[str, Any]) -> dict[str, str]:
     """Policy tensor name -> name on the wire (``state`` -> ``state__0`` for TorchScript models)."""
-    params = _parameters(config)
-    names: dict[str, str] = {}
-    for side in ("input", "output"):
-        wire = [n for n in params.get(f"{side}_names", "").split(",") if n]
-        policy = [n for n in params.get(f"policy_{side}_names", "").split(",") if n]
-        if wire and len(wire) == len(policy):
-            names.update(zip(policy, wire, strict=True))
-    return names
+    return contract.wire_names(_parameters(config))
 
 
 def metadata_from_triton(
@@ -123,21 +112,22 @@ def metadata_from_triton(
     parameters (``chunk_size``, ``n_action_steps``, ``cameras``, ...) and the served signature.
     """
     params = _parameters(config)
-    for key in (f"version.{version}.metadata", METADATA_KEY):
+    for key in (contract.version_key(version, VersionParam.METADATA), METADATA_KEY):
         if params.get(key):
             try:
                 return ArtifactMetadata.from_json(params[key])
             except (ValueError, KeyError, TypeError) as exc:
                 raise BadInputError(f"{where}: config parameter {key!r} is not policy-export metadata ({exc})") from exc
-    missing = [k for k in ("chunk_size", "n_action_steps", "cameras") if k not in params]
+    needed = (ModelParam.CHUNK_SIZE, ModelParam.N_ACTION_STEPS, ModelParam.CAMERAS)
+    missing = [str(k) for k in needed if k not in params]
     if missing:
         raise BadInputError(
             f"{where}: model config has no policy parameters ({', '.join(missing)}); "
             "generate the repository with `policy-export triton-repo` so the client can check what it talks to"
         )
 
-    def param(name: str) -> str:
-        return params.get(f"version.{version}.{name}", params.get(name, ""))
+    def param(name: VersionParam) -> str:
+        return contract.version_value(params, version, name)
 
     wire = wire_names(config)
     outputs = {o["name"]: o for o in model_meta.get("outputs", [])}
@@ -149,23 +139,20 @@ def metadata_from_triton(
             "(needs input 'state' and output 'action_chunk')"
         )
     try:
-        cameras = tuple(
-            CameraSpec(key=c["key"], input_name=c["input_name"], shape=tuple(c["shape"]))  # type: ignore[arg-type]
-            for c in json.loads(params["cameras"])
-        )
+        cameras = contract.decode_cameras(params[ModelParam.CAMERAS])
         spec = PolicySpec(
-            policy_type=params.get("policy_type", "act"),
+            policy_type=params.get(ModelParam.POLICY_TYPE, "act"),
             state_key=params.get("state_key", "observation.state"),
             state_dim=int(state["shape"][-1]),
             action_key=params.get("action_key", "action"),
             action_dim=int(chunk["shape"][-1]),
             cameras=cameras,
-            chunk_size=int(params["chunk_size"]),
-            n_action_steps=int(param("n_action_steps")),
+            chunk_size=int(params[ModelParam.CHUNK_SIZE]),
+            n_action_steps=int(param(VersionParam.N_ACTION_STEPS)),
             normalization=json.loads(params["normalization"]) if params.get("normalization") else {},
-            norm_hash=param("normalization_hash"),
+            norm_hash=param(VersionParam.NORMALIZATION_HASH),
             # Repositories without version metadata predate the family seam: ACT's one family field.
-            family={"temporal_ensemble_coeff": _optional_float(param("temporal_ensemble_coeff"))},
+            family={"temporal_ensemble_coeff": contract.decode_coeff(param(VersionParam.TEMPORAL_ENSEMBLE_COEFF))},
         )
     except (ValueError, KeyError, TypeError) as exc:  # a hand-edited config: one line, not a traceback
         raise BadInputError(
@@ -174,9 +161,9 @@ def metadata_from_triton(
         ) from exc
     return ArtifactMetadata(
         spec=spec,
-        artifact_kind=params.get("artifact_kind", "triton"),
-        image_format=params.get("image_format", "float32"),
-        precision=param("precision") or "fp32",
+        artifact_kind=params.get(ModelParam.ARTIFACT_KIND, "triton"),
+        image_format=params.get(ModelParam.IMAGE_FORMAT, "float32"),
+        precision=param(VersionParam.PRECISION) or "fp32",
     )
 
 
@@ -236,7 +223,7 @@ class ModelIdentity:
     ) -> ModelIdentity:
         tensors = [*model_meta.get("inputs", []), *model_meta.get("outputs", [])]
         signature = tuple(sorted((t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in tensors))
-        return cls(signature, meta.spec.norm_hash, _parameters(config).get(f"version.{version}.sha256", ""))
+        return cls(signature, meta.spec.norm_hash, _parameters(config).get(contract.version_key(version, VersionParam.SHA256), ""))
 
     def differences(self, other: ModelIdentity) -> list[str]:
         out = []

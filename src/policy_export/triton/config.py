@@ -22,7 +22,6 @@ Naming on the wire (what a client sends/reads, recorded in ``parameters`` as
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from policy_export import __version__
 from policy_export.artifacts import ArtifactInfo, TensorSig
 from policy_export.dtypes import triton_config_type
 from policy_export.errors import BadInputError, UnavailableError
+from policy_export.triton_contract import ModelParam, ModelParameters, NamingConvention, VersionParameters
 
 TRITON_SERVER_VERSION = "2.51"  # the server the generated configs are tested against
 
@@ -95,6 +95,8 @@ class TritonOptions:
     warmup: bool = True
     version_policy: str = "latest:1"
     ort_trt: str | None = None  # "fp16" | "fp32": ONNX Runtime's TensorRT accelerator
+    #: ONNX Runtime intra-op threads per instance of a ``--backend python`` model (None: ORT's default).
+    intra_op_threads: int | None = None
 
     def resolved_kind(self, spec: BackendSpec) -> str:
         return self.kind or ("gpu" if spec.key == "tensorrt" else "cpu")
@@ -121,6 +123,11 @@ class TritonOptions:
         kinds = {group_enum.KIND_GPU: "gpu", group_enum.KIND_CPU: "cpu"}
         accs = cfg.optimization.execution_accelerators.gpu_execution_accelerator
         trt = [a.parameters.get("precision_mode", "FP32").lower() for a in accs if a.name == "tensorrt"]
+        threads = (
+            cfg.parameters[ModelParam.INTRA_OP_THREAD_COUNT].string_value
+            if ModelParam.INTRA_OP_THREAD_COUNT in cfg.parameters
+            else ""
+        )
         return cls(
             backend="python" if cfg.backend == "python" else "auto",
             max_batch_size=cfg.max_batch_size,
@@ -131,6 +138,7 @@ class TritonOptions:
             warmup=bool(cfg.model_warmup),
             version_policy=policy,
             ort_trt=trt[0] if trt else None,
+            intra_op_threads=int(threads) if threads else None,
         )
 
 
@@ -231,47 +239,44 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _coeff(value: float | None) -> str:
-    """ "none" when ensembling is off: an empty string would vanish from the JSON form of the config."""
-    return "none" if value is None else repr(value)
-
-
-def _policy_parameters(sig: Signature, versions: dict[int, ArtifactInfo], spec: BackendSpec) -> dict[str, str]:
+def policy_parameters(
+    sig: Signature, versions: dict[int, ArtifactInfo], spec: BackendSpec, options: TritonOptions | None = None
+) -> ModelParameters:
+    """The typed ``parameters`` of a model serving ``versions`` (see :mod:`policy_export.triton_contract`)."""
     latest = versions[max(versions)].metadata
     s = latest.spec
-    params = {
-        "policy_export_version": __version__,
-        "policy_type": s.policy_type,
-        "artifact_kind": latest.artifact_kind,
-        "image_format": latest.image_format,
-        "chunk_size": str(s.chunk_size),
-        "state_dim": str(s.state_dim),
-        "action_dim": str(s.action_dim),
-        "cameras": json.dumps([{"key": c.key, "input_name": c.input_name, "shape": list(c.shape)} for c in s.cameras]),
-        "policy_input_names": ",".join(t.policy_name for t in sig.inputs),
-        "policy_output_names": ",".join(t.policy_name for t in sig.outputs),
-        "input_names": ",".join(t.name for t in sig.inputs),
-        "output_names": ",".join(t.name for t in sig.outputs),
-        "naming_convention": "name__index" if spec.named_index else "graph_names",
-        "versions": ",".join(str(v) for v in sorted(versions)),
-        # The latest version's values, for clients that do not pin a version; per-version below.
-        "n_action_steps": str(s.n_action_steps),
-        "temporal_ensemble_coeff": _coeff(s.temporal_ensemble_coeff),
-        "normalization_hash": s.norm_hash,
-    }
-    for v, info in sorted(versions.items()):
-        m = info.metadata
-        params.update(
-            {
-                f"version.{v}.n_action_steps": str(m.spec.n_action_steps),
-                f"version.{v}.temporal_ensemble_coeff": _coeff(m.spec.temporal_ensemble_coeff),
-                f"version.{v}.normalization_hash": m.spec.norm_hash,
-                f"version.{v}.precision": m.precision,
-                f"version.{v}.sha256": file_sha256(info.path),
-                f"version.{v}.metadata": m.to_json(),
-            }
-        )
-    return params
+    threads = options.intra_op_threads if options is not None and spec.key == "python" else None
+    return ModelParameters(
+        policy_export_version=__version__,
+        policy_type=s.policy_type,
+        artifact_kind=latest.artifact_kind,
+        image_format=latest.image_format,
+        chunk_size=s.chunk_size,
+        state_dim=s.state_dim,
+        action_dim=s.action_dim,
+        cameras=s.cameras,
+        policy_input_names=tuple(t.policy_name for t in sig.inputs),
+        policy_output_names=tuple(t.policy_name for t in sig.outputs),
+        input_names=tuple(t.name for t in sig.inputs),
+        output_names=tuple(t.name for t in sig.outputs),
+        naming_convention=NamingConvention.NAME_INDEX if spec.named_index else NamingConvention.GRAPH_NAMES,
+        # The latest version's values, for clients that do not pin a version; per-version in ``versions``.
+        n_action_steps=s.n_action_steps,
+        temporal_ensemble_coeff=s.temporal_ensemble_coeff,
+        normalization_hash=s.norm_hash,
+        versions={
+            v: VersionParameters(
+                n_action_steps=info.metadata.spec.n_action_steps,
+                temporal_ensemble_coeff=info.metadata.spec.temporal_ensemble_coeff,
+                normalization_hash=info.metadata.spec.norm_hash,
+                precision=info.metadata.precision,
+                sha256=file_sha256(info.path),
+                metadata=info.metadata.to_json(),
+            )
+            for v, info in sorted(versions.items())
+        },
+        intra_op_thread_count=threads,
+    )
 
 
 def plan_profile(plan: Path) -> dict[str, int] | None:
@@ -328,6 +333,11 @@ def _check_options(options: TritonOptions, spec: BackendSpec) -> None:
             raise BadInputError("--ort-trt applies to ONNX models only (ONNX Runtime's TensorRT accelerator)")
         if kind != "gpu":
             raise BadInputError("--ort-trt needs --kind gpu (ONNX Runtime's TensorRT accelerator runs on the GPU)")
+    if options.intra_op_threads is not None:
+        if options.intra_op_threads < 1:
+            raise BadInputError(f"--intra-op-threads {options.intra_op_threads}: must be >= 1")
+        if spec.key != "python":
+            raise BadInputError("--intra-op-threads applies to --backend python models (their ONNX Runtime session)")
     parse_version_policy(options.version_policy)
 
 
@@ -386,7 +396,7 @@ def build_config(
                 inp.dims.extend(t.dims)
                 inp.random_data = True
 
-    for key, value in _policy_parameters(sig, versions, spec).items():
+    for key, value in policy_parameters(sig, versions, spec, options).to_strings().items():
         cfg.parameters[key].string_value = value
     return cfg, sig
 

@@ -34,6 +34,7 @@ from policy_export.triton.config import (
     signature_differences,
     wire_signature,
 )
+from policy_export.triton_contract import ModelParam, VersionParam, version_key
 
 CONFIG = "config.pbtxt"
 # Fields tritonclient 2.67's ModelConfig has and the 2.51 server's does not.
@@ -248,14 +249,14 @@ def _check_version(
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     meta = info.metadata
     expected = {
-        f"version.{version}.normalization_hash": meta.spec.norm_hash,
-        f"version.{version}.n_action_steps": str(meta.spec.n_action_steps),
-        "image_format": meta.image_format,
+        version_key(version, VersionParam.NORMALIZATION_HASH): meta.spec.norm_hash,
+        version_key(version, VersionParam.N_ACTION_STEPS): str(meta.spec.n_action_steps),
+        str(ModelParam.IMAGE_FORMAT): meta.image_format,
     }
     for key, value in expected.items():
         if key in params and params[key] != value:
             problems.append(f"{label}: parameter {key} is {params[key]!r} but {spec.filename} has {value!r}")
-    digest_key = f"version.{version}.sha256"
+    digest_key = version_key(version, VersionParam.SHA256)
     if digest_key in params and params[digest_key] != file_sha256(artifact):
         problems.append(
             f"{label}: {spec.filename} changed after the config was written ({digest_key} differs); regenerate it"
