@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policy_export.enums import ArtifactKind
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.spec import METADATA_KEY, ArtifactMetadata, PolicySpec
 
@@ -29,7 +30,7 @@ class TensorSig:
 @dataclass
 class ArtifactInfo:
     path: Path
-    kind: str  # "onnx" | "torchscript" | "tensorrt"
+    kind: ArtifactKind
     metadata: ArtifactMetadata
     inputs: list[TensorSig] = field(default_factory=list)
     outputs: list[TensorSig] = field(default_factory=list)
@@ -56,19 +57,19 @@ def read_tensorrt_sidecar(plan: Path) -> dict[str, Any]:
     return record
 
 
-def detect_kind(path: Path) -> str:
+def detect_kind(path: Path) -> ArtifactKind:
     if not path.exists():
         raise BadInputError(f"{path}: artifact does not exist; export one first (policy-export onnx ...)")
     if not path.is_file():
         raise BadInputError(f"{path}: artifact must be a file")
     if zipfile.is_zipfile(path):
-        return "torchscript"
+        return ArtifactKind.TORCHSCRIPT
     if path.suffix in (".pt", ".pth"):
         # Not a zip: without this, a truncated TorchScript file would be reported as a bad ONNX file.
         raise BadInputError(f"{path}: not a readable TorchScript file (not a zip archive; truncated?); re-export it")
     if path.suffix in (".plan", ".engine") or tensorrt_sidecar(path).exists():
-        return "tensorrt"
-    return "onnx"
+        return ArtifactKind.TENSORRT
+    return ArtifactKind.ONNX
 
 
 def _metadata_error(path: Path, why: str) -> BadInputError:
@@ -107,7 +108,7 @@ def _onnx_info(path: Path) -> ArtifactInfo:
     inits = {i.name for i in model.graph.initializer}
     return ArtifactInfo(
         path=path,
-        kind="onnx",
+        kind=ArtifactKind.ONNX,
         metadata=meta,
         inputs=[sig(i) for i in model.graph.input if i.name not in inits],
         outputs=[sig(o) for o in model.graph.output],
@@ -139,7 +140,7 @@ def _onnx_info_onnxruntime(path: Path) -> ArtifactInfo:
 
     return ArtifactInfo(
         path=path,
-        kind="onnx",
+        kind=ArtifactKind.ONNX,
         metadata=_parse_metadata(path, props[METADATA_KEY], "its policy_export metadata"),
         inputs=[sig(i) for i in session.get_inputs()],
         outputs=[sig(o) for o in session.get_outputs()],
@@ -163,9 +164,9 @@ def _signature_from_metadata(meta: ArtifactMetadata) -> tuple[list[TensorSig], l
 
 def inspect_artifact(path: Path) -> ArtifactInfo:
     kind = detect_kind(path)
-    if kind == "onnx":
+    if kind == ArtifactKind.ONNX:
         return _onnx_info(path)
-    if kind == "torchscript":
+    if kind == ArtifactKind.TORCHSCRIPT:
         meta = read_torchscript_metadata(path)
     else:
         side = tensorrt_sidecar(path)

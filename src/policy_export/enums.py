@@ -33,6 +33,14 @@ class ArtifactKind(StrEnum):
     TENSORRT = "tensorrt"
 
 
+class OrtProvider(StrEnum):
+    """Which ONNX Runtime execution provider runs an ``.onnx`` artifact (falling back to the ones after it)."""
+
+    CPU = "cpu"
+    CUDA = "cuda"
+    TENSORRT = "tensorrt"
+
+
 class Status(StrEnum):
     """The state of a check, a pipeline step or a whole run (reports, JSON, the CLI's last line)."""
 

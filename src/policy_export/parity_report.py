@@ -38,7 +38,7 @@ class ArtifactCheck:
     image_format: str
     atol: float
     rtol: float
-    status: str  # passed | failed | skipped
+    status: Status
     reason: str = ""
     #: Where ``atol`` came from: "default fp32" / "default fp16" / "--tolerance" / "--artifact-tolerance".
     atol_source: str = ""
@@ -77,7 +77,7 @@ class ArtifactCheck:
             image_format=meta.image_format,
             atol=tol,
             rtol=rtol,
-            status="passed",
+            status=Status.PASSED,
             atol_source=source,
             warnings=warnings,
             check=check,
@@ -96,9 +96,9 @@ class VerifyReport:
 
     @property
     def exit_code(self) -> int:
-        if any(c.status == "failed" for c in self.checks):
+        if any(c.status == Status.FAILED for c in self.checks):
             return EXIT_PARITY_FAILED
-        if any(c.status == "skipped" for c in self.checks):
+        if any(c.status == Status.SKIPPED for c in self.checks):
             return EXIT_BAD_INPUT
         return EXIT_OK
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from policy_export.enums import Status
+from policy_export.enums import ImageFormat, Precision, Status
 from policy_export.errors import (
     EXIT_BAD_INPUT,
     EXIT_OK,
@@ -48,11 +48,11 @@ WRAP_CHECK_BATCH = 2
 
 @dataclass
 class Step:
-    """One pipeline step. status: running | passed | failed | skipped | error."""
+    """One pipeline step."""
 
     name: str  # load | wrap | export | verify
     target: str  # checkpoint | core | onnx | torchscript | tensorrt
-    status: str = "running"
+    status: Status = Status.RUNNING
     artifact: str | None = None
     duration_s: float = 0.0
     error: str | None = None
@@ -66,8 +66,8 @@ class PipelineReport:
     checkpoint: str
     out_dir: str
     formats: list[str]
-    image_format: str
-    precision: str
+    image_format: ImageFormat
+    precision: Precision
     batch_sizes: list[int]
     samples: int
     allow_unavailable: bool
@@ -79,12 +79,12 @@ class PipelineReport:
 
     @property
     def exit_code(self) -> int:
-        if any(s.status == "failed" for s in self.steps):
+        if any(s.status == Status.FAILED for s in self.steps):
             return EXIT_PARITY_FAILED
         for s in self.steps:
-            if s.status in ("error", "running"):
+            if s.status in (Status.ERROR, Status.RUNNING):
                 return EXIT_BAD_INPUT
-            if s.status == "skipped" and not (self.allow_unavailable and s.unavailable):
+            if s.status == Status.SKIPPED and not (self.allow_unavailable and s.unavailable):
                 return EXIT_BAD_INPUT
         return EXIT_OK
 
@@ -131,23 +131,23 @@ class _Recorder:
         t0 = time.perf_counter()
         try:
             yield st
-            if st.status == "running":
-                st.status = "passed"
+            if st.status == Status.RUNNING:
+                st.status = Status.PASSED
         except UnavailableError as exc:
-            st.status, st.error, st.unavailable = "skipped", str(exc), True
+            st.status, st.error, st.unavailable = Status.SKIPPED, str(exc), True
         except ParityError as exc:
-            st.status, st.error = "failed", str(exc)
+            st.status, st.error = Status.FAILED, str(exc)
         except PolicyExportError as exc:
-            st.status, st.error = "error", str(exc)
+            st.status, st.error = Status.ERROR, str(exc)
         except BaseException as exc:
-            st.status, st.error = "error", f"{type(exc).__name__}: {exc}"
+            st.status, st.error = Status.ERROR, f"{type(exc).__name__}: {exc}"
             raise
         finally:
             st.duration_s = round(time.perf_counter() - t0, 3)
             self.notify(st)
 
     def skip(self, name: str, target: str, reason: str, unavailable: bool = False) -> None:
-        st = Step(name, target, status="skipped", error=reason, unavailable=unavailable)
+        st = Step(name, target, status=Status.SKIPPED, error=reason, unavailable=unavailable)
         self.report.steps.append(st)
         self.notify(st)
 
@@ -161,8 +161,8 @@ def run_export_pipeline(
     out_dir: Path,
     *,
     formats: list[str],
-    image_format: str = "float32",
-    precision: str = "fp32",
+    image_format: ImageFormat = ImageFormat.FLOAT32,
+    precision: Precision = Precision.FP32,
     batch_sizes: list[int] | None = None,
     samples: int = 2,
     max_batch: int = 16,
@@ -240,7 +240,7 @@ def _run(
     _verify(rec, report, ckpt, built, on_verify_progress)
 
 
-def _wrap_check(ckpt: Any, image_format: str) -> dict[str, Any]:
+def _wrap_check(ckpt: Any, image_format: ImageFormat) -> dict[str, Any]:
     """The in-memory core vs LeRobot eager on one seeded batch: catches a wrapper bug before any export."""
     import torch
 
@@ -355,7 +355,7 @@ def _verify(
         )
     except PolicyExportError as exc:
         for st in steps:
-            st.status, st.error = ("failed" if isinstance(exc, ParityError) else "error"), str(exc)
+            st.status, st.error = (Status.FAILED if isinstance(exc, ParityError) else Status.ERROR), str(exc)
             rec.notify(st)
         return
     elapsed = round(time.perf_counter() - t0, 3)
@@ -364,7 +364,7 @@ def _verify(
         st.duration_s = elapsed  # one shared run (shared LeRobot references); per-artifact time is in details
         st.status = check.status
         st.error = check.reason or None
-        st.unavailable = check.status == "skipped"
+        st.unavailable = check.status == Status.SKIPPED
         worst = max((r.stats.max_abs for r in check.results), default=float("nan"))
         st.details = {
             "runner": check.runner,
@@ -376,6 +376,6 @@ def _verify(
             "infer_ms_median": {r.batch_size: r.infer_ms_median for r in check.results},
             "warnings": check.warnings,
         }
-        if check.status == "failed":
+        if check.status == Status.FAILED:
             st.error = f"max abs error {worst:.3g} > atol {check.atol:g}"
         rec.notify(st)

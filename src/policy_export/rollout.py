@@ -21,6 +21,7 @@ import numpy as np
 from policy_export.artifacts import ArtifactInfo, check_compatible
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import compare
+from policy_export.enums import Status
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import RolloutMode, family_for
 from policy_export.inputs import checkpoint_inputs
@@ -177,7 +178,7 @@ def _check_mode(
             )
         )
         if not stats.passed:
-            check.status = "failed"
+            check.status = Status.FAILED
 
 
 def rollout_checks(
@@ -215,7 +216,7 @@ def rollout_checks(
             backend = LocalBackend(Path(info.path), provider=ort_provider)  # loaded once, shared by every mode
         except UnavailableError as exc:
             for check in mode_checks:
-                check.status, check.reason = "skipped", str(exc)
+                check.status, check.reason = Status.SKIPPED, str(exc)
             continue
         try:
             for mode, check in zip(modes, mode_checks, strict=True):

@@ -16,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from policy_export.enums import ImageFormat, Precision
+
 METADATA_KEY = "policy_export"
 #: 2: family-neutral spec (``n_obs_steps``, ``noise_inputs``, ``family``); 1: ACT only.
 METADATA_SCHEMA = 2
@@ -115,9 +117,10 @@ class ArtifactMetadata:
     """Metadata embedded in every exported artifact (ONNX metadata_props, TorchScript extra file)."""
 
     spec: PolicySpec
+    #: An :class:`~policy_export.enums.ArtifactKind`, or ``"triton"`` for a model read back from a server.
     artifact_kind: str
-    image_format: str = "float32"
-    precision: str = "fp32"
+    image_format: ImageFormat = ImageFormat.FLOAT32
+    precision: Precision = Precision.FP32
     exporter: str = ""
     opset: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
@@ -137,6 +140,9 @@ class ArtifactMetadata:
             )
         d["spec"] = PolicySpec.from_dict(d["spec"])
         d["schema"] = METADATA_SCHEMA  # read into today's shape (schema 1 upgraded in from_dict)
+        # Checked here, where metadata enters: an unknown word is a ValueError, made one line by the callers.
+        d["image_format"] = ImageFormat(d.get("image_format", ImageFormat.FLOAT32))
+        d["precision"] = Precision(d.get("precision", Precision.FP32))
         return cls(**d)
 
     def input_shapes(self) -> dict[str, tuple[int | str, ...]]:
@@ -146,13 +152,13 @@ class ArtifactMetadata:
         shapes: dict[str, tuple[int | str, ...]] = {"state": (*lead, spec.state_dim)}
         for cam in spec.cameras:
             c, h, w = cam.shape
-            shapes[cam.input_name] = (*lead, h, w, c) if self.image_format == "uint8" else (*lead, c, h, w)
+            shapes[cam.input_name] = (*lead, h, w, c) if self.image_format == ImageFormat.UINT8 else (*lead, c, h, w)
         for noise in spec.noise_inputs:
             shapes[noise.name] = ("batch", *noise.shape)
         return shapes
 
     def input_dtypes(self) -> dict[str, str]:
-        img = "uint8" if self.image_format == "uint8" else "float32"
+        img = "uint8" if self.image_format == ImageFormat.UINT8 else "float32"
         return {
             "state": "float32",
             **{c.input_name: img for c in self.spec.cameras},

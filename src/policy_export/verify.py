@@ -19,6 +19,7 @@ import numpy as np
 from policy_export.artifacts import check_compatible, inspect_artifact
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import merge_samples
+from policy_export.enums import Status
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.inputs import checkpoint_inputs
 from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport
@@ -91,13 +92,13 @@ def verify_artifacts(
             check.runner = runner.name
             runner.activate()
         except UnavailableError as exc:
-            check.status, check.reason = "skipped", str(exc)
+            check.status, check.reason = Status.SKIPPED, str(exc)
             continue
         lo, hi = runner.batch_range()
         outside = [b for b in batch_sizes if b < lo or (hi is not None and b > hi)]
         if outside:
             runner.deactivate()
-            check.status = "skipped"
+            check.status = Status.SKIPPED
             check.reason = (
                 f"batch sizes {outside} are outside what {info.path.name} runs ([{lo}, {hi}]); "
                 "rebuild it with a wider --min-batch/--max-batch or pass --batch-sizes within that range"
@@ -118,7 +119,7 @@ def verify_artifacts(
                 stats = merge_samples(ref_list, out_list, check.atol, rtol)
                 check.results.append(BatchResult(bs, samples, stats, float(np.median(times))))
                 if not stats.passed:
-                    check.status = "failed"
+                    check.status = Status.FAILED
         finally:
             runner.deactivate()
     if rollout_steps:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_errors, parse_int_list
-from policy_export.cli.verify_cmd import OrtProvider
+from policy_export.enums import OrtProvider
 
 
 @handle_errors

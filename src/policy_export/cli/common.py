@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from policy_export.enums import ImageFormat
 from policy_export.errors import PolicyExportError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,6 +36,12 @@ CheckpointOpt = Annotated[
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
+ImageFormatOpt = Annotated[
+    ImageFormat,
+    typer.Option(
+        "--image-format", help="float32: [B,3,H,W] in [0,1]. uint8: raw camera frames [B,H,W,3], scaled in-graph."
+    ),
+]
 
 
 _debug_flag = False

@@ -8,8 +8,16 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from policy_export.cli.common import CheckpointOpt, ForceOpt, console, exit_with, handle_errors, parse_int_list
-from policy_export.cli.onnx_cmd import ImageFormat, ImageFormatOpt, Precision
+from policy_export.cli.common import (
+    CheckpointOpt,
+    ForceOpt,
+    ImageFormatOpt,
+    console,
+    exit_with,
+    handle_errors,
+    parse_int_list,
+)
+from policy_export.enums import ImageFormat, Precision
 
 _STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow", "running": "cyan"}
 
@@ -24,10 +32,10 @@ def export(
             help="Comma-separated: onnx, torchscript, tensorrt (tensorrt is built from the ONNX and needs a GPU)."
         ),
     ] = "onnx,torchscript",
-    image_format: ImageFormatOpt = ImageFormat.float32,
+    image_format: ImageFormatOpt = ImageFormat.FLOAT32,
     precision: Annotated[
         Precision, typer.Option(help="For ONNX and TensorRT; TorchScript is always fp32.")
-    ] = Precision.fp32,
+    ] = Precision.FP32,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes verify checks every artifact at.")] = "1,4",
     samples: Annotated[int, typer.Option(help="Random input draws per batch size.")] = 2,
     max_batch: Annotated[int, typer.Option(help="Largest batch of the TensorRT plan's profile.")] = 16,
@@ -85,8 +93,8 @@ def export(
             checkpoint,
             out_dir,
             formats=fmts,
-            image_format=image_format.value,
-            precision=precision.value,
+            image_format=image_format,
+            precision=precision,
             batch_sizes=sizes,
             samples=samples,
             max_batch=max_batch,

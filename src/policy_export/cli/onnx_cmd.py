@@ -8,31 +8,14 @@ from typing import Annotated
 
 import typer
 
-from policy_export.cli.common import CheckpointOpt, ForceOpt, console, handle_errors, load, status
+from policy_export.cli.common import CheckpointOpt, ForceOpt, ImageFormatOpt, console, handle_errors, load, status
+from policy_export.enums import ImageFormat, Precision
 
 
 class Exporter(StrEnum):
     auto = "auto"
     dynamo = "dynamo"
     legacy = "legacy"
-
-
-class Precision(StrEnum):
-    fp32 = "fp32"
-    fp16 = "fp16"
-
-
-class ImageFormat(StrEnum):
-    float32 = "float32"
-    uint8 = "uint8"
-
-
-ImageFormatOpt = Annotated[
-    ImageFormat,
-    typer.Option(
-        "--image-format", help="float32: [B,3,H,W] in [0,1]. uint8: raw camera frames [B,H,W,3], scaled in-graph."
-    ),
-]
 
 
 @handle_errors
@@ -45,8 +28,8 @@ def onnx(
     ] = Exporter.auto,
     precision: Annotated[
         Precision, typer.Option(help="fp16 converts the network inside; inputs/outputs stay float32.")
-    ] = Precision.fp32,
-    image_format: ImageFormatOpt = ImageFormat.float32,
+    ] = Precision.FP32,
+    image_format: ImageFormatOpt = ImageFormat.FLOAT32,
     force: ForceOpt = False,
 ) -> None:
     """Export a checkpoint's stateless core to ONNX (dynamic batch), check it and quick-verify it."""
@@ -62,8 +45,8 @@ def onnx(
             opset=opset,
             exporter=exporter.value,
             force=force,
-            image_format=image_format.value,
-            precision=precision.value,
+            image_format=image_format,
+            precision=precision,
         )
     if res.fallback_reason:
         console.print(f"[yellow]used the legacy exporter: {escape(res.fallback_reason)}[/]")

@@ -7,15 +7,15 @@ from typing import Annotated
 
 import typer
 
-from policy_export.cli.common import CheckpointOpt, ForceOpt, console, handle_errors, load, status
-from policy_export.cli.onnx_cmd import ImageFormat, ImageFormatOpt
+from policy_export.cli.common import CheckpointOpt, ForceOpt, ImageFormatOpt, console, handle_errors, load, status
+from policy_export.enums import ImageFormat
 
 
 @handle_errors
 def torchscript(
     checkpoint: CheckpointOpt,
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the .pt file.")],
-    image_format: ImageFormatOpt = ImageFormat.float32,
+    image_format: ImageFormatOpt = ImageFormat.FLOAT32,
     force: ForceOpt = False,
 ) -> None:
     """Trace a checkpoint's stateless core to TorchScript (dynamic batch, fp32), check it and quick-verify it.
@@ -26,7 +26,7 @@ def torchscript(
 
     ckpt = load(checkpoint)
     with status(f"tracing {output.name}"):
-        res = export_torchscript(ckpt, output, force=force, image_format=image_format.value)
+        res = export_torchscript(ckpt, output, force=force, image_format=image_format)
     sizes = ", ".join(str(b) for b in res.checked_batches)
     console.print(
         f"[green]wrote[/] {res.path} ({res.path.stat().st_size / 1e6:.1f} MB, torch.jit.trace, {res.image_format} images); "

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from policy_export.cli.common import ForceOpt, console, err_console, handle_errors, parse_int_list
-from policy_export.cli.onnx_cmd import Precision
+from policy_export.enums import Precision
 from policy_export.errors import BadInputError
 
 

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_errors, load, parse_int_list
+from policy_export.enums import OrtProvider
 from policy_export.tolerances import DEFAULT_ATOL
-
-
-class OrtProvider(StrEnum):
-    cpu = "cpu"
-    cuda = "cuda"
-    tensorrt = "tensorrt"
 
 
 def _parse_atol_overrides(items: list[str]) -> dict[str, float]:
@@ -55,7 +49,7 @@ def verify(
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     ort_provider: Annotated[
         OrtProvider, typer.Option(help="ONNX Runtime execution provider for .onnx artifacts.")
-    ] = OrtProvider.cpu,
+    ] = OrtProvider.CPU,
     report: Annotated[Path | None, typer.Option(help="Write the full report as JSON here.")] = None,
     junit: Annotated[
         Path | None, typer.Option(help="Write a JUnit XML report here (one test case per artifact x batch).")

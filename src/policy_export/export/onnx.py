@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from policy_export.checkpoint import LoadedCheckpoint
+from policy_export.enums import ArtifactKind, ImageFormat, Precision
 from policy_export.errors import BadInputError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
 from policy_export.spec import METADATA_KEY, ArtifactMetadata
@@ -108,8 +109,8 @@ def export_onnx(
     opset: int | None = None,
     exporter: str = "auto",
     force: bool = False,
-    image_format: str = "float32",
-    precision: str = "fp32",
+    image_format: ImageFormat = ImageFormat.FLOAT32,
+    precision: Precision = Precision.FP32,
     quick_check: bool = True,
 ) -> OnnxExportResult:
     """Export, check, embed metadata, quick-parity-check, then move into place."""
@@ -175,13 +176,13 @@ def export_onnx(
                 f"--opset {chosen_opset}: the {used} exporter wrote opset {written} instead; "
                 f"choose an opset it supports (default {DEFAULT_OPSET})"
             )
-        if precision == "fp16":
+        if precision == Precision.FP16:
             from policy_export.export.fp16 import convert_to_fp16
 
             model = convert_to_fp16(model)
         meta = ArtifactMetadata(
             spec=ckpt.spec,
-            artifact_kind="onnx",
+            artifact_kind=ArtifactKind.ONNX,
             image_format=image_format,
             precision=precision,
             exporter=used,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from policy_export.artifacts import inspect_artifact, tensorrt_sidecar
+from policy_export.enums import ArtifactKind, Precision
 from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
 from policy_export.fsutil import atomic_output, check_writable
 from policy_export.spec import ArtifactMetadata
@@ -42,7 +43,7 @@ _SIZE_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}
 class TensorRTBuildResult:
     path: Path
     sidecar: Path
-    precision: str
+    precision: Precision
     profile: dict[str, int]
     build_seconds: float
     quick_check_max_abs: float
@@ -61,7 +62,7 @@ def build_tensorrt(
     onnx_path: Path,
     output: Path,
     *,
-    precision: str = "fp32",
+    precision: Precision = Precision.FP32,
     min_batch: int = 1,
     opt_batch: int = 4,
     max_batch: int = 16,
@@ -71,19 +72,20 @@ def build_tensorrt(
     quick_check: bool = True,
 ) -> TensorRTBuildResult:
     """Validate inputs, check this host can build, build, quick-check, write plan + sidecar atomically."""
-    if precision not in ("fp32", "fp16"):
+    if precision not in tuple(Precision):
         raise BadInputError(f"--precision must be fp32 or fp16, not {precision!r}")
+    precision = Precision(precision)
     if not 1 <= min_batch <= opt_batch <= max_batch:
         raise BadInputError(
             f"batch profile must satisfy 1 <= --min-batch <= --opt-batch <= --max-batch, got {min_batch}/{opt_batch}/{max_batch}"
         )
     info = inspect_artifact(onnx_path)
-    if info.kind != "onnx":
+    if info.kind != ArtifactKind.ONNX:
         raise BadInputError(
             f"{onnx_path}: --onnx must be an ONNX file written by policy-export, not a {info.kind} file"
         )
     meta = info.metadata
-    if meta.precision == "fp16" and precision == "fp32":
+    if meta.precision == Precision.FP16 and precision == Precision.FP32:
         raise BadInputError(
             f"{onnx_path}: this ONNX file is fp16; build an fp32 plan from the fp32 ONNX, or pass --precision fp16"
         )
@@ -96,7 +98,7 @@ def build_tensorrt(
 
     onnx_bytes = onnx_path.read_bytes()
     onnx_sha256 = hashlib.sha256(onnx_bytes).hexdigest()  # of the file as given, before any fp16 conversion
-    converted = precision == "fp16" and meta.precision != "fp16"
+    converted = precision == Precision.FP16 and meta.precision != Precision.FP16
     if converted:
         onnx_bytes = _fp16_onnx_bytes(onnx_bytes)
     profile = {"min": min_batch, "opt": opt_batch, "max": max_batch}
@@ -109,7 +111,7 @@ def build_tensorrt(
     host = host_info()
     plan_meta = ArtifactMetadata(
         spec=meta.spec,
-        artifact_kind="tensorrt",
+        artifact_kind=ArtifactKind.TENSORRT,
         image_format=meta.image_format,
         precision=precision,
         exporter=f"tensorrt {host['tensorrt_version']} via polygraphy (from {meta.exporter} ONNX)",
@@ -188,7 +190,7 @@ def _build_plan(
 
 
 def _quick_check(
-    plan: bytes, onnx_path: Path, meta: ArtifactMetadata, precision: str, profile: dict[str, int]
+    plan: bytes, onnx_path: Path, meta: ArtifactMetadata, precision: Precision, profile: dict[str, int]
 ) -> float:
     """The fresh plan vs ONNX Runtime (CPU) on the source ONNX at the profile's min and max batch."""
     import onnxruntime as ort

@@ -22,6 +22,7 @@ from typing import Any
 
 from policy_export.artifacts import TORCHSCRIPT_EXTRA
 from policy_export.checkpoint import LoadedCheckpoint
+from policy_export.enums import ArtifactKind, ImageFormat, Precision
 from policy_export.errors import ParityError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
 from policy_export.spec import ArtifactMetadata
@@ -56,7 +57,7 @@ def export_torchscript(
     output: Path,
     *,
     force: bool = False,
-    image_format: str = "float32",
+    image_format: ImageFormat = ImageFormat.FLOAT32,
     quick_check: bool = True,
 ) -> TorchScriptExportResult:
     """Trace, save with metadata, reload the saved file and check it, then move into place."""
@@ -68,9 +69,9 @@ def export_torchscript(
     args = example_args(ckpt, TRACE_BATCH, image_format)
     meta = ArtifactMetadata(
         spec=ckpt.spec,
-        artifact_kind="torchscript",
+        artifact_kind=ArtifactKind.TORCHSCRIPT,
         image_format=image_format,
-        precision="fp32",
+        precision=Precision.FP32,
         exporter="torch.jit.trace",
         opset=None,
         versions=library_versions(),

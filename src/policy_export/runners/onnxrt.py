@@ -8,13 +8,14 @@ from typing import Any
 import numpy as np
 
 from policy_export.artifacts import ArtifactInfo
+from policy_export.enums import OrtProvider
 from policy_export.errors import BadInputError, UnavailableError, first_line
 from policy_export.runners.base import Runner
 
 PROVIDERS = {
-    "cpu": ["CPUExecutionProvider"],
-    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    OrtProvider.CPU: ["CPUExecutionProvider"],
+    OrtProvider.CUDA: ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    OrtProvider.TENSORRT: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 
 
