@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from policy_export.bench.harness import Quiet, machine_cpu_seconds
+from policy_export.bench.machine import Quiet, machine_cpu_seconds
 from policy_export.bench.worker import thread_env
 
 

@@ -12,29 +12,20 @@ thread pool go to sleep.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from policy_export import errors
 from policy_export.artifacts import ArtifactInfo, check_compatible, detect_kind, inspect_artifact
-from policy_export.bench.worker import thread_env
-from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
+from policy_export.bench.ipc import WorkerCrashed, WorkerProcess
+from policy_export.bench.machine import Quiet, machine_cpu_seconds
+from policy_export.errors import BadInputError, UnavailableError
 
 CEILING_LIBRARIES = ("torch", "onnxruntime")
-
-
-class WorkerCrashed(PolicyExportError):
-    """A worker process died or raised something that is not a user error."""
 
 
 @dataclass
@@ -89,125 +80,6 @@ class RawBench:
     spec: dict[str, Any]
     load_average: dict[str, list[float]]
     rounds: dict[int, dict[str, int]] = field(default_factory=dict)
-
-
-class WorkerProcess:
-    """A backend in its own interpreter, driven by request/response messages."""
-
-    def __init__(self, name: str, threads: int) -> None:
-        self.name = name
-        parent, child = socket.socketpair()
-        self.log = tempfile.TemporaryFile()
-        env = {**os.environ, **thread_env(threads)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "policy_export.bench.worker", str(child.fileno())],
-            pass_fds=(child.fileno(),),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=self.log,
-        )
-        child.close()
-        self.conn = Connection(parent.detach())
-
-    def call(self, op: str, **args: Any) -> Any:
-        try:
-            self.conn.send((op, args))
-            status, payload = self.conn.recv()
-        except (EOFError, OSError):
-            try:
-                code = self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                code = self.proc.wait()
-            raise WorkerCrashed(f"{self.name}: worker process exited with code {code}{self._log_tail()}") from None
-        if status == "ok":
-            return payload
-        if status == "error":
-            cls_name, message = payload
-            cls = getattr(errors, cls_name, None)
-            if not (isinstance(cls, type) and issubclass(cls, PolicyExportError)):
-                cls = PolicyExportError
-            raise cls(message)
-        message, tb = payload
-        crash = WorkerCrashed(f"{self.name}: worker failed: {message.splitlines()[0]} (--debug shows its traceback)")
-        crash.add_note(f"traceback in the {self.name} worker:\n{tb}")
-        raise crash
-
-    def _log_tail(self) -> str:
-        self.log.seek(0)
-        lines = self.log.read().decode(errors="replace").strip().splitlines()
-        return f"; last output: {lines[-1]}" if lines else ""
-
-    def close(self) -> None:
-        try:
-            if self.proc.poll() is None:
-                self.call("close")
-            self.proc.wait(timeout=30)
-        except (PolicyExportError, subprocess.TimeoutExpired):
-            self.proc.kill()
-            self.proc.wait()
-        finally:
-            self.conn.close()
-            self.log.close()
-
-
-def machine_cpu_seconds() -> tuple[float, float]:
-    """CPU-seconds the whole machine has been busy, and stolen by the hypervisor, so far.
-
-    Sampled around every timed call: busy time minus the worker's own CPU time is what
-    other processes took while we were timing, the honest measure of how quiet the run was.
-    """
-    try:
-        with open("/proc/stat") as fh:
-            user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fh.readline().split()[1:9])
-    except (OSError, ValueError):
-        return float("nan"), float("nan")
-    hz = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + irq + softirq) / hz, steal / hz
-
-
-class Quiet:
-    """Tells whether other processes are leaving the CPUs to us, and waits until they do.
-
-    Shared machines (a developer box, a CI runner, a robot computer with camera drivers)
-    are the norm. A timed round during which other processes took more than
-    ``max_background`` of the CPUs is thrown away and run again, for every backend alike,
-    up to twice as many extra rounds as requested; what was discarded is reported. Waiting
-    for a quiet moment before a round is capped (``max_wait_s`` per round, ``budget_s`` per
-    run), so a machine that never quiets down still gets measured, its load in the report.
-    """
-
-    def __init__(self, max_background: float, max_wait_s: float, budget_s: float = 120.0) -> None:
-        self.limit = max_background
-        self.max_wait_s = max_wait_s
-        self.budget_s = budget_s
-        self.waited_s = 0.0
-        self.cpus = os.cpu_count() or 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.limit < 1.0
-
-    def others_share(self, busy_s: float, own_cpu_s: float, window_s: float) -> float:
-        return max(0.0, busy_s - own_cpu_s) / (window_s * self.cpus) if window_s > 0 else 0.0
-
-    def wait(self) -> None:
-        if not self.enabled:
-            return
-        start = time.monotonic()
-        deadline = start + min(self.max_wait_s, max(0.0, self.budget_s - self.waited_s))
-        try:
-            while time.monotonic() < deadline:
-                b0, t0 = machine_cpu_seconds()[0], time.perf_counter()
-                time.sleep(0.25)
-                if self.others_share(machine_cpu_seconds()[0] - b0, 0.0, time.perf_counter() - t0) <= self.limit:
-                    return
-        finally:
-            self.waited_s += time.monotonic() - start
-
-    def ok(self, share: float) -> bool:
-        return not self.enabled or not share > self.limit
 
 
 def planned_steps(config: BenchConfig, n_backends: int) -> int:

@@ -223,7 +223,11 @@ class ModelIdentity:
     ) -> ModelIdentity:
         tensors = [*model_meta.get("inputs", []), *model_meta.get("outputs", [])]
         signature = tuple(sorted((t["name"], t["datatype"], tuple(int(d) for d in t["shape"])) for t in tensors))
-        return cls(signature, meta.spec.norm_hash, _parameters(config).get(contract.version_key(version, VersionParam.SHA256), ""))
+        return cls(
+            signature,
+            meta.spec.norm_hash,
+            _parameters(config).get(contract.version_key(version, VersionParam.SHA256), ""),
+        )
 
     def differences(self, other: ModelIdentity) -> list[str]:
         out = []
