@@ -49,11 +49,12 @@ class BenchConfig:
 
 
 @dataclass
-class BackendRun:
+class WorkloadRun:
     """One backend's raw measurements; turned into table rows by :mod:`.results`."""
 
     backend: str
-    spec: dict[str, Any]
+    #: What the worker was asked to load (``{"backend": "eager" | "artifact", ...}``).
+    request: dict[str, Any]
     kind: str = ""
     runtime: str = ""
     provider: str | None = None
@@ -74,7 +75,7 @@ class RawBench:
     config: BenchConfig
     threads: int
     cpus: int
-    runs: list[BackendRun]
+    runs: list[WorkloadRun]
     flops: dict[str, Any]
     ceiling: list[dict[str, Any]]
     spec: dict[str, Any]
@@ -88,19 +89,19 @@ def planned_steps(config: BenchConfig, n_backends: int) -> int:
     return n_backends + 2 * len(CEILING_LIBRARIES) * len(config.matmul_sizes) + calls
 
 
-def backend_specs(config: BenchConfig) -> list[tuple[str, dict[str, Any]]]:
-    specs: list[tuple[str, dict[str, Any]]] = [("eager", {"backend": "eager", "checkpoint": str(config.checkpoint)})]
+def workload_requests(config: BenchConfig) -> list[tuple[str, dict[str, Any]]]:
+    requests: list[tuple[str, dict[str, Any]]] = [("eager", {"backend": "eager", "checkpoint": str(config.checkpoint)})]
     for path in config.artifacts:
         for provider in config.ort_providers:
             is_onnx = detect_kind(Path(path)) == "onnx"
             if not is_onnx and provider != config.ort_providers[0]:
                 continue  # the provider list only multiplies ONNX files
             name = path.name if provider == "cpu" or not is_onnx else f"{path.name}[{provider}]"
-            specs.append((name, {"backend": "artifact", "artifact": str(path), "provider": provider}))
-    names = [n for n, _ in specs]
+            requests.append((name, {"backend": "artifact", "artifact": str(path), "provider": provider}))
+    names = [n for n, _ in requests]
     if len(set(names)) != len(names):
         raise BadInputError("two --artifact files share a file name; rename one so the report can tell them apart")
-    return specs
+    return requests
 
 
 def _check_config(config: BenchConfig) -> list[ArtifactInfo]:
@@ -128,21 +129,21 @@ def run_bench(config: BenchConfig, step: Callable[[str, int], None] = lambda wha
     from policy_export.spec import PolicySpec
 
     infos = _check_config(config)
-    specs = backend_specs(config)
+    requests = workload_requests(config)
     threads = config.resolved_threads()
     load_average = {"start": list(os.getloadavg())}
     workers: dict[str, WorkerProcess] = {}
-    runs: list[BackendRun] = []
+    runs: list[WorkloadRun] = []
     try:
         # Load one at a time, so each load time is measured alone.
-        for name, spec in specs:
+        for name, request in requests:
             step(f"loading {name}", 1)
-            run = BackendRun(backend=name, spec=spec, provider=spec.get("provider"))
+            run = WorkloadRun(backend=name, request=request, provider=request.get("provider"))
             runs.append(run)
             worker = WorkerProcess(name, threads)
             workers[name] = worker
             try:
-                info = worker.call("load", **spec)
+                info = worker.call("load", **request)
             except (UnavailableError, WorkerCrashed) as exc:
                 if name == "eager":
                     raise
@@ -212,7 +213,7 @@ def _measure_ceiling(
 
 
 def _time_batch(
-    active: list[BackendRun],
+    active: list[WorkloadRun],
     workers: dict[str, WorkerProcess],
     config: BenchConfig,
     batch: int,
@@ -271,7 +272,7 @@ def _time_batch(
     return {"kept": kept, "discarded": discarded}
 
 
-def _rotated(items: list[BackendRun], k: int) -> list[BackendRun]:
+def _rotated(items: list[WorkloadRun], k: int) -> list[WorkloadRun]:
     """Rotate call order each round so no backend always runs right after the same one."""
     k %= len(items)
     return items[k:] + items[:k]

@@ -66,7 +66,7 @@ def _reset_peak() -> bool:
         return False
 
 
-class Backend:
+class Workload:
     """What the worker needs from a backend: load once, then run on the current feed."""
 
     def load(self) -> dict[str, Any]:
@@ -79,7 +79,7 @@ class Backend:
         """Release sessions before the process exits."""
 
 
-class EagerBackend(Backend):
+class EagerWorkload(Workload):
     """LeRobot's own inference: preprocessor -> predict_action_chunk -> postprocessor."""
 
     def __init__(self, checkpoint: str, threads: int) -> None:
@@ -142,7 +142,7 @@ class EagerBackend(Backend):
         return eager_chunk(self.ckpt, feed)
 
 
-class ArtifactBackend(Backend):
+class ArtifactWorkload(Workload):
     """An exported file through whatever runner ``open_runner`` picks for it."""
 
     def __init__(self, artifact: str, provider: str, threads: int) -> None:
@@ -184,7 +184,7 @@ class ArtifactBackend(Backend):
             self.runner.deactivate()
 
 
-class MatmulProbe(Backend):
+class MatmulProbe(Workload):
     """Sustained float32 matrix-multiply rate of one library: the machine's practical ceiling.
 
     ONNX Runtime's right-hand matrix is a constant, as model weights are, so MLAS packs it
@@ -267,15 +267,15 @@ def _probe_session_options(ort: Any, threads: int) -> Any:
     return so
 
 
-def make_backend(spec: dict[str, Any], threads: int) -> Backend:
-    kind = spec["backend"]
+def make_workload(request: dict[str, Any], threads: int) -> Workload:
+    kind = request["backend"]
     if kind == "eager":
-        return EagerBackend(spec["checkpoint"], threads)
+        return EagerWorkload(request["checkpoint"], threads)
     if kind == "artifact":
-        return ArtifactBackend(spec["artifact"], spec.get("provider", "cpu"), threads)
+        return ArtifactWorkload(request["artifact"], request.get("provider", "cpu"), threads)
     if kind == "matmul":
-        return MatmulProbe(spec["library"], [int(n) for n in spec["sizes"]], threads)
-    raise ValueError(f"unknown backend spec {spec!r}")
+        return MatmulProbe(request["library"], [int(n) for n in request["sizes"]], threads)
+    raise ValueError(f"unknown workload request {request!r}")
 
 
 class Worker:
@@ -283,21 +283,21 @@ class Worker:
 
     def __init__(self, threads: int) -> None:
         self.threads = threads
-        self.backend: Backend | None = None
+        self.workload: Workload | None = None
         self.feed: dict[str, np.ndarray] | None = None
         self.output: Any = None
 
     def handle(self, op: str, args: dict[str, Any]) -> Any:
         if op == "load":
-            self.backend = make_backend(args, self.threads)
-            info = self.backend.load()
+            self.workload = make_workload(args, self.threads)
+            info = self.workload.load()
             info["rss_mb"] = _peak_rss_mb()
             return info
-        assert self.backend is not None, "load first"
+        assert self.workload is not None, "load first"
         if op == "flops":
-            return self.backend.flops()  # type: ignore[attr-defined]
+            return self.workload.flops()  # type: ignore[attr-defined]
         if op == "measure":
-            return self.backend.measure(int(args["size"]), float(args["seconds"]))  # type: ignore[attr-defined]
+            return self.workload.measure(int(args["size"]), float(args["seconds"]))  # type: ignore[attr-defined]
         if op == "feed":
             self.feed = args["feed"]
             self.output = None
@@ -311,10 +311,10 @@ class Worker:
         raise ValueError(f"unknown op {op!r}")
 
     def _timed_call(self) -> dict[str, float]:
-        assert self.backend is not None and self.feed is not None, "feed first"
+        assert self.workload is not None and self.feed is not None, "feed first"
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        out = self.backend.infer(self.feed)
+        out = self.workload.infer(self.feed)
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         if self.output is None:
@@ -336,8 +336,8 @@ def serve(conn: Connection, threads: int) -> None:
         except EOFError:
             break
         if op == "close":
-            if worker.backend is not None:
-                worker.backend.close()
+            if worker.workload is not None:
+                worker.workload.close()
             conn.send(("ok", None))
             break
         try:

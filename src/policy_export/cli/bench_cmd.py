@@ -56,7 +56,7 @@ def bench(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from policy_export.bench.harness import BenchConfig, backend_specs, planned_steps, run_bench
+    from policy_export.bench.harness import BenchConfig, planned_steps, run_bench, workload_requests
     from policy_export.bench.machine import machine_info
     from policy_export.bench.report import render_table, require_matplotlib, skipped_lines, write_json, write_plot
     from policy_export.bench.results import to_json_dict
@@ -80,7 +80,7 @@ def bench(
             check_writable(out, force=True, what="report")  # fail now, not after minutes of timing
     if plot is not None:
         require_matplotlib()
-    n_backends = len(backend_specs(config))
+    n_backends = len(workload_requests(config))
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, transient=True, console=console) as progress:
         task = progress.add_task("benchmarking", total=planned_steps(config, n_backends))
