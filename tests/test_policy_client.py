@@ -268,7 +268,7 @@ def test_triton_metadata_and_signature_checks(small_onnx):
 def triton(small_onnx, small_fp16_onnx, small_uint8_onnx, tmp_path_factory):
     from triton_harness import triton_server
 
-    from policy_export.triton.config import TritonOptions
+    from policy_export.triton.options import TritonOptions
     from policy_export.triton.repo import write_version
 
     repo = tmp_path_factory.mktemp("client_repo")

@@ -22,7 +22,7 @@ from policy_export.triton.server import port_in_use
 
 @pytest.fixture(scope="module")
 def repo(small_onnx, tmp_path_factory):
-    from policy_export.triton.config import TritonOptions
+    from policy_export.triton.options import TritonOptions
     from policy_export.triton.repo import write_version
 
     path = tmp_path_factory.mktemp("serve") / "model_repository"

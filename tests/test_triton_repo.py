@@ -26,7 +26,7 @@ from policy_export.cli.app import app
 from policy_export.errors import BadInputError
 from policy_export.spec import ArtifactMetadata
 from policy_export.triton import repo as repo_mod
-from policy_export.triton.config import TritonOptions
+from policy_export.triton.options import TritonOptions
 from policy_export.triton.repo import write_version
 from policy_export.triton.validate import check_repository
 
@@ -403,7 +403,8 @@ def test_ensembling_and_per_version_parameters(small_onnx):
     """temporal_ensemble_coeff and per-version values reach the parameters a client reads."""
     import dataclasses
 
-    from policy_export.triton.config import backend_for, build_config
+    from policy_export.triton.backends import backend_for
+    from policy_export.triton.config import build_config
 
     info = inspect_artifact(small_onnx)
     ensembling = dataclasses.replace(
@@ -429,7 +430,8 @@ def test_options_read_back_from_the_config_they_wrote(small_onnx):
     """TritonOptions.from_config inverts build_config: a new version can start from the model's own settings."""
     import dataclasses
 
-    from policy_export.triton.config import backend_for, build_config
+    from policy_export.triton.backends import backend_for
+    from policy_export.triton.config import build_config
 
     info = inspect_artifact(small_onnx)
     for opts in (

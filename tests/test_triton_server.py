@@ -289,7 +289,7 @@ def test_what_check_catches_the_real_server_rejects(case, small_onnx, tmp_path):
     from triton_harness import require_server
 
     from policy_export.errors import UnavailableError
-    from policy_export.triton.config import TritonOptions
+    from policy_export.triton.options import TritonOptions
     from policy_export.triton.repo import write_version
     from policy_export.triton.server import TritonServer
 

@@ -13,7 +13,9 @@ from policy_export.enums import Precision
 from policy_export.errors import BadInputError
 
 
-class Backend(StrEnum):
+class BackendChoice(StrEnum):
+    """--backend: the Triton backend to serve an artifact with (auto: its native one)."""
+
     auto = "auto"
     python = "python"
 
@@ -32,7 +34,7 @@ def triton_repo(
     name: Annotated[str | None, typer.Option("--name", help="Model name (the folder under --repo).")] = None,
     version: Annotated[int, typer.Option("--version", help="Version folder to write (integer >= 1).")] = 1,
     backend: Annotated[
-        Backend | None,
+        BackendChoice | None,
         typer.Option(
             help="auto: the artifact's native backend (onnxruntime_onnx, tensorrt_plan, pytorch_libtorch). "
             "python: serve an ONNX file through ONNX Runtime from Triton's Python backend."

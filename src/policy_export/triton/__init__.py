@@ -1,6 +1,8 @@
 """Triton model repositories: generate, version, validate offline, and serve for tests.
 
-- :mod:`policy_export.triton.config`: a ``config.pbtxt`` built from an artifact's real signature.
+- :mod:`policy_export.triton.config`: a ``config.pbtxt`` built from an artifact's real signature,
+  from :mod:`.backends` (which Triton backend serves which artifact), :mod:`.signature` (the
+  tensors on the wire), :mod:`.options` (serving settings) and :mod:`.schema` (Triton's schema).
 - :mod:`policy_export.triton.repo`: versioned, atomic writes into a model repository.
 - :mod:`policy_export.triton.validate`: the offline check run after every write and by ``--check``.
 - :mod:`policy_export.triton.server`: find and launch the ``tritonserver`` shipped in the

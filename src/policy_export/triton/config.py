@@ -7,228 +7,26 @@ from the checkpoint or the user. The text is wrapped in ``config.pbtxt.tmpl`` (p
 from ``model_repository_templates/``), whose header comment tells a reader what a client must
 send.
 
-Naming on the wire (what a client sends/reads, recorded in ``parameters`` as
-``input_names``/``output_names``):
-
-- ONNX (``onnxruntime_onnx``, and ``--backend python``) and TensorRT plans: the graph's own
-  names, ``state``, ``image`` (or ``image_<camera>``), ``action_chunk``.
-- TorchScript (``pytorch_libtorch``): ``<name>__<index>`` (``state__0``, ``image__1``...,
-  ``action_chunk__0``). Triton's libtorch backend maps outputs *only* through that
-  convention, and inputs either through forward-argument names or the same convention; a
-  traced ``forward(state, *images)`` has no usable argument names for the images, so the
-  index convention is the one that always works. The index is the positional argument.
+The parts live beside it: which Triton backend serves which artifact (:mod:`.backends`), the
+tensors on the wire (:mod:`.signature`), the serving options (:mod:`.options`) and the
+``parameters`` contract (:mod:`policy_export.triton_contract`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
 
 from policy_export import __version__
-from policy_export.artifacts import ArtifactInfo, TensorSig
-from policy_export.dtypes import triton_config_type
-from policy_export.errors import BadInputError, UnavailableError
-from policy_export.triton_contract import ModelParam, ModelParameters, NamingConvention, VersionParameters
-
-TRITON_SERVER_VERSION = "2.51"  # the server the generated configs are tested against
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """How Triton runs one artifact kind, and the file name that backend looks for."""
-
-    key: str
-    backend: str
-    platform: str | None
-    filename: str
-    artifact_kind: str
-    named_index: bool = False  # pytorch_libtorch's <name>__<index> convention
-
-
-BACKENDS = {
-    "onnxruntime": BackendSpec("onnxruntime", "onnxruntime", "onnxruntime_onnx", "model.onnx", "onnx"),
-    "python": BackendSpec("python", "python", None, "model.onnx", "onnx"),
-    "tensorrt": BackendSpec("tensorrt", "tensorrt", "tensorrt_plan", "model.plan", "tensorrt"),
-    "pytorch": BackendSpec("pytorch", "pytorch", "pytorch_libtorch", "model.pt", "torchscript", named_index=True),
-}
-AUTO_BACKEND = {"onnx": "onnxruntime", "tensorrt": "tensorrt", "torchscript": "pytorch"}
-
-
-def backend_for(artifact_kind: str, choice: str = "auto") -> BackendSpec:
-    if choice == "auto":
-        return BACKENDS[AUTO_BACKEND[artifact_kind]]
-    if choice not in BACKENDS:
-        raise BadInputError(f"--backend must be auto or one of {', '.join(BACKENDS)}, not {choice!r}")
-    spec = BACKENDS[choice]
-    if spec.artifact_kind != artifact_kind:
-        raise BadInputError(
-            f"--backend {choice} serves {spec.artifact_kind} files, but the artifact is {artifact_kind}; "
-            f"drop --backend or export {spec.artifact_kind}"
-        )
-    return spec
-
-
-def backend_from_config(platform: str, backend: str) -> BackendSpec | None:
-    """The backend a config names (platform wins; both must agree when both are set)."""
-    for spec in BACKENDS.values():
-        if platform and platform == spec.platform:
-            return spec if backend in ("", spec.backend) else None
-    if not platform:
-        return BACKENDS.get(backend)
-    return None
-
-
-@dataclass(frozen=True)
-class TritonOptions:
-    """Model-wide serving settings (the CLI's options); see ``policy-export triton-repo --help``."""
-
-    backend: str = "auto"
-    max_batch_size: int = 8
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_delay_us: int = 500
-    instance_count: int = 1
-    kind: str | None = None  # "cpu" | "gpu"; None: gpu for TensorRT plans, cpu otherwise
-    warmup: bool = True
-    version_policy: str = "latest:1"
-    ort_trt: str | None = None  # "fp16" | "fp32": ONNX Runtime's TensorRT accelerator
-    #: ONNX Runtime intra-op threads per instance of a ``--backend python`` model (None: ORT's default).
-    intra_op_threads: int | None = None
-
-    def resolved_kind(self, spec: BackendSpec) -> str:
-        return self.kind or ("gpu" if spec.key == "tensorrt" else "cpu")
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> TritonOptions:
-        """The options an existing ``ModelConfig`` was written with (the inverse of :func:`build_config`).
-
-        A new version regenerates the model's one config; starting from these, not from the
-        defaults, is what keeps e.g. ``version_policy: all`` from silently dropping the
-        versions already served.
-        """
-        choice = cfg.version_policy.WhichOneof("policy_choice")
-        if choice == "all":
-            policy = "all"
-        elif choice == "specific":
-            policy = "specific:" + ",".join(map(str, cfg.version_policy.specific.versions))
-        elif choice == "latest":
-            policy = f"latest:{cfg.version_policy.latest.num_versions}"
-        else:
-            policy = "latest:1"  # Triton's default when the config names none
-        group = cfg.instance_group[0] if cfg.instance_group else None
-        group_enum = model_config_pb2().ModelInstanceGroup
-        kinds = {group_enum.KIND_GPU: "gpu", group_enum.KIND_CPU: "cpu"}
-        accs = cfg.optimization.execution_accelerators.gpu_execution_accelerator
-        trt = [a.parameters.get("precision_mode", "FP32").lower() for a in accs if a.name == "tensorrt"]
-        threads = (
-            cfg.parameters[ModelParam.INTRA_OP_THREAD_COUNT].string_value
-            if ModelParam.INTRA_OP_THREAD_COUNT in cfg.parameters
-            else ""
-        )
-        return cls(
-            backend="python" if cfg.backend == "python" else "auto",
-            max_batch_size=cfg.max_batch_size,
-            preferred_batch_sizes=tuple(cfg.dynamic_batching.preferred_batch_size),
-            max_queue_delay_us=cfg.dynamic_batching.max_queue_delay_microseconds,
-            instance_count=group.count if group is not None and group.count > 0 else 1,
-            kind=kinds.get(group.kind) if group is not None else None,
-            warmup=bool(cfg.model_warmup),
-            version_policy=policy,
-            ort_trt=trt[0] if trt else None,
-            intra_op_threads=int(threads) if threads else None,
-        )
-
-
-@dataclass(frozen=True)
-class WireTensor:
-    """One tensor as Triton sees it: wire name, Triton data type, dims without the batch axis."""
-
-    name: str
-    policy_name: str
-    data_type: str
-    dims: tuple[int, ...]
-
-    def describe(self) -> str:
-        return f"{self.name} {self.data_type} {list(self.dims)}"
-
-
-@dataclass
-class Signature:
-    inputs: list[WireTensor] = field(default_factory=list)
-    outputs: list[WireTensor] = field(default_factory=list)
-
-
-def parse_version_policy(text: str) -> tuple[str, list[int]]:
-    """``latest:N`` | ``all`` | ``specific:1,2`` -> (kind, numbers)."""
-    text = text.strip()
-    if text == "all":
-        return "all", []
-    m = re.fullmatch(r"latest:(\d+)", text)
-    if m and int(m.group(1)) >= 1:
-        return "latest", [int(m.group(1))]
-    m = re.fullmatch(r"specific:(\d+(?:,\d+)*)", text)
-    if m:
-        versions = sorted({int(v) for v in m.group(1).split(",")})
-        if all(v >= 1 for v in versions):
-            return "specific", versions
-    raise BadInputError(f"--version-policy {text!r}: use latest:N (N >= 1), all, or specific:1,2")
-
-
-def _wire(sig: TensorSig, index: int, spec: BackendSpec, path: Path) -> WireTensor:
-    if not sig.shape or isinstance(sig.shape[0], int):
-        raise BadInputError(
-            f"{path}: {sig.name} has a fixed batch axis {list(sig.shape)}; Triton batching needs a dynamic batch "
-            "axis: re-export it with policy-export (dynamic batch)"
-        )
-    dims = sig.shape[1:]
-    if not all(isinstance(d, int) and d > 0 for d in dims):
-        raise BadInputError(f"{path}: {sig.name} has symbolic dims {list(sig.shape)} beyond the batch axis")
-    data_type = triton_config_type(sig.dtype)
-    if data_type is None:
-        raise BadInputError(f"{path}: {sig.name} has data type {sig.dtype}, which this tool cannot map to Triton")
-    name = f"{sig.name}__{index}" if spec.named_index else sig.name
-    return WireTensor(name, sig.name, data_type, tuple(int(d) for d in dims))
-
-
-def wire_signature(info: ArtifactInfo, spec: BackendSpec) -> Signature:
-    """The artifact's inputs/outputs as a Triton config must declare them."""
-    return Signature(
-        inputs=[_wire(s, i, spec, info.path) for i, s in enumerate(info.inputs)],
-        outputs=[_wire(s, i, spec, info.path) for i, s in enumerate(info.outputs)],
-    )
-
-
-def signature_differences(old: Signature, new: Signature) -> list[str]:
-    """Human-readable differences between two signatures (empty when they are the same)."""
-    diffs: list[str] = []
-    for what, a, b in (("input", old.inputs, new.inputs), ("output", old.outputs, new.outputs)):
-        a_names, b_names = [t.name for t in a], [t.name for t in b]
-        if a_names != b_names:
-            diffs.append(f"{what} names {a_names} in the config vs {b_names} in the new artifact")
-            continue
-        for ta, tb in zip(a, b, strict=True):
-            if ta.data_type != tb.data_type:
-                diffs.append(
-                    f"{what} {ta.name}: data type {ta.data_type} in the config vs {tb.data_type} in the new artifact"
-                )
-            if ta.dims != tb.dims:
-                diffs.append(
-                    f"{what} {ta.name}: dims {list(ta.dims)} in the config vs {list(tb.dims)} in the new artifact"
-                )
-    return diffs
-
-
-def model_config_pb2() -> Any:
-    try:
-        from tritonclient.grpc import model_config_pb2 as pb
-    except ImportError as exc:
-        raise UnavailableError(
-            f"tritonclient is not installed ({exc}); pip install 'policy-export[triton]' for Triton repositories"
-        ) from exc
-    return pb
+from policy_export.artifacts import ArtifactInfo
+from policy_export.errors import BadInputError
+from policy_export.triton.backends import ServingBackend
+from policy_export.triton.options import TritonOptions, check_options, parse_version_policy, profile_problems
+from policy_export.triton.schema import TRITON_SERVER_VERSION, model_config_pb2
+from policy_export.triton.signature import Signature, WireTensor, wire_signature
+from policy_export.triton_contract import ModelParameters, NamingConvention, VersionParameters
 
 
 def file_sha256(path: Path) -> str:
@@ -240,7 +38,7 @@ def file_sha256(path: Path) -> str:
 
 
 def policy_parameters(
-    sig: Signature, versions: dict[int, ArtifactInfo], spec: BackendSpec, options: TritonOptions | None = None
+    sig: Signature, versions: dict[int, ArtifactInfo], spec: ServingBackend, options: TritonOptions | None = None
 ) -> ModelParameters:
     """The typed ``parameters`` of a model serving ``versions`` (see :mod:`policy_export.triton_contract`)."""
     latest = versions[max(versions)].metadata
@@ -279,74 +77,12 @@ def policy_parameters(
     )
 
 
-def plan_profile(plan: Path) -> dict[str, int] | None:
-    """The batch optimization profile recorded in a TensorRT plan's sidecar (None if absent)."""
-    from policy_export.artifacts import read_tensorrt_sidecar
-
-    try:
-        profile = read_tensorrt_sidecar(plan).get("tensorrt", {}).get("profile")
-    except BadInputError:
-        return None
-    if isinstance(profile, dict) and all(isinstance(profile.get(k), int) for k in ("min", "max")):
-        return {k: int(v) for k, v in profile.items() if isinstance(v, int)}
-    return None
-
-
-def profile_problems(plan: Path, max_batch_size: int) -> list[str]:
-    """Why Triton would refuse or fail this plan at ``max_batch_size`` (its profile bounds the batch)."""
-    profile = plan_profile(plan)
-    if profile is None:
-        return []
-    problems = []
-    if max_batch_size > profile["max"]:
-        problems.append(
-            f"max_batch_size {max_batch_size} exceeds the plan's optimization profile max {profile['max']}: "
-            "rebuild the plan with a larger --max-batch or lower --max-batch-size"
-        )
-    if profile["min"] > 1:
-        problems.append(
-            f"the plan's optimization profile min batch is {profile['min']}: batch-1 requests would fail; rebuild with --min-batch 1"
-        )
-    return problems
-
-
-def _check_options(options: TritonOptions, spec: BackendSpec) -> None:
-    mbs = options.max_batch_size
-    if mbs < 1:
-        raise BadInputError(f"--max-batch-size {mbs}: must be >= 1 (the policy core is batched on axis 0)")
-    bad = [p for p in options.preferred_batch_sizes if p < 1 or p > mbs]
-    if bad:
-        raise BadInputError(f"--preferred-batch-sizes {bad}: each must be between 1 and --max-batch-size {mbs}")
-    if options.max_queue_delay_us < 0:
-        raise BadInputError("--max-queue-delay-us must be >= 0")
-    if options.instance_count < 1:
-        raise BadInputError("--instance-count must be >= 1")
-    kind = options.resolved_kind(spec)
-    if kind not in ("cpu", "gpu"):
-        raise BadInputError(f"--kind must be cpu or gpu, not {kind!r}")
-    if spec.key == "tensorrt" and kind != "gpu":
-        raise BadInputError("--kind cpu: a TensorRT plan only runs on a GPU; use --kind gpu")
-    if options.ort_trt is not None:
-        if options.ort_trt not in ("fp16", "fp32"):
-            raise BadInputError(f"--ort-trt must be fp16 or fp32, not {options.ort_trt!r}")
-        if spec.artifact_kind != "onnx":
-            raise BadInputError("--ort-trt applies to ONNX models only (ONNX Runtime's TensorRT accelerator)")
-        if kind != "gpu":
-            raise BadInputError("--ort-trt needs --kind gpu (ONNX Runtime's TensorRT accelerator runs on the GPU)")
-    if options.intra_op_threads is not None:
-        if options.intra_op_threads < 1:
-            raise BadInputError(f"--intra-op-threads {options.intra_op_threads}: must be >= 1")
-        if spec.key != "python":
-            raise BadInputError("--intra-op-threads applies to --backend python models (their ONNX Runtime session)")
-    parse_version_policy(options.version_policy)
-
-
 def build_config(
-    name: str, versions: dict[int, ArtifactInfo], spec: BackendSpec, options: TritonOptions
+    name: str, versions: dict[int, ArtifactInfo], spec: ServingBackend, options: TritonOptions
 ) -> tuple[Any, Signature]:
     """The ModelConfig message for model ``name`` serving ``versions`` (all the same signature)."""
     pb = model_config_pb2()
-    _check_options(options, spec)
+    check_options(options, spec)
     if spec.key == "tensorrt":
         for info in versions.values():
             problems = profile_problems(info.path, options.max_batch_size)
@@ -401,7 +137,7 @@ def build_config(
     return cfg, sig
 
 
-def render(cfg: Any, sig: Signature, spec: BackendSpec) -> str:
+def render(cfg: Any, sig: Signature, spec: ServingBackend) -> str:
     """config.pbtxt text: the template's header comment plus the message in text format."""
     from google.protobuf import text_format
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from policy_export.percentile import percentile
-from policy_export.triton.config import TritonOptions
+from policy_export.triton.options import TritonOptions
 from policy_export.triton.repo import write_version
 from policy_export.triton.server import TritonServer, find_server
 

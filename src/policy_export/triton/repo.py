@@ -37,17 +37,10 @@ from typing import Any
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
 from policy_export.fsutil import atomic_directory
-from policy_export.triton.config import (
-    BackendSpec,
-    Signature,
-    TritonOptions,
-    backend_for,
-    backend_from_config,
-    build_config,
-    render,
-    signature_differences,
-    wire_signature,
-)
+from policy_export.triton.backends import ServingBackend, backend_for, backend_from_config
+from policy_export.triton.config import build_config, render
+from policy_export.triton.options import TritonOptions
+from policy_export.triton.signature import Signature, signature_differences, wire_signature
 from policy_export.triton.validate import CONFIG, ModelReport, check_model, config_signature, parse_config, version_dirs
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -123,7 +116,7 @@ def _staging_root(repo: Path) -> Path:
     return repo
 
 
-def _copy_artifact(info: ArtifactInfo, spec: BackendSpec, vdir: Path) -> list[Path]:
+def _copy_artifact(info: ArtifactInfo, spec: ServingBackend, vdir: Path) -> list[Path]:
     from policy_export.triton.templates import template_text
 
     vdir.mkdir()
@@ -161,7 +154,7 @@ def _existing_config(model_dir: Path) -> Any | None:
         raise BadInputError(f"{exc}; fix it (policy-export triton-repo --check) or write to a new --name") from exc
 
 
-def _backend(model_dir: Path, cfg: Any | None, artifact_kind: str, choice: str) -> BackendSpec:
+def _backend(model_dir: Path, cfg: Any | None, artifact_kind: str, choice: str) -> ServingBackend:
     """The backend for the new version; an existing model keeps the one its config names."""
     if cfg is None:
         return backend_for(artifact_kind, choice)

@@ -22,18 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from policy_export.errors import BadInputError, PolicyExportError
-from policy_export.triton.config import (
-    BACKENDS,
-    BackendSpec,
-    Signature,
-    WireTensor,
-    backend_from_config,
-    file_sha256,
-    model_config_pb2,
-    profile_problems,
-    signature_differences,
-    wire_signature,
-)
+from policy_export.triton.backends import BACKENDS, ServingBackend, backend_from_config
+from policy_export.triton.config import file_sha256
+from policy_export.triton.options import profile_problems
+from policy_export.triton.schema import TRITON_SERVER_VERSION, model_config_pb2
+from policy_export.triton.signature import Signature, WireTensor, signature_differences, wire_signature
 from policy_export.triton_contract import ModelParam, VersionParam, version_key
 
 CONFIG = "config.pbtxt"
@@ -75,8 +68,6 @@ def parse_config(path: Path) -> Any:
         raise BadInputError(f"{path}: not a valid Triton ModelConfig: {exc}") from exc
     newer = sorted(_set_fields(cfg) & FIELDS_NEWER_THAN_SERVER)
     if newer:
-        from policy_export.triton.config import TRITON_SERVER_VERSION
-
         raise BadInputError(
             f"{path}: field {newer[0].split('.', 1)[1]} is not known to Triton {TRITON_SERVER_VERSION} "
             "(the server version these repositories target); remove it"
@@ -191,7 +182,7 @@ def _check_warmup(cfg: Any, problems: list[str]) -> None:
                 problems.append(f"{label}: input {key} has no data (zero_data, random_data or input_data_file)")
 
 
-def _check_instances(cfg: Any, spec: BackendSpec, problems: list[str]) -> None:
+def _check_instances(cfg: Any, spec: ServingBackend, problems: list[str]) -> None:
     pb = model_config_pb2()
     for g in cfg.instance_group:
         if g.count < 0:
@@ -220,7 +211,7 @@ def _check_version_policy(cfg: Any, versions: dict[int, Path], problems: list[st
 
 
 def _check_version(
-    cfg: Any, spec: BackendSpec, version: int, vdir: Path, config_sig: Signature, problems: list[str]
+    cfg: Any, spec: ServingBackend, version: int, vdir: Path, config_sig: Signature, problems: list[str]
 ) -> None:
     from policy_export.artifacts import inspect_artifact
 
