@@ -26,7 +26,7 @@ import pytest
 
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.runtime import (
-    Backend,
+    CoreHandle,
     Fallback,
     InlineWorker,
     ManualClock,
@@ -60,7 +60,7 @@ def _metadata(chunk_size: int = 20, n_action_steps: int = 10, coeff: float | Non
     return ArtifactMetadata.from_json(json.dumps({"spec": spec, "artifact_kind": "test", "schema": 1}))
 
 
-class ScriptedBackend(Backend):
+class ScriptedBackend(CoreHandle):
     """A deterministic core in virtual time: every call charges ``latency(call)`` seconds to the
     worker's clock, ``faults[call]`` injects "error", "hang" (the whole timeout, then an error) or
     "changed" (another model answers), and ``chunk[i, a] = 1000 * step + i`` where ``step`` is the
@@ -460,7 +460,7 @@ def test_from_env_builds_a_working_client(small_onnx):
 # -- the real worker thread --------------------------------------------------------------------------------
 
 
-class BlockingBackend(Backend):
+class BlockingBackend(CoreHandle):
     """Answers the first call, then blocks every call until released (a frozen server)."""
 
     name = "blocking"

@@ -197,7 +197,7 @@ def rollout_checks(
     """One check per (artifact, mode), one row per batch size, in verify's report scheme."""
     if steps < 2:
         raise BadInputError(f"--rollout takes the number of control steps (>= 2), got {steps}")
-    from policy_export.runtime import LocalBackend, PolicyClient
+    from policy_export.runtime import LocalCore, PolicyClient
 
     checks = []
     warnings = [
@@ -213,7 +213,7 @@ def rollout_checks(
         ]
         checks += mode_checks
         try:
-            backend = LocalBackend(Path(info.path), provider=ort_provider)  # loaded once, shared by every mode
+            backend = LocalCore(Path(info.path), provider=ort_provider)  # loaded once, shared by every mode
         except UnavailableError as exc:
             for check in mode_checks:
                 check.status, check.reason = Status.SKIPPED, str(exc)

@@ -4,7 +4,7 @@ Importable with numpy alone: torch, lerobot, onnxruntime and tritonclient are im
 only by the backend that needs them, when it is created.
 """
 
-from policy_export.runtime.backends import Backend, LocalBackend, ModelChangedError
+from policy_export.runtime.backends import Backend, CoreHandle, LocalBackend, LocalCore, ModelChangedError
 from policy_export.runtime.client import PolicyClient
 from policy_export.runtime.host import Host, host_for
 from policy_export.runtime.observation import ObservationAdapter
@@ -25,10 +25,12 @@ from policy_export.runtime.shim import ActionQueue, ShimSettings, TemporalEnsemb
 __all__ = [
     "ActionQueue",
     "Backend",
+    "CoreHandle",
     "Fallback",
     "Host",
     "InlineWorker",
     "LocalBackend",
+    "LocalCore",
     "ManualClock",
     "Merge",
     "ModelChangedError",

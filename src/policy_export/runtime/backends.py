@@ -1,7 +1,7 @@
 """Where the stateless core runs: one small interface, one class per place.
 
-The client and the shim only ever call ``infer(feed) -> action_chunk``; a backend hides
-whether that is an in-process runtime (ONNX Runtime, TorchScript, a TensorRT engine, via
+The client and the shim only ever call ``infer(feed) -> action_chunk``; a
+:class:`CoreHandle` hides whether that is an in-process runtime (ONNX Runtime, TorchScript, a TensorRT engine, via
 :mod:`policy_export.runners`) or a Triton server across the network
 (:mod:`policy_export.runtime.triton`).
 """
@@ -25,7 +25,7 @@ class ModelChangedError(BadInputError):
     """
 
 
-class Backend(ABC):
+class CoreHandle(ABC):
     """Runs the exported core. ``metadata`` describes the model actually being run."""
 
     name: str = "backend"
@@ -33,7 +33,7 @@ class Backend(ABC):
     #: Where it runs, for log lines and errors (a file, or a Triton URL and model).
     where: str = "backend"
 
-    def reconnect(self) -> Backend | None:
+    def reconnect(self) -> CoreHandle | None:
         """A fresh connection after failures, checked to serve the same model (``ModelChangedError``
         otherwise); ``None`` when there is nothing to reconnect (an in-process runtime: retry as is)."""
         return None
@@ -46,14 +46,14 @@ class Backend(ABC):
     def close(self) -> None:
         """Release sessions / connections (idempotent)."""
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> CoreHandle:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
 
-class LocalBackend(Backend):
+class LocalCore(CoreHandle):
     """An artifact file run in this process by its runner (ORT providers cpu / cuda / tensorrt,
     TorchScript, or a TensorRT engine): the same runners ``policy-export verify`` trusts."""
 
@@ -80,3 +80,8 @@ class LocalBackend(Backend):
         if self.runner is not None:
             self.runner.deactivate()
             self.runner = None  # type: ignore[assignment]
+
+
+#: The names these had before "backend" was left to Triton's backends (kept for callers written against them).
+Backend = CoreHandle
+LocalBackend = LocalCore

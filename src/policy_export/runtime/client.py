@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policy_export.errors import BadInputError
-from policy_export.runtime.backends import Backend, LocalBackend
+from policy_export.runtime.backends import CoreHandle, LocalCore
 from policy_export.runtime.host import host_for
 from policy_export.runtime.observation import ObservationAdapter, Prepared
 from policy_export.runtime.shim import ShimSettings
@@ -46,7 +46,7 @@ class PolicyClient:
     ``check_inputs`` (default on) refuses NaN/inf and float images outside [0, 1] with one line.
     """
 
-    def __init__(self, backend: Backend, settings: ShimSettings | None = None, *, check_inputs: bool = True) -> None:
+    def __init__(self, backend: CoreHandle, settings: ShimSettings | None = None, *, check_inputs: bool = True) -> None:
         self.backend = backend
         self.metadata = backend.metadata
         spec = self.metadata.spec
@@ -73,7 +73,7 @@ class PolicyClient:
     ) -> PolicyClient:
         """An exported file run in this process: ONNX (``provider`` cpu | cuda | tensorrt),
         TorchScript, or a TensorRT engine."""
-        return cls(LocalBackend(path, provider=provider, threads=threads), settings, check_inputs=check_inputs)
+        return cls(LocalCore(path, provider=provider, threads=threads), settings, check_inputs=check_inputs)
 
     @classmethod
     def from_triton(
@@ -92,10 +92,10 @@ class PolicyClient:
         reconnect tries the next, refusing any that serves another model.
         ``protocol`` is "grpc" or "http", by default what the URL's scheme says, else gRPC.
         ``version=None`` takes the newest version the server serves and pins it for this client."""
-        from policy_export.runtime.triton import DEFAULT_TIMEOUT_S, TritonBackend
+        from policy_export.runtime.triton import DEFAULT_TIMEOUT_S, TritonCore
 
         timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-        backend = TritonBackend.connect(url, model, version, protocol, timeout_s=timeout_s)
+        backend = TritonCore.connect(url, model, version, protocol, timeout_s=timeout_s)
         return cls(backend, settings, check_inputs=check_inputs)
 
     @classmethod

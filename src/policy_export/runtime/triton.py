@@ -34,7 +34,7 @@ import numpy as np
 from policy_export import triton_contract as contract
 from policy_export.dtypes import TRITON_WIRE_TYPES
 from policy_export.errors import BadInputError, UnavailableError, first_line
-from policy_export.runtime.backends import Backend, ModelChangedError
+from policy_export.runtime.backends import CoreHandle, ModelChangedError
 from policy_export.spec import METADATA_KEY, ArtifactMetadata, PolicySpec
 from policy_export.triton_contract import ModelParam, VersionParam
 
@@ -240,7 +240,7 @@ class ModelIdentity:
         return out
 
 
-class TritonBackend(Backend):
+class TritonCore(CoreHandle):
     """A model in a Triton model repository (written by ``policy-export triton-repo``).
 
     ``expect``: the identity the model must have (a reconnect to a replica); a difference is
@@ -308,7 +308,7 @@ class TritonBackend(Backend):
         protocol: str | None = None,
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
-    ) -> TritonBackend:
+    ) -> TritonCore:
         """The first of several replicas (``urls``, or one URL / a comma-separated list) that answers
         the handshake; the others are kept for :meth:`reconnect`."""
         replicas = [u.strip() for u in ([urls] if isinstance(urls, str) else list(urls)) for u in u.split(",")]
@@ -328,7 +328,7 @@ class TritonBackend(Backend):
             raise UnavailableError(errors[0])
         raise UnavailableError(f"no replica of {model!r} answered: " + " | ".join(errors))
 
-    def reconnect(self) -> TritonBackend:
+    def reconnect(self) -> TritonCore:
         """A fresh connection to the next replica that serves the very same model (this one last).
 
         A replica whose model differs is refused for good (logged); when every replica is refused
@@ -340,7 +340,7 @@ class TritonBackend(Backend):
             if url in self.refused:
                 continue
             try:
-                backend = TritonBackend(
+                backend = TritonCore(
                     url, self.model, self.version, self.protocol, timeout_s=self.timeout_s, expect=self.identity
                 )
             except ModelChangedError as exc:
@@ -502,3 +502,7 @@ class TritonBackend(Backend):
             except Exception:  # closing a client whose server is gone must not raise
                 pass
             self.client = None
+
+
+#: The name this had before "backend" was left to Triton's backends (kept for callers written against it).
+TritonBackend = TritonCore
