@@ -29,6 +29,8 @@ demo: $(STAMP)
 
 test: $(STAMP) $(TRITON_STAMP)
 	$(VENV)/bin/ruff check src wrappers tests examples noxfile.py
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(VENV)/bin/python -m pytest
 
 clean:

@@ -1,6 +1,6 @@
 """Nox sessions. Each one installs what it needs into its own virtualenv.
 
-nox -s tests      # the unit/integration suite (same as `make test`)
+nox -s tests      # layers (lint-imports), types (mypy) and the unit/integration suite (same as `make test`)
 nox -s lint       # ruff
 nox -s parity     # export + verify a checkpoint; fails the build on a parity regression
 nox -s gpu        # TensorRT + onnxruntime-gpu tests (pytest -m gpu) on an NVIDIA GPU host
@@ -30,6 +30,8 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[dev,bench,gpu,triton]")
+    session.run("lint-imports")
+    session.run("mypy")
     session.run("pytest", *session.posargs)
 
 

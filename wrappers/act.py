@@ -14,9 +14,13 @@ policy-export.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from lerobot.policies.act.modeling_act import ACT
 
 from policy_export_wrappers.normalization import RANGE_STATS, SUPPORTED_NORM_MODES
 
@@ -30,6 +34,10 @@ class FeatureNormalizer(nn.Module):
     (including where the epsilon goes), because reordering even an add and a divide
     changes float32 results and would turn a bitwise-equal core into a merely close one.
     """
+
+    #: Registered buffers (absent for IDENTITY): ``(x - offset) / scale`` or its inverse.
+    offset: Tensor
+    scale: Tensor
 
     def __init__(
         self,
@@ -95,9 +103,14 @@ class ACTCore(nn.Module):
     fixes the image size of the exported graph (it is recorded in the artifact metadata).
     """
 
+    latent_token: Tensor
+    encoder_pos_embed: Tensor
+    decoder_pos_embed: Tensor
+    decoder_zeros: Tensor
+
     def __init__(
         self,
-        act_model: nn.Module,
+        act_model: ACT,
         *,
         image_shapes: Sequence[Sequence[int]],
         state_normalizer: FeatureNormalizer,

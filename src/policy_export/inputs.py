@@ -36,7 +36,9 @@ def random_inputs(
     center = np.zeros(spec.state_dim, np.float32) if state_center is None else state_center
     scale = np.ones(spec.state_dim, np.float32) if state_scale is None else state_scale
     lead = (batch,) if spec.n_obs_steps is None or observation_only else (batch, spec.n_obs_steps)
-    feed = {"state": (center + scale * rng.standard_normal((*lead, spec.state_dim))).astype(np.float32)}
+    feed: dict[str, np.ndarray] = {
+        "state": (center + scale * rng.standard_normal((*lead, spec.state_dim))).astype(np.float32)
+    }
     for cam in spec.cameras:
         c, h, w = cam.shape
         if image_format == "uint8":

@@ -97,8 +97,7 @@ class PolicySpec:
         if "family" not in d:  # schema 1: ACT's one family field sat at the top level
             d["family"] = {"temporal_ensemble_coeff": d.pop("temporal_ensemble_coeff", None)}
         cams = tuple(
-            CameraSpec(key=c["key"], input_name=c["input_name"], shape=tuple(c["shape"]))  # type: ignore[arg-type]
-            for c in d["cameras"]
+            CameraSpec(key=c["key"], input_name=c["input_name"], shape=tuple(c["shape"])) for c in d["cameras"]
         )
         noise = tuple(NoiseInput(n["name"], tuple(int(x) for x in n["shape"])) for n in d.get("noise_inputs", ()))
         fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k not in ("cameras", "noise_inputs")}

@@ -12,7 +12,7 @@ from policy_export.enums import OrtProvider
 from policy_export.errors import BadInputError, UnavailableError, first_line
 from policy_export.runners.base import Runner
 
-PROVIDERS = {
+PROVIDERS: dict[str, list[str]] = {
     OrtProvider.CPU: ["CPUExecutionProvider"],
     OrtProvider.CUDA: ["CUDAExecutionProvider", "CPUExecutionProvider"],
     OrtProvider.TENSORRT: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -65,7 +65,7 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(info)
         self.provider = provider
         self.threads = threads
-        self.session = None
+        self.session: Any = None  # onnxruntime.InferenceSession (a pybind type without stubs)
         self.name = f"onnxruntime-{provider}"
 
     def activate(self) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 
 from policy_export import triton_contract as contract
 from policy_export.dtypes import TRITON_WIRE_TYPES
+from policy_export.enums import ImageFormat, Precision
 from policy_export.errors import BadInputError, UnavailableError, first_line
 from policy_export.runtime.backends import CoreHandle, ModelChangedError
 from policy_export.spec import METADATA_KEY, ArtifactMetadata, PolicySpec
@@ -154,6 +155,8 @@ def metadata_from_triton(
             # Repositories without version metadata predate the family seam: ACT's one family field.
             family={"temporal_ensemble_coeff": contract.decode_coeff(param(VersionParam.TEMPORAL_ENSEMBLE_COEFF))},
         )
+        image_format = ImageFormat(params.get(ModelParam.IMAGE_FORMAT, ImageFormat.FLOAT32))
+        precision = Precision(param(VersionParam.PRECISION) or Precision.FP32)
     except (ValueError, KeyError, TypeError) as exc:  # a hand-edited config: one line, not a traceback
         raise BadInputError(
             f"{where}: model config parameters are not valid policy metadata ({type(exc).__name__}: {exc}); "
@@ -162,8 +165,8 @@ def metadata_from_triton(
     return ArtifactMetadata(
         spec=spec,
         artifact_kind=params.get(ModelParam.ARTIFACT_KIND, "triton"),
-        image_format=params.get(ModelParam.IMAGE_FORMAT, "float32"),
-        precision=param(VersionParam.PRECISION) or "fp32",
+        image_format=image_format,
+        precision=precision,
     )
 
 

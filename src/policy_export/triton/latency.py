@@ -66,7 +66,7 @@ def _client_call(protocol: str, url: str, model: str, feed: dict[str, np.ndarray
 
         client = tc.InferenceServerClient(url, network_timeout=60.0)
     else:
-        import tritonclient.grpc as tc  # type: ignore[no-redef]
+        import tritonclient.grpc as tc
 
         client = tc.InferenceServerClient(url)
     inputs = []
