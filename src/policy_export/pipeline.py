@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,6 +38,10 @@ from policy_export.errors import (
     exit_status,
 )
 from policy_export.fsutil import check_writable, write_text_atomic
+
+if TYPE_CHECKING:
+    from policy_export.checkpoint import LoadedCheckpoint
+    from policy_export.parity_report import VerifyReport
 
 FORMATS = ("onnx", "torchscript", "tensorrt")
 FILE_NAMES = {"onnx": "policy.onnx", "torchscript": "policy.pt", "tensorrt": "policy.plan"}
@@ -75,7 +79,7 @@ class PipelineReport:
     duration_s: float = 0.0
     steps: list[Step] = field(default_factory=list)
     #: The verify step's :class:`~policy_export.verify.VerifyReport` (one run over every built artifact).
-    verify: Any = None
+    verify: VerifyReport | None = None
 
     @property
     def exit_code(self) -> int:
@@ -240,7 +244,7 @@ def _run(
     _verify(rec, report, ckpt, built, on_verify_progress)
 
 
-def _wrap_check(ckpt: Any, image_format: ImageFormat) -> dict[str, Any]:
+def _wrap_check(ckpt: LoadedCheckpoint, image_format: ImageFormat) -> dict[str, Any]:
     """The in-memory core vs LeRobot eager on one seeded batch: catches a wrapper bug before any export."""
     import torch
 
@@ -260,7 +264,7 @@ def _wrap_check(ckpt: Any, image_format: ImageFormat) -> dict[str, Any]:
     return {"max_abs_vs_eager": stats.max_abs, "batch": WRAP_CHECK_BATCH, "atol": atol}
 
 
-def _export_one(fmt: str, ckpt: Any, path: Path, report: PipelineReport, force: bool) -> dict[str, Any]:
+def _export_one(fmt: str, ckpt: LoadedCheckpoint, path: Path, report: PipelineReport, force: bool) -> dict[str, Any]:
     if fmt == "onnx":
         from policy_export.export.onnx import export_onnx
 
@@ -333,7 +337,7 @@ def _export_tensorrt(
 def _verify(
     rec: _Recorder,
     report: PipelineReport,
-    ckpt: Any,
+    ckpt: LoadedCheckpoint,
     built: dict[str, Path],
     on_verify_progress: Callable[[], None] | None,
 ) -> None:

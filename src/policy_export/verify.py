@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def verify_artifacts(
     ort_provider: str = "cpu",
     per_artifact_atol: dict[str, float] | None = None,
     rollout_steps: int = 0,
-    progress: Any = None,
+    progress: Callable[[], None] | None = None,
 ) -> VerifyReport:
     """Chunk parity of every artifact at every batch size; with ``rollout_steps``, also
     rollout parity (client + shim vs LeRobot's ``select_action``, :mod:`policy_export.rollout`)."""

@@ -16,12 +16,15 @@ on GPU hosts (TensorRT, CUDA). The default parity tolerance for fp16 is in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from policy_export.errors import PolicyExportError, first_line
 
+if TYPE_CHECKING:
+    import onnx
 
-def convert_to_fp16(model: Any) -> Any:
+
+def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a new ``onnx.ModelProto``: fp16 weights and arithmetic, float32 I/O, topologically sorted."""
     import onnx
     import onnx_ir as ir

@@ -17,9 +17,10 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.enums import ArtifactKind, ImageFormat, Precision
@@ -27,6 +28,11 @@ from policy_export.errors import BadInputError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
 from policy_export.spec import METADATA_KEY, ArtifactMetadata
 from policy_export.versions import library_versions
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,7 @@ class OnnxExportResult:
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
+def _quiet() -> Iterator[None]:
     """The exporters print pages of progress and warnings; keep the CLI readable."""
     loggers = [logging.getLogger(n) for n in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._dynamo")]
     levels = [lg.level for lg in loggers]
@@ -64,7 +70,9 @@ def _quiet() -> Any:
             lg.setLevel(lvl)
 
 
-def _export(core: Any, args: tuple[Any, ...], out: Path, names: list[str], exporter: str, opset: int) -> None:
+def _export(
+    core: nn.Module, args: tuple[torch.Tensor, ...], out: Path, names: list[str], exporter: str, opset: int
+) -> None:
     import torch
 
     n_images = len(names) - 1
@@ -98,7 +106,7 @@ def _export(core: Any, args: tuple[Any, ...], out: Path, names: list[str], expor
         )
 
 
-def _batch_axis_is_symbolic(model: Any) -> bool:
+def _batch_axis_is_symbolic(model: onnx.ModelProto) -> bool:
     return all(not vi.type.tensor_type.shape.dim[0].dim_value for vi in [*model.graph.input, *model.graph.output])
 
 
@@ -204,7 +212,7 @@ def export_onnx(
     )
 
 
-def _embed_metadata(model: Any, meta: ArtifactMetadata) -> None:
+def _embed_metadata(model: onnx.ModelProto, meta: ArtifactMetadata) -> None:
     spec = meta.spec
     props = {
         METADATA_KEY: meta.to_json(),
@@ -228,7 +236,7 @@ def _embed_metadata(model: Any, meta: ArtifactMetadata) -> None:
     model.producer_name = "policy-export"
 
 
-def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: str, precision: str) -> float:
+def _quick_check(core: nn.Module, path: Path, ckpt: LoadedCheckpoint, image_format: str, precision: str) -> float:
     """Exported file vs the core it came from, at a batch size it was not traced with."""
     import onnxruntime as ort
     import torch

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from policy_export.artifacts import TORCHSCRIPT_EXTRA
 from policy_export.checkpoint import LoadedCheckpoint
@@ -27,6 +27,9 @@ from policy_export.errors import ParityError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
 from policy_export.spec import ArtifactMetadata
 from policy_export.versions import library_versions
+
+if TYPE_CHECKING:
+    from torch import nn
 
 TRACE_BATCH = 2
 #: Batch sizes the saved file is checked at right after export; none equals TRACE_BATCH.
@@ -88,7 +91,7 @@ def export_torchscript(
     return TorchScriptExportResult(output, image_format, max_abs, CHECK_BATCHES if quick_check else ())
 
 
-def _quick_check(core: Any, path: Path, ckpt: LoadedCheckpoint, image_format: str) -> float:
+def _quick_check(core: nn.Module, path: Path, ckpt: LoadedCheckpoint, image_format: str) -> float:
     """The saved file (not the in-memory trace) vs the core, at batch sizes other than the trace batch."""
     import torch
 

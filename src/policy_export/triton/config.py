@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import TYPE_CHECKING
 
 from policy_export import __version__
 from policy_export.artifacts import ArtifactInfo
@@ -27,6 +27,9 @@ from policy_export.triton.options import TritonOptions, check_options, parse_ver
 from policy_export.triton.schema import TRITON_SERVER_VERSION, model_config_pb2
 from policy_export.triton.signature import Signature, WireTensor, wire_signature
 from policy_export.triton_contract import ModelParameters, NamingConvention, VersionParameters
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 
 def file_sha256(path: Path) -> str:
@@ -79,7 +82,7 @@ def policy_parameters(
 
 def build_config(
     name: str, versions: dict[int, ArtifactInfo], spec: ServingBackend, options: TritonOptions
-) -> tuple[Any, Signature]:
+) -> tuple[ModelConfig, Signature]:
     """The ModelConfig message for model ``name`` serving ``versions`` (all the same signature)."""
     pb = model_config_pb2()
     check_options(options, spec)
@@ -137,7 +140,7 @@ def build_config(
     return cfg, sig
 
 
-def render(cfg: Any, sig: Signature, spec: ServingBackend) -> str:
+def render(cfg: ModelConfig, sig: Signature, spec: ServingBackend) -> str:
     """config.pbtxt text: the template's header comment plus the message in text format."""
     from google.protobuf import text_format
 

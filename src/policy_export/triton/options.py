@@ -10,12 +10,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from policy_export.errors import BadInputError
 from policy_export.triton.backends import ServingBackend
 from policy_export.triton.schema import model_config_pb2
 from policy_export.triton_contract import ModelParam
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class TritonOptions:
         return self.kind or ("gpu" if spec.key == "tensorrt" else "cpu")
 
     @classmethod
-    def from_config(cls, cfg: Any) -> TritonOptions:
+    def from_config(cls, cfg: ModelConfig) -> TritonOptions:
         """The options an existing ``ModelConfig`` was written with (the inverse of :func:`build_config`).
 
         A new version regenerates the model's one config; starting from these, not from the

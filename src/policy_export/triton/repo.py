@@ -32,7 +32,7 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
@@ -42,6 +42,9 @@ from policy_export.triton.config import build_config, render
 from policy_export.triton.options import TritonOptions
 from policy_export.triton.signature import Signature, signature_differences, wire_signature
 from policy_export.triton.validate import CONFIG, ModelReport, check_model, config_signature, parse_config, version_dirs
+
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -139,7 +142,7 @@ def _copy_artifact(info: ArtifactInfo, spec: ServingBackend, vdir: Path) -> list
     return files
 
 
-def _existing_config(model_dir: Path) -> Any | None:
+def _existing_config(model_dir: Path) -> ModelConfig | None:
     """The model's current config (None for a new model); a folder we did not write is refused."""
     cfg_path = model_dir / CONFIG
     if not cfg_path.exists():
@@ -154,7 +157,7 @@ def _existing_config(model_dir: Path) -> Any | None:
         raise BadInputError(f"{exc}; fix it (policy-export triton-repo --check) or write to a new --name") from exc
 
 
-def _backend(model_dir: Path, cfg: Any | None, artifact_kind: str, choice: str) -> ServingBackend:
+def _backend(model_dir: Path, cfg: ModelConfig | None, artifact_kind: str, choice: str) -> ServingBackend:
     """The backend for the new version; an existing model keeps the one its config names."""
     if cfg is None:
         return backend_for(artifact_kind, choice)
@@ -171,7 +174,7 @@ def _backend(model_dir: Path, cfg: Any | None, artifact_kind: str, choice: str) 
     )
 
 
-def resolve_options(options: TritonOptions | Mapping[str, Any] | None, cfg: Any | None) -> TritonOptions:
+def resolve_options(options: TritonOptions | Mapping[str, Any] | None, cfg: ModelConfig | None) -> TritonOptions:
     """A :class:`TritonOptions` as given; a mapping (or None) changes only the fields it names,
     starting from the existing config's options, or from the defaults for a new model."""
     if isinstance(options, TritonOptions):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy_export.errors import BadInputError, PolicyExportError
 from policy_export.triton.backends import BACKENDS, ServingBackend, backend_from_config
@@ -29,11 +29,15 @@ from policy_export.triton.schema import TRITON_SERVER_VERSION, model_config_pb2
 from policy_export.triton.signature import Signature, WireTensor, signature_differences, wire_signature
 from policy_export.triton_contract import ModelParam, VersionParam, version_key
 
+if TYPE_CHECKING:
+    from tritonclient.grpc.model_config_pb2 import ModelConfig
+
 CONFIG = "config.pbtxt"
 # Fields tritonclient 2.67's ModelConfig has and the 2.51 server's does not.
 FIELDS_NEWER_THAN_SERVER = frozenset(
     {"inference.ModelConfig.model_metrics", "inference.ModelEnsembling.max_inflight_requests"}
 )
+
 _NAMED_INDEX = re.compile(r"^(.+)__(\d+)$")
 
 
@@ -52,7 +56,7 @@ class ModelReport:
         return not self.problems
 
 
-def parse_config(path: Path) -> Any:
+def parse_config(path: Path) -> ModelConfig:
     """Parse config.pbtxt with Triton's schema; one-line error naming the file and position."""
     from google.protobuf import text_format
 
@@ -94,7 +98,7 @@ def _set_fields(msg: Any) -> set[str]:
     return out
 
 
-def config_signature(cfg: Any) -> Signature:
+def config_signature(cfg: ModelConfig) -> Signature:
     pb = model_config_pb2()
 
     def wire(t: Any) -> WireTensor:
@@ -108,7 +112,7 @@ def version_dirs(model_dir: Path) -> dict[int, Path]:
     return {int(p.name): p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()}
 
 
-def _check_batching(cfg: Any, problems: list[str]) -> None:
+def _check_batching(cfg: ModelConfig, problems: list[str]) -> None:
     mbs = cfg.max_batch_size
     if mbs < 0:
         problems.append(f"max_batch_size {mbs} is negative")
@@ -124,7 +128,7 @@ def _check_batching(cfg: Any, problems: list[str]) -> None:
         problems.append("max_batch_size is 0: policy-export artifacts are batched, so Triton could not batch requests")
 
 
-def _check_io(cfg: Any, problems: list[str]) -> None:
+def _check_io(cfg: ModelConfig, problems: list[str]) -> None:
     pb = model_config_pb2()
     if not cfg.input or not cfg.output:
         problems.append("the config declares no inputs or no outputs")
@@ -141,7 +145,7 @@ def _check_io(cfg: Any, problems: list[str]) -> None:
                 problems.append(f"{what} {t.name} has invalid dims {list(t.dims)}")
 
 
-def _check_named_index(cfg: Any, problems: list[str]) -> None:
+def _check_named_index(cfg: ModelConfig, problems: list[str]) -> None:
     """pytorch_libtorch: outputs must be <name>__<index>; we use the same for inputs (see config.py)."""
     for what, tensors in (("input", cfg.input), ("output", cfg.output)):
         indices = []
@@ -157,7 +161,7 @@ def _check_named_index(cfg: Any, problems: list[str]) -> None:
             problems.append(f"{what} indices {indices} must be 0..{len(indices) - 1}, one per positional argument")
 
 
-def _check_warmup(cfg: Any, problems: list[str]) -> None:
+def _check_warmup(cfg: ModelConfig, problems: list[str]) -> None:
     pb = model_config_pb2()
     inputs = {t.name: t for t in cfg.input}
     for w in cfg.model_warmup:
@@ -182,7 +186,7 @@ def _check_warmup(cfg: Any, problems: list[str]) -> None:
                 problems.append(f"{label}: input {key} has no data (zero_data, random_data or input_data_file)")
 
 
-def _check_instances(cfg: Any, spec: ServingBackend, problems: list[str]) -> None:
+def _check_instances(cfg: ModelConfig, spec: ServingBackend, problems: list[str]) -> None:
     pb = model_config_pb2()
     for g in cfg.instance_group:
         if g.count < 0:
@@ -201,7 +205,7 @@ def _check_instances(cfg: Any, spec: ServingBackend, problems: list[str]) -> Non
                 )
 
 
-def _check_version_policy(cfg: Any, versions: dict[int, Path], problems: list[str]) -> None:
+def _check_version_policy(cfg: ModelConfig, versions: dict[int, Path], problems: list[str]) -> None:
     if cfg.version_policy.WhichOneof("policy_choice") == "specific":
         missing = [v for v in cfg.version_policy.specific.versions if v not in versions]
         if missing:
@@ -211,7 +215,7 @@ def _check_version_policy(cfg: Any, versions: dict[int, Path], problems: list[st
 
 
 def _check_version(
-    cfg: Any, spec: ServingBackend, version: int, vdir: Path, config_sig: Signature, problems: list[str]
+    cfg: ModelConfig, spec: ServingBackend, version: int, vdir: Path, config_sig: Signature, problems: list[str]
 ) -> None:
     from policy_export.artifacts import inspect_artifact
 
