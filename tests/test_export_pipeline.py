@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from policy_export.cli.app import app
-from policy_export.pipeline import PipelineReport, Step, parse_formats
+from policy_export.export_report import PipelineReport, Step, parse_formats
 from policy_export.tensorrt_host import tensorrt_unavailable_reason
 from policy_export.tolerances import DEFAULT_ATOL
 

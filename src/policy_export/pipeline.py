@@ -5,21 +5,15 @@ artifact and a status, all recorded in one machine-readable report
 (``<out-dir>/export-report.json``) that is written even when a step fails, so CI can
 show *which* step broke and why.
 
-Status rules (the same as ``verify``): a parity failure anywhere -> exit 1; otherwise an
-error, or a format that could not be built or run here -> exit 2 ("incomplete"), because
-a format the user asked for and did not get must not turn a build green. With
-``allow_unavailable`` a format skipped *only* because this machine lacks its runtime (no
-GPU / TensorRT) is still reported as skipped but does not fail the run; that is for CI
-matrices that run one command on CPU and GPU runners alike.
+The record and its status rules (how steps add up to exit 0, 1 or 2) are in
+:mod:`policy_export.export_report`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,136 +22,26 @@ import numpy as np
 
 from policy_export.enums import ImageFormat, Precision, Status
 from policy_export.errors import (
-    EXIT_BAD_INPUT,
-    EXIT_OK,
-    EXIT_PARITY_FAILED,
     BadInputError,
     ParityError,
     PolicyExportError,
-    UnavailableError,
-    exit_status,
+)
+from policy_export.export_report import (
+    FILE_NAMES,
+    REPORT_NAME,
+    PipelineReport,
+    Recorder,
+    Step,
+    StepCallback,
+    parse_formats,
 )
 from policy_export.fsutil import check_writable, write_text_atomic
 
 if TYPE_CHECKING:
     from policy_export.checkpoint import LoadedCheckpoint
-    from policy_export.parity_report import VerifyReport
 
-FORMATS = ("onnx", "torchscript", "tensorrt")
-FILE_NAMES = {"onnx": "policy.onnx", "torchscript": "policy.pt", "tensorrt": "policy.plan"}
-REPORT_NAME = "export-report.json"
 #: The wrap step's check of the in-memory core against LeRobot eager (fp32, same as verify).
 WRAP_CHECK_BATCH = 2
-
-
-@dataclass
-class Step:
-    """One pipeline step."""
-
-    name: str  # load | wrap | export | verify
-    target: str  # checkpoint | core | onnx | torchscript | tensorrt
-    status: Status = Status.RUNNING
-    artifact: str | None = None
-    duration_s: float = 0.0
-    error: str | None = None
-    #: For skipped steps: True when the only reason is a runtime missing on this machine.
-    unavailable: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class PipelineReport:
-    checkpoint: str
-    out_dir: str
-    formats: list[str]
-    image_format: ImageFormat
-    precision: Precision
-    batch_sizes: list[int]
-    samples: int
-    allow_unavailable: bool
-    started_at: str = ""
-    duration_s: float = 0.0
-    steps: list[Step] = field(default_factory=list)
-    #: The verify step's :class:`~policy_export.verify.VerifyReport` (one run over every built artifact).
-    verify: VerifyReport | None = None
-
-    @property
-    def exit_code(self) -> int:
-        if any(s.status == Status.FAILED for s in self.steps):
-            return EXIT_PARITY_FAILED
-        for s in self.steps:
-            if s.status in (Status.ERROR, Status.RUNNING):
-                return EXIT_BAD_INPUT
-            if s.status == Status.SKIPPED and not (self.allow_unavailable and s.unavailable):
-                return EXIT_BAD_INPUT
-        return EXIT_OK
-
-    @property
-    def status(self) -> Status:
-        return exit_status(self.exit_code)
-
-    def step(self, name: str, target: str) -> Step | None:
-        return next((s for s in self.steps if s.name == name and s.target == target), None)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["verify"] = self.verify.to_dict() if self.verify is not None else None
-        d["status"] = self.status
-        d["exit_code"] = self.exit_code
-        return d
-
-
-def parse_formats(text: str) -> list[str]:
-    """``"onnx,torchscript"`` -> ordered, de-duplicated list; tensorrt implies onnx (it is built from it)."""
-    asked = [f.strip().lower() for f in text.split(",") if f.strip()]
-    unknown = [f for f in asked if f not in FORMATS]
-    if not asked or unknown:
-        raise BadInputError(f"--formats {text!r}: choose from {', '.join(FORMATS)} (comma-separated)")
-    if "tensorrt" in asked and "onnx" not in asked:
-        asked.append("onnx")
-    return [f for f in FORMATS if f in asked]
-
-
-StepCallback = Callable[[Step], None]
-
-
-class _Recorder:
-    def __init__(self, report: PipelineReport, on_step: StepCallback | None) -> None:
-        self.report = report
-        self.on_step = on_step
-
-    @contextmanager
-    def step(self, name: str, target: str, artifact: Path | None = None) -> Iterator[Step]:
-        """Time a step; map our error types onto statuses; unexpected errors are recorded, then re-raised."""
-        st = Step(name, target, artifact=str(artifact) if artifact else None)
-        self.report.steps.append(st)
-        self.notify(st)
-        t0 = time.perf_counter()
-        try:
-            yield st
-            if st.status == Status.RUNNING:
-                st.status = Status.PASSED
-        except UnavailableError as exc:
-            st.status, st.error, st.unavailable = Status.SKIPPED, str(exc), True
-        except ParityError as exc:
-            st.status, st.error = Status.FAILED, str(exc)
-        except PolicyExportError as exc:
-            st.status, st.error = Status.ERROR, str(exc)
-        except BaseException as exc:
-            st.status, st.error = Status.ERROR, f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            st.duration_s = round(time.perf_counter() - t0, 3)
-            self.notify(st)
-
-    def skip(self, name: str, target: str, reason: str, unavailable: bool = False) -> None:
-        st = Step(name, target, status=Status.SKIPPED, error=reason, unavailable=unavailable)
-        self.report.steps.append(st)
-        self.notify(st)
-
-    def notify(self, st: Step) -> None:
-        if self.on_step is not None:
-            self.on_step(st)
 
 
 def run_export_pipeline(
@@ -196,7 +80,7 @@ def run_export_pipeline(
     )
     t0 = time.perf_counter()
     try:
-        _run(report, _Recorder(report, on_step), checkpoint, paths, max_batch, force, on_verify_progress)
+        _run(report, Recorder(report, on_step), checkpoint, paths, max_batch, force, on_verify_progress)
     finally:
         report.duration_s = round(time.perf_counter() - t0, 3)
         write_text_atomic(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
@@ -205,7 +89,7 @@ def run_export_pipeline(
 
 def _run(
     report: PipelineReport,
-    rec: _Recorder,
+    rec: Recorder,
     checkpoint: Path,
     paths: dict[str, Path],
     max_batch: int,
@@ -293,7 +177,7 @@ def _export_one(fmt: str, ckpt: LoadedCheckpoint, path: Path, report: PipelineRe
 
 
 def _export_tensorrt(
-    rec: _Recorder,
+    rec: Recorder,
     report: PipelineReport,
     paths: dict[str, Path],
     built: dict[str, Path],
@@ -335,7 +219,7 @@ def _export_tensorrt(
 
 
 def _verify(
-    rec: _Recorder,
+    rec: Recorder,
     report: PipelineReport,
     ckpt: LoadedCheckpoint,
     built: dict[str, Path],

@@ -54,8 +54,9 @@ def export(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from policy_export.export_report import REPORT_NAME, parse_formats
     from policy_export.fsutil import check_writable
-    from policy_export.pipeline import REPORT_NAME, parse_formats, run_export_pipeline
+    from policy_export.pipeline import run_export_pipeline
 
     fmts = parse_formats(formats)
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
