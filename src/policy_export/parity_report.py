@@ -11,7 +11,7 @@ import json
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy_export.artifacts import ArtifactInfo
 from policy_export.compare import ErrorStats
@@ -19,6 +19,9 @@ from policy_export.enums import Status
 from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, exit_status
 from policy_export.fsutil import write_text_atomic
 from policy_export.tolerances import default_atol
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @dataclass
@@ -122,7 +125,7 @@ def _runner(c: ArtifactCheck) -> str:
     return c.runner if c.check == "chunk" else f"{c.runner or c.kind} {c.check}"
 
 
-def render_table(report: VerifyReport) -> Any:
+def render_table(report: VerifyReport) -> Table:
     from rich.markup import escape
     from rich.table import Table
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,9 @@ from policy_export.artifacts import ArtifactInfo, check_compatible, detect_kind,
 from policy_export.bench.ipc import WorkerCrashed, WorkerProcess
 from policy_export.bench.machine import Quiet, machine_cpu_seconds
 from policy_export.errors import BadInputError, UnavailableError
+
+if TYPE_CHECKING:
+    from policy_export.spec import PolicySpec
 
 CEILING_LIBRARIES = ("torch", "onnxruntime")
 
@@ -116,7 +119,9 @@ def _check_config(config: BenchConfig) -> list[ArtifactInfo]:
     return [inspect_artifact(Path(a)) for a in config.artifacts]  # bad files fail before any slow work
 
 
-def make_feed(spec: Any, batch: int, seed: int, center: np.ndarray, scale: np.ndarray, image_format: str) -> dict:
+def make_feed(
+    spec: PolicySpec, batch: int, seed: int, center: np.ndarray, scale: np.ndarray, image_format: str
+) -> dict[str, np.ndarray]:
     """The same seeded inputs for every backend of one image format."""
     from policy_export.inputs import random_inputs
 
@@ -217,7 +222,7 @@ def _time_batch(
     workers: dict[str, WorkerProcess],
     config: BenchConfig,
     batch: int,
-    spec: Any,
+    spec: PolicySpec,
     center: np.ndarray,
     scale: np.ndarray,
     quiet: Quiet,

@@ -15,12 +15,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from policy_export.percentile import percentile
 from policy_export.runtime.shim import ShimSettings
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 SCHEMA = 1
 
@@ -38,7 +41,7 @@ class ShimBenchConfig:
     lerobot: bool = True
 
 
-def _time_steps(step: Callable[[], Any], warmup: int, steps: int) -> np.ndarray:
+def _time_steps(step: Callable[[], object], warmup: int, steps: int) -> np.ndarray:
     for _ in range(warmup):
         step()
     out = np.empty(steps, np.int64)
@@ -70,7 +73,7 @@ def _modes(cfg: ShimBenchConfig) -> list[tuple[str, ShimSettings]]:
     return modes
 
 
-def _ours(settings: ShimSettings, chunk: np.ndarray) -> Callable[[], Any]:
+def _ours(settings: ShimSettings, chunk: np.ndarray) -> Callable[[], object]:
     shim = settings.make()
     batch = len(chunk)
 
@@ -80,7 +83,7 @@ def _ours(settings: ShimSettings, chunk: np.ndarray) -> Callable[[], Any]:
     return lambda: shim.step(predict, batch)
 
 
-def _lerobot(settings: ShimSettings, chunk: np.ndarray) -> Callable[[], Any]:
+def _lerobot(settings: ShimSettings, chunk: np.ndarray) -> Callable[[], object]:
     """What ``ACTPolicy.select_action`` does around ``predict_action_chunk``, in torch."""
     import torch
     from lerobot.policies.act.modeling_act import ACTTemporalEnsembler
@@ -92,7 +95,7 @@ def _lerobot(settings: ShimSettings, chunk: np.ndarray) -> Callable[[], Any]:
     n = settings.n_action_steps
     queue: deque = deque(maxlen=n)
 
-    def step() -> Any:
+    def step() -> object:
         if len(queue) == 0:
             queue.extend(actions[:, :n].transpose(0, 1))
         return queue.popleft()
@@ -104,7 +107,7 @@ def run_shim_bench(cfg: ShimBenchConfig, progress: Callable[[], None] | None = N
     """Time every (implementation, mode, batch size); return the JSON-ready report."""
     from policy_export.bench.machine import machine_info
 
-    impls: list[tuple[str, Callable[[ShimSettings, np.ndarray], Callable[[], Any]]]] = [
+    impls: list[tuple[str, Callable[[ShimSettings, np.ndarray], Callable[[], object]]]] = [
         ("policy_export (numpy)", _ours)
     ]
     skipped = None
@@ -141,7 +144,7 @@ def run_shim_bench(cfg: ShimBenchConfig, progress: Callable[[], None] | None = N
     }
 
 
-def render_table(report: dict[str, Any]) -> Any:
+def render_table(report: dict[str, Any]) -> Table:
     from rich.table import Table
 
     cfg = report["config"]

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import resource
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from policy_export.checkpoint import LoadedCheckpoint
+    from policy_export.runners import Runner
 
 
 def _set_torch_threads(threads: int) -> None:
@@ -43,7 +47,7 @@ class EagerWorkload(Workload):
     def __init__(self, checkpoint: str, threads: int) -> None:
         self.checkpoint = checkpoint
         self.threads = threads
-        self.ckpt: Any = None
+        self.ckpt: LoadedCheckpoint | None = None
 
     def load(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -80,6 +84,7 @@ class EagerWorkload(Workload):
         from policy_export.core import build_core
         from policy_export.inputs import random_inputs
 
+        assert self.ckpt is not None, "load first"
         core = build_core(self.ckpt)
         feed = random_inputs(self.ckpt.spec, 1, np.random.default_rng(0))
         args = [torch.from_numpy(feed[n]) for n in self.ckpt.spec.input_names]
@@ -94,9 +99,10 @@ class EagerWorkload(Workload):
         by_op = {str(op): float(n) for op, n in counter.get_flop_counts().get("Global", {}).items()}
         return {"per_sample": float(counter.get_total_flops()), "by_module": by_module, "by_op": by_op}
 
-    def infer(self, feed: dict[str, np.ndarray]) -> Any:
+    def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         from policy_export.reference import eager_chunk
 
+        assert self.ckpt is not None, "load first"
         return eager_chunk(self.ckpt, feed)
 
 
@@ -107,7 +113,7 @@ class ArtifactWorkload(Workload):
         self.artifact = artifact
         self.provider = provider
         self.threads = threads
-        self.runner: Any = None
+        self.runner: Runner | None = None
 
     def load(self) -> dict[str, Any]:
         from policy_export.errors import UnavailableError
@@ -134,7 +140,8 @@ class ArtifactWorkload(Workload):
             "image_format": meta.image_format,
         }
 
-    def infer(self, feed: dict[str, np.ndarray]) -> Any:
+    def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        assert self.runner is not None, "load first"
         return self.runner.infer(feed)["action_chunk"]
 
     def close(self) -> None:

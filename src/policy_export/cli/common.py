@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -19,6 +19,11 @@ from rich.markup import escape
 
 from policy_export.enums import ImageFormat
 from policy_export.errors import PolicyExportError
+
+if TYPE_CHECKING:
+    from rich.status import Status
+
+    from policy_export.checkpoint import LoadedCheckpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -88,12 +93,12 @@ def parse_int_list(text: str, option: str) -> list[int]:
     return values
 
 
-def status(message: str) -> Any:
+def status(message: str) -> Status:
     """A spinner on stderr (quiet when not a terminal)."""
     return err_console.status(message, spinner="dots")
 
 
-def load(checkpoint: Path) -> Any:
+def load(checkpoint: Path) -> LoadedCheckpoint:
     from policy_export.checkpoint import load_checkpoint
 
     with status(f"loading checkpoint {checkpoint}"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,6 +18,11 @@ from policy_export.cli.common import (
     parse_int_list,
 )
 from policy_export.enums import ImageFormat, Precision
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from policy_export.export_report import PipelineReport, Step
 
 _STATUS_STYLE = {"passed": "green", "failed": "red", "error": "red", "skipped": "yellow", "running": "cyan"}
 
@@ -75,7 +80,7 @@ def export(
         steps_task = progress.add_task("load checkpoint", total=2 + len(fmts) + n_built_max)
         verify_task = progress.add_task("verify (waiting)", total=n_built_max * len(sizes) * samples, visible=False)
 
-        def on_step(st: Any) -> None:
+        def on_step(st: Step) -> None:
             label = f"{st.name} {st.target}"
             if st.status == "running":
                 progress.update(steps_task, description=label)
@@ -124,7 +129,7 @@ def export(
     exit_with(report.exit_code)
 
 
-def _summary_table(report: Any) -> Any:
+def _summary_table(report: PipelineReport) -> Table:
     from rich.table import Table
 
     table = Table(title=f"export summary - {report.out_dir}", title_justify="left")
@@ -151,7 +156,7 @@ def _summary_table(report: Any) -> Any:
     return table
 
 
-def _cell(step: Any) -> str:
+def _cell(step: Step | None) -> str:
     if step is None:
         return "-"
     style = _STATUS_STYLE.get(step.status, "white")
