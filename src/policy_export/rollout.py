@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from policy_export.compare import compare
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import RolloutMode, family_for
 from policy_export.inputs import checkpoint_inputs
+from policy_export.spec import ArtifactMetadata
 from policy_export.verify import ArtifactCheck, BatchResult, check_compatible
 
 if TYPE_CHECKING:
@@ -35,6 +36,34 @@ Progress = Callable[[], None] | None
 def rollout_modes(ckpt: LoadedCheckpoint) -> list[RolloutMode]:
     """The modes the checkpoint's family rolls out (each a shim setting and LeRobot's matching config)."""
     return family_for(ckpt.spec.policy_type).rollout_modes(ckpt.spec)
+
+
+def deployed_settings(metadata: ArtifactMetadata) -> Any:
+    """The shim settings ``PolicyClient`` derives from a model's metadata when given none."""
+    from policy_export.runtime.host import host_for
+
+    return host_for(metadata).settings
+
+
+def check_settings(info: ArtifactInfo, ckpt: LoadedCheckpoint) -> None:
+    """The artifact's shim settings (what ``PolicyClient`` runs) must be the checkpoint's (what LeRobot runs).
+
+    Otherwise a rollout compares two different controllers, and a pass would certify settings
+    the robot will not use.
+    """
+    theirs = deployed_settings(info.metadata)
+    ours = deployed_settings(ArtifactMetadata(spec=ckpt.spec, artifact_kind="checkpoint"))
+    if theirs != ours:
+        a, c = info.metadata.spec.to_dict(), ckpt.spec.to_dict()
+        diffs = [
+            f"{name} {a[name]} (checkpoint: {c[name]})"
+            for name in a
+            if name not in ("normalization", "norm_hash") and a[name] != c.get(name)
+        ] or [f"shim settings {theirs} (checkpoint: {ours})"]
+        raise BadInputError(
+            f"{info.path}: carries {', '.join(diffs)}, which PolicyClient would run; LeRobot's select_action runs "
+            "the checkpoint's: re-export the artifact from this checkpoint"
+        )
 
 
 def reset_steps(steps: int, n_action_steps: int) -> list[int]:
@@ -192,16 +221,25 @@ def rollout_checks(
     ort_provider: str = "cpu",
     per_artifact_atol: dict[str, float] | None = None,
     progress: Progress = None,
+    allow_other_checkpoint: bool = False,
 ) -> list[ArtifactCheck]:
-    """One check per (artifact, mode), one row per batch size, in verify's report scheme."""
+    """One check per (artifact, mode), one row per batch size, in verify's report scheme.
+
+    Modes come from each artifact's own metadata, and the mode a deployed client runs is run
+    with the settings ``PolicyClient`` derives itself (which must equal the checkpoint's,
+    :func:`check_settings`)."""
     if steps < 2:
         raise BadInputError(f"--rollout takes the number of control steps (>= 2), got {steps}")
     from policy_export.runtime import LocalBackend, PolicyClient
 
     checks = []
-    warnings = [check_compatible(info, ckpt) for info in infos]  # refuse a foreign artifact before any slow work
-    modes = rollout_modes(ckpt)
+    # Refuse a foreign artifact before any slow work.
+    warnings = [check_compatible(info, ckpt, allow_other_checkpoint) for info in infos]
+    for info in infos:
+        check_settings(info, ckpt)
     for info, warn in zip(infos, warnings, strict=True):
+        spec = info.metadata.spec
+        modes = family_for(spec.policy_type).rollout_modes(spec)
         mode_checks = [
             ArtifactCheck.start(
                 info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn, check=mode.label
@@ -216,9 +254,11 @@ def rollout_checks(
                 check.status, check.reason = "skipped", str(exc)
             continue
         try:
+            deployed = deployed_settings(info.metadata)
             for mode, check in zip(modes, mode_checks, strict=True):
                 check.runner = backend.name
-                client = PolicyClient(backend, mode.settings)
+                # The mode a deployed client runs is run as it runs it: settings read from the artifact.
+                client = PolicyClient(backend) if mode.settings == deployed else PolicyClient(backend, mode.settings)
                 _check_mode(
                     check,
                     ckpt,

@@ -255,7 +255,7 @@ def make_feed(spec: Any, batch: int, seed: int, center: np.ndarray, scale: np.nd
 def run_bench(config: BenchConfig, step: Callable[[str, int], None] = lambda what, n: None) -> RawBench:
     """Load every backend, measure the ceiling, then time interleaved rounds per batch size."""
     from policy_export.spec import PolicySpec
-    from policy_export.verify import check_compatible
+    from policy_export.verify import check_compatible, check_run_size
 
     infos = _check_config(config)
     specs = backend_specs(config)
@@ -286,9 +286,11 @@ def run_bench(config: BenchConfig, step: Callable[[str, int], None] = lambda wha
             if name == "eager":
                 policy_spec = PolicySpec.from_dict(info["spec"])
                 center, scale = info["state_center"], info["state_scale"]
+                check_run_size(policy_spec, config.batch_sizes)  # before any timing, not a MemoryError later
                 ckpt_view = SimpleNamespace(spec=policy_spec, path=config.checkpoint)
                 for artifact in infos:
-                    check_compatible(artifact, ckpt_view)  # type: ignore[arg-type]
+                    # Timing only: an artifact of other statistics is as fast; shapes must still fit.
+                    check_compatible(artifact, ckpt_view, allow_other_checkpoint=True)  # type: ignore[arg-type]
                 eager_info = info
 
         flops = workers["eager"].call("flops")
