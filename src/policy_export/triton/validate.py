@@ -16,12 +16,14 @@ Two layers, because each catches what the other cannot:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from policy_export.errors import BadInputError, PolicyExportError
+from policy_export.spec import ArtifactMetadata
 from policy_export.triton.config import (
     BACKENDS,
     BackendSpec,
@@ -36,6 +38,8 @@ from policy_export.triton.config import (
 )
 
 CONFIG = "config.pbtxt"
+#: Triton parses version folder names as int64; a larger number crashed tritonserver 2.51 at start-up.
+MAX_VERSION = 2**63 - 1
 # Fields tritonclient 2.67's ModelConfig has and the 2.51 server's does not.
 FIELDS_NEWER_THAN_SERVER = frozenset(
     {"inference.ModelConfig.model_metrics", "inference.ModelEnsembling.max_inflight_requests"}
@@ -246,20 +250,67 @@ def _check_version(
     for diff in signature_differences(config_sig, sig):
         problems.append(f"{label}: {diff.replace('the new artifact', f'{vdir.name}/{spec.filename}')}")
     params = {k: v.string_value for k, v in cfg.parameters.items()}
-    meta = info.metadata
-    expected = {
-        f"version.{version}.normalization_hash": meta.spec.norm_hash,
-        f"version.{version}.n_action_steps": str(meta.spec.n_action_steps),
-        "image_format": meta.image_format,
-    }
-    for key, value in expected.items():
-        if key in params and params[key] != value:
-            problems.append(f"{label}: parameter {key} is {params[key]!r} but {spec.filename} has {value!r}")
+    _check_parameters(params, version, info.metadata, spec.filename, label, problems)
     digest_key = f"version.{version}.sha256"
     if digest_key in params and params[digest_key] != file_sha256(artifact):
         problems.append(
             f"{label}: {spec.filename} changed after the config was written ({digest_key} differs); regenerate it"
         )
+
+
+def _client_fields(meta: ArtifactMetadata) -> dict[str, str]:
+    """What a client takes from a version's metadata, as the flat parameters spell it."""
+    s = meta.spec
+    coeff = "none" if s.temporal_ensemble_coeff is None else repr(s.temporal_ensemble_coeff)
+    return {
+        "chunk_size": str(s.chunk_size),
+        "n_action_steps": str(s.n_action_steps),
+        "temporal_ensemble_coeff": coeff,
+        "normalization_hash": s.norm_hash,
+        "state_dim": str(s.state_dim),
+        "action_dim": str(s.action_dim),
+        "cameras": json.dumps([{"key": c.key, "input_name": c.input_name, "shape": list(c.shape)} for c in s.cameras]),
+        "image_format": meta.image_format,
+        "precision": meta.precision,
+        "policy_type": s.policy_type,
+    }
+
+
+# Flat parameters written per version (``version.N.<field>``) and once per model (the latest version's).
+_PER_VERSION = ("n_action_steps", "temporal_ensemble_coeff", "normalization_hash", "precision")
+_PER_MODEL = ("chunk_size", "state_dim", "action_dim", "cameras", "image_format", "policy_type")
+_LATEST = ("n_action_steps", "temporal_ensemble_coeff", "normalization_hash")
+
+
+def _check_parameters(
+    params: dict[str, str], version: int, meta: ArtifactMetadata, filename: str, label: str, problems: list[str]
+) -> None:
+    """Cross-check the three places a version's policy settings live: the model file's own metadata,
+    the ``version.N.metadata`` JSON (what PolicyClient reads first) and the flat parameters.
+
+    They are written together, so any disagreement is a hand edit or a file swapped in later, and
+    a client would run the shim with settings the model was not exported with.
+    """
+    truth = _client_fields(meta)
+    key = f"version.{version}.metadata"
+    if key in params:
+        try:
+            recorded = _client_fields(ArtifactMetadata.from_json(params[key]))
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{label}: parameter {key} is not policy-export metadata ({type(exc).__name__}: {exc})")
+        else:
+            for name, value in recorded.items():
+                if value != truth[name]:
+                    problems.append(
+                        f"{label}: parameter {key} says {name} {value!r} but {filename} has {truth[name]!r}; "
+                        "regenerate the config (triton-repo --force)"
+                    )
+    flat = {f"version.{version}.{n}": truth[n] for n in _PER_VERSION}
+    if params.get("versions", "").split(",")[-1] == str(version):  # model-wide values are the latest version's
+        flat |= {n: truth[n] for n in (*_PER_MODEL, *_LATEST)}
+    for name, value in flat.items():
+        if name in params and params[name] != value:
+            problems.append(f"{label}: parameter {name} is {params[name]!r} but {filename} has {value!r}")
 
 
 def check_model(model_dir: Path, expected_name: str | None = None) -> ModelReport:
@@ -299,6 +350,12 @@ def check_model(model_dir: Path, expected_name: str | None = None) -> ModelRepor
     for v, vdir in sorted(versions.items()):
         if v < 1:
             p.append(f"version folder {vdir.name}: versions start at 1")
+            continue
+        if v > MAX_VERSION:
+            p.append(
+                f"version folder {vdir.name}: beyond {MAX_VERSION}, the largest version Triton parses (int64; "
+                "tritonserver crashes at start-up on it): renumber it"
+            )
             continue
         _check_version(cfg, spec, v, vdir, sig, p)
     return report
