@@ -247,19 +247,16 @@ def model_lock(
                 break
             except BlockingIOError:
                 pass
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
             if time.monotonic() >= deadline:
                 raise BadInputError(
-                    f"{repo / name}: another triton-repo write to this model (pid {holder}) still holds {path.name} "
+                    f"{repo / name}: another triton-repo write to this model still holds {path.name} "
                     f"after {wait_s:g} s; wait for it to finish and run again, or raise --lock-wait"
                 )
             if not told and on_wait is not None:
-                on_wait(f"waiting for another triton-repo write to {repo / name} (pid {holder}) to finish")
+                on_wait(f"waiting for another triton-repo write to {repo / name} to finish (lock {path.name})")
                 told = True
             time.sleep(_LOCK_POLL_S)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
+        yield  # the file stays empty and untouched: a refused write leaves the repository byte for byte as it was
     finally:
         os.close(fd)  # releases the lock
 
