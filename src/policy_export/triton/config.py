@@ -43,6 +43,7 @@ UINT32_MAX = 2**32 - 1
 INT64_MAX = 2**63 - 1
 UINT64_MAX = 2**64 - 1
 
+
 @dataclass(frozen=True)
 class BackendSpec:
     """How Triton runs one artifact kind, and the file name that backend looks for."""
