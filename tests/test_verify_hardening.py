@@ -26,7 +26,9 @@ def with_metadata(src: Path, dst: Path, **spec_changes: object) -> Path:
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             meta = json.loads(prop.value)
-            meta["spec"].update(spec_changes)
+            family = meta["spec"].get("family", {})
+            for key, value in spec_changes.items():
+                (family if key in family else meta["spec"])[key] = value
             prop.value = json.dumps(meta, sort_keys=True)
     onnx.save(model, str(dst))
     return dst

@@ -45,6 +45,11 @@ def deployed_settings(metadata: ArtifactMetadata) -> Any:
     return host_for(metadata).settings
 
 
+def _flat(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec's fields with the family's own ones beside the common ones (for naming what differs)."""
+    return {k: v for k, v in spec.items() if k != "family"} | dict(spec.get("family") or {})
+
+
 def check_settings(info: ArtifactInfo, ckpt: LoadedCheckpoint) -> None:
     """The artifact's shim settings (what ``PolicyClient`` runs) must be the checkpoint's (what LeRobot runs).
 
@@ -54,7 +59,7 @@ def check_settings(info: ArtifactInfo, ckpt: LoadedCheckpoint) -> None:
     theirs = deployed_settings(info.metadata)
     ours = deployed_settings(ArtifactMetadata(spec=ckpt.spec, artifact_kind="checkpoint"))
     if theirs != ours:
-        a, c = info.metadata.spec.to_dict(), ckpt.spec.to_dict()
+        a, c = (_flat(s.to_dict()) for s in (info.metadata.spec, ckpt.spec))
         diffs = [
             f"{name} {a[name]} (checkpoint: {c[name]})"
             for name in a
