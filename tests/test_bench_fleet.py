@@ -145,7 +145,9 @@ def test_killing_a_replica_moves_its_robots_to_the_other_without_a_wrong_model_a
         assert row["fallback_ticks"] < row["ticks"] / 4, row
 
         if not realtime:
-            return  # the refusal below is the same check for both clients
+            return  # the checks below are the same for both clients
+        res = CliRunner().invoke(app, ["bench-fleet", "--url", b.grpc_url, "--model", "nope", "--robots", "1"])
+        _one_error_line(res, f"--url {b.grpc_url}", "'nope'")
         other = tmp_path / "other"
         write_version(small_fp16_onnx, other, "act", 1, TritonOptions())
         with serve_process(other) as c, pytest.raises(BadInputError, match="serves a different 'act'"):

@@ -234,7 +234,7 @@ def _random_obs(spec, rng):
     return obs
 
 
-@pytest.mark.parametrize("artifact", ["small_onnx", "ensemble_onnx"])
+@pytest.mark.parametrize("artifact", ["small_onnx", "ensemble_onnx", "small_torchscript"])
 def test_zero_latency_realtime_equals_policy_client_step_for_step(artifact, request):
     path = request.getfixturevalue(artifact)
     with PolicyClient.from_artifact(path) as sync:
@@ -296,6 +296,26 @@ def test_server_failure_walks_the_states_and_recovers():
     assert stats["fallback_ticks"] == len(fallbacks)
     assert sum(stats["time_in_state_s"].values()) == pytest.approx(159 / fps)
     assert 0 < stats["streaming_fraction"] < 1
+
+
+def test_a_latency_spike_is_degraded_riding_the_buffer_then_streaming_again():
+    fps = 10.0
+    # Chunk 20 of 20 actions; the third request takes 1.4 s instead of 0.1 s.
+    rt, _, clock, changes = _client(
+        _metadata(20, 20),
+        latency=lambda call: 1.4 if call == 2 else 0.1,
+        fps=fps,
+        buffer_time_s=1.6,
+        degraded_after_s=0.5,
+        merge="replace",
+    )
+    out = _run(rt, clock, 60, fps)
+    assert [new for _, new in changes] == [State.STREAMING, State.DEGRADED, State.STREAMING]
+    assert all(tick.fallback is None for _, tick in out)  # the buffer covered the spike
+    degraded = [t for t, (_, tick) in enumerate(out) if tick.state is State.DEGRADED]
+    # Asked at step 10 (1.6 s of playback left), arriving at step 24: DEGRADED once 0.5 s have passed.
+    assert degraded == list(range(16, 24))
+    assert rt.stats()["time_in_state_s"]["DEGRADED"] == pytest.approx(len(degraded) / fps)
 
 
 @pytest.mark.parametrize("fallback", ["hold", "repeat_last", "zero"])

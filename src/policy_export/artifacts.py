@@ -178,8 +178,16 @@ def inspect_artifact(path: Path) -> ArtifactInfo:
     return ArtifactInfo(path=path, kind=kind, metadata=meta, inputs=inputs, outputs=outputs)
 
 
-def check_compatible(info: ArtifactInfo, spec: PolicySpec, checkpoint: str | Path) -> list[str]:
-    """Raise if the artifact cannot take the inputs of ``spec`` (read from ``checkpoint``); return soft warnings."""
+def check_compatible(
+    info: ArtifactInfo, spec: PolicySpec, checkpoint: str | Path, allow_other_checkpoint: bool = False
+) -> list[str]:
+    """Raise if the artifact cannot take the inputs of ``spec`` (read from ``checkpoint``), or was exported
+    from other statistics (unless ``allow_other_checkpoint``: then that is a warning); return soft warnings.
+
+    Another checkpoint's artifact with the same shapes runs fine and may even land within a
+    loose tolerance, which is exactly why it must not pass quietly: the gate would approve a
+    model that is not the one trained.
+    """
     aspec = info.metadata.spec
     problems = []
     if aspec.input_names != spec.input_names:
@@ -199,6 +207,12 @@ def check_compatible(info: ArtifactInfo, spec: PolicySpec, checkpoint: str | Pat
         )
     warnings = []
     if aspec.norm_hash != spec.norm_hash:
+        if not allow_other_checkpoint:
+            raise BadInputError(
+                f"{info.path}: exported from another checkpoint (normalization hash {aspec.norm_hash}, "
+                f"{checkpoint} has {spec.norm_hash}); re-export it from this checkpoint, or pass "
+                "--allow-other-checkpoint to compare them anyway"
+            )
         warnings.append(
             f"normalization hash {aspec.norm_hash} != checkpoint's {spec.norm_hash}: exported from different statistics"
         )

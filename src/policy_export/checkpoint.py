@@ -12,13 +12,15 @@ import contextlib
 import hashlib
 import io
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from policy_export.errors import BadInputError
+from policy_export.errors import BadInputError, first_line
 from policy_export.families import family_for
 from policy_export.spec import CameraSpec, PolicySpec, camera_input_names
 from policy_export_wrappers.normalization import MODE_STATS, RANGE_STATS
@@ -43,9 +45,40 @@ class LoadedCheckpoint:
     eps: float
 
 
+def unreadable(path: Path, exc: OSError) -> BadInputError:
+    """The one line for a checkpoint file that cannot be opened: what is wrong and how to fix it.
+
+    Told apart from a corrupt file on purpose: "re-copy it" does nothing for a permission problem.
+    """
+    if isinstance(exc, PermissionError):
+        try:
+            st = path.stat()
+            whose = f"owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}"
+        except OSError:
+            whose = "its folder is not searchable"
+        return BadInputError(
+            f"{path}: permission denied ({whose}; this process runs as uid {os.geteuid()}); "
+            f"make it readable, e.g. chmod a+r {path} (and a+x on its folders), or run as its owner"
+        )
+    if isinstance(exc, IsADirectoryError):
+        return BadInputError(f"{path}: is a folder, not a file; copy the checkpoint's file there")
+    return BadInputError(f"{path}: cannot be read ({exc.strerror or exc}); check the disk and copy it again")
+
+
+def _open_check(path: Path) -> None:
+    """Open ``path`` as the loaders will, so an OSError is classified here and not blamed on the content."""
+    try:
+        with open(path, "rb") as f:
+            f.read(8)
+    except OSError as exc:
+        raise unreadable(path, exc) from exc
+
+
 def _read_json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
+    except OSError as exc:
+        raise unreadable(path, exc) from exc
     except json.JSONDecodeError as exc:
         raise BadInputError(
             f"{path}: {what} is not valid JSON ({exc.msg} at line {exc.lineno}); re-save the checkpoint"
@@ -70,6 +103,8 @@ def _check_files(root: Path) -> None:
     cfg = _read_json(cfg_path, "policy config")
     family_for(cfg.get("type"), where=str(cfg_path)).check_config(cfg, cfg_path)
     weights = root / "model.safetensors"
+    if weights.is_dir():
+        raise unreadable(weights, IsADirectoryError(21, "Is a directory"))
     if not weights.is_file():
         raise BadInputError(f"{weights}: missing; the checkpoint is partial, copy the whole pretrained_model folder")
     _check_safetensors(weights)
@@ -95,6 +130,7 @@ def _check_files(root: Path) -> None:
 def _check_safetensors(path: Path) -> None:
     from safetensors import safe_open
 
+    _open_check(path)
     try:
         with safe_open(str(path), framework="np") as f:
             for key in f.keys():
@@ -184,6 +220,70 @@ def norm_hash(
     return h.hexdigest()[:12]
 
 
+# Weights whose shape a config.json field decides: (policy type, weight) -> (field, axis of that size).
+_SHAPE_FIELDS = {
+    "act": {
+        "model.encoder_robot_state_input_proj.weight": (STATE_KEY, 1),
+        "model.vae_encoder_robot_state_input_proj.weight": (STATE_KEY, 1),
+        "model.encoder_env_state_input_proj.weight": (ENV_STATE_KEY, 1),
+        "model.action_head.weight": (ACTION_KEY, 0),
+        "model.action_head.bias": (ACTION_KEY, 0),
+        "model.vae_encoder_action_input_proj.weight": (ACTION_KEY, 1),
+        "model.decoder_pos_embed.weight": ("chunk_size", 0),
+    }
+}
+
+
+def _config_value(cfg: Any, field: str) -> list[int] | int | None:
+    if field == "chunk_size":
+        return getattr(cfg, "chunk_size", None)
+    feats = {**(getattr(cfg, "input_features", None) or {}), **(getattr(cfg, "output_features", None) or {})}
+    return list(feats[field].shape) if field in feats else None
+
+
+def _shape_mismatch(root: Path, cfg: Any) -> str | None:
+    """One line for a config.json that disagrees with its weights (torch says it in three lines of
+    parameter names): the feature, its size in the config and in the weights, and the fix."""
+    from lerobot.policies.factory import get_policy_class
+    from safetensors import safe_open
+
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            expected = {k: tuple(v.shape) for k, v in get_policy_class(cfg.type)(cfg).state_dict().items()}
+        with safe_open(str(root / "model.safetensors"), framework="np") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception:
+        return None
+    bad = {k: (stored[k], expected[k]) for k in stored if k in expected and stored[k] != expected[k]}
+    if not bad:
+        return None
+    known = _SHAPE_FIELDS.get(cfg.type, {})
+    cfg_path = root / "config.json"
+    for key, (field, axis) in known.items():
+        if key not in bad:
+            continue
+        got, want = bad[key]
+        trained = got[axis]
+        value = _config_value(cfg, field)
+        if field == "chunk_size":
+            return (
+                f"{cfg_path}: chunk_size is {value}, but model.safetensors was trained with {trained} "
+                f"({key} is {list(got)}, the config builds {list(want)}); set chunk_size to {trained} "
+                "or use the config.json saved with these weights"
+            )
+        weights_shape = [trained, *(value[1:] if isinstance(value, list) else [])]
+        return (
+            f"{cfg_path}: feature '{field}' has shape {value}, but model.safetensors was trained with "
+            f"{weights_shape} ({key} is {list(got)}, the config builds {list(want)}); set its shape to "
+            f"{weights_shape} or use the config.json saved with these weights"
+        )
+    key, (got, want) = next(iter(sorted(bad.items())))
+    return (
+        f"{cfg_path}: does not match model.safetensors ({len(bad)} weight(s) differ, e.g. {key} is {list(got)}, "
+        f"the config builds {list(want)}); use the config.json saved with these weights"
+    )
+
+
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     """Load a checkpoint offline, validated, on CPU."""
     root = Path(path).expanduser()
@@ -225,7 +325,10 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
     except BadInputError:
         raise
     except Exception as exc:
-        raise BadInputError(f"{root}: LeRobot failed to load this checkpoint ({type(exc).__name__}: {exc})") from exc
+        mismatch = _shape_mismatch(root, cfg)
+        if mismatch:
+            raise BadInputError(mismatch) from exc
+        raise BadInputError(f"{root}: LeRobot failed to load this checkpoint ({first_line(exc)})") from exc
 
     normalizer = _find_step(pre, "NormalizerProcessorStep")
     unnormalizer = _find_step(post, "UnnormalizerProcessorStep")

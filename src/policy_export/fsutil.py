@@ -3,26 +3,96 @@
 Exports take minutes and can be interrupted; a half-written model file that looks valid
 is worse than none. Everything is written to a temporary sibling and renamed into place
 only once complete, and existing user artifacts are never replaced without ``--force``.
+
+Inputs are never outputs: every writer passes what it read (a checkpoint folder, the
+artifacts under test) and a path that resolves to one of them, or into an input folder,
+is refused even with ``--force``. ``--force`` is for replacing our own earlier output;
+it was never meant to let ``--report`` land on ``model.safetensors``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from policy_export.errors import BadInputError
 
+#: Bounds the walk of an input folder (a checkpoint has a dozen files); a huge folder is not a checkpoint.
+_MAX_INPUT_FILES = 10_000
 
-def check_writable(path: Path, force: bool, what: str = "output") -> None:
-    """Refuse to clobber an existing file unless ``force``; create missing parent folders.
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _stat(path: Path | str) -> os.stat_result | None:
+    try:
+        return os.stat(path)  # follows symlinks: a link to an input is that input
+    except OSError:
+        return None
+
+
+def _input_files(folder: Path) -> Iterator[Path]:
+    for n, p in enumerate(folder.rglob("*")):
+        if n >= _MAX_INPUT_FILES:
+            return
+        yield p
+
+
+def input_conflict(path: Path, inputs: Iterable[Path | str]) -> str | None:
+    """Why writing ``path`` would touch an input (None when it would not).
+
+    Compared by resolved path *and* by device/inode, so a symlink, a hard link, a bind
+    mount or ``..`` in either path cannot disguise an input. An input folder (a checkpoint)
+    protects everything under it and every file its entries point to (hub caches link
+    ``model.safetensors`` to a blob elsewhere).
+    """
+    target = Path(os.path.realpath(path))
+    out_stat = _stat(path)
+    # The output's existing ancestors, by inode: containment that survives bind mounts and odd spellings.
+    ancestors = [st for st in (_stat(a) for a in [target, *target.parents]) if st is not None]
+    for item in inputs:
+        inp = Path(item)
+        real = Path(os.path.realpath(inp))
+        in_stat = _stat(inp)
+        if in_stat is None:
+            continue
+        if inp.is_dir():
+            if any(_same_file(st, in_stat) for st in ancestors):
+                return f"is inside the input folder {inp}"
+            for f in _input_files(inp):
+                f_stat = _stat(f)
+                if f_stat is None or not f.is_file():
+                    continue
+                if Path(os.path.realpath(f)) == target or (out_stat is not None and _same_file(out_stat, f_stat)):
+                    return f"is the input file {f}"
+        elif real == target or (out_stat is not None and _same_file(out_stat, in_stat)):
+            return f"is the input file {inp}"
+    return None
+
+
+def refuse_inputs(path: Path, inputs: Iterable[Path | str], what: str = "output") -> None:
+    """Raise if ``path`` is (or lies inside) an input; ``--force`` does not change this."""
+    conflict = input_conflict(path, inputs)
+    if conflict:
+        raise BadInputError(
+            f"{path}: the {what} {conflict}; inputs are never overwritten (not even with --force): "
+            "write it somewhere else"
+        )
+
+
+def check_writable(path: Path, force: bool, what: str = "output", inputs: Iterable[Path | str] = ()) -> None:
+    """Refuse to clobber an input ever, or an existing file unless ``force``; create missing parent folders.
 
     Creating the parent is what CI users expect (``--output artifacts/policy.onnx`` on a
     clean checkout); an empty folder is not a half-written artifact.
     """
+    refuse_inputs(path, inputs, what)
     if path.exists() and path.is_dir():
         raise BadInputError(f"{path}: {what} is a directory; give a file path")
     if path.exists() and not force:
@@ -51,10 +121,55 @@ def _publish(tmp: Path, mode: int) -> None:
     os.chmod(tmp, mode & ~_umask())
 
 
+# Top-level keys that identify each JSON report this tool writes (verify, export, bench, bench-shim).
+_REPORT_KEYS = (
+    frozenset({"checkpoint", "checks", "exit_code"}),
+    frozenset({"checkpoint", "out_dir", "formats", "steps", "exit_code"}),
+    frozenset({"schema", "command", "settings", "results", "skipped"}),
+    frozenset({"schema", "benchmark", "rows"}),
+)
+#: Written into the plots and JUnit files we make, so a later run can recognise them.
+REPORT_MARK = "policy-export"
+_MAX_REPORT_BYTES = 256 << 20
+
+
+def is_our_report(path: Path) -> bool:
+    """True when ``path`` holds a report this tool wrote (JSON, JUnit XML or a bench plot).
+
+    Reports are rewritten on every run, so overwriting our own is expected; anything else at
+    that path is somebody's file and needs ``--force``.
+    """
+    try:
+        if not path.is_file() or path.stat().st_size > _MAX_REPORT_BYTES:
+            return False
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if data.startswith(b"\x89PNG"):
+        return f"Software\x00{REPORT_MARK}".encode() in data[:4096]
+    head = data.lstrip()[:512]
+    if head.startswith(b"<?xml") or head.startswith(b"<testsuites"):
+        return f'<testsuites name="{REPORT_MARK} verify"'.encode() in head
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(doc, dict) and any(keys <= doc.keys() for keys in _REPORT_KEYS)
+
+
+def check_report_writable(path: Path, force: bool, what: str = "report", inputs: Iterable[Path | str] = ()) -> None:
+    """Reports: never an input; an existing file only if it is one of our reports, or with ``force``."""
+    check_writable(path, True, what, inputs)
+    if path.exists() and not force and not is_our_report(path):
+        raise BadInputError(
+            f"{path}: exists and is not a policy-export report; pass --force to overwrite it, or choose another path"
+        )
+
+
 @contextlib.contextmanager
-def atomic_output(path: Path, force: bool, what: str = "output") -> Iterator[Path]:
+def atomic_output(path: Path, force: bool, what: str = "output", inputs: Iterable[Path | str] = ()) -> Iterator[Path]:
     """Yield a temp path in the same directory; rename it over ``path`` on success."""
-    check_writable(path, force, what)
+    check_writable(path, force, what, inputs)
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     except OSError as exc:  # e.g. a read-only mount, which os.access does not always see
@@ -104,6 +219,15 @@ def atomic_directory(path: Path, staging_root: Path | None = None) -> Iterator[P
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_text_atomic(path: Path, text: str, force: bool = True) -> None:
-    with atomic_output(path, force=force) as tmp:
+def write_text_atomic(path: Path, text: str, force: bool = True, inputs: Iterable[Path | str] = ()) -> None:
+    with atomic_output(path, force=force, inputs=inputs) as tmp:
         tmp.write_text(text)
+
+
+def write_report_atomic(
+    path: Path, text: str, force: bool = False, inputs: Iterable[Path | str] = (), what: str = "report"
+) -> None:
+    """A report, under :func:`check_report_writable`'s rule (checked again at write time: minutes have passed)."""
+    inputs = tuple(inputs)
+    check_report_writable(path, force, what, inputs)
+    write_text_atomic(path, text, force=True, inputs=inputs)

@@ -17,7 +17,7 @@ from policy_export.artifacts import ArtifactInfo
 from policy_export.compare import ErrorStats
 from policy_export.enums import Status
 from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, exit_status
-from policy_export.fsutil import write_text_atomic
+from policy_export.fsutil import REPORT_MARK, write_report_atomic
 from policy_export.tolerances import default_atol
 
 if TYPE_CHECKING:
@@ -181,12 +181,25 @@ def render_table(report: VerifyReport) -> Table:
     return table
 
 
-def write_json(report: VerifyReport, path: Path) -> None:
-    write_text_atomic(path, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+def report_inputs(report: VerifyReport) -> list[Path]:
+    """What the run read: a report written over any of these would destroy the evidence it describes."""
+    paths = [Path(report.checkpoint)]
+    for c in report.checks:
+        art = Path(c.artifact)
+        paths.append(art)
+        if art.suffix == ".plan":
+            paths.append(art.with_name(art.name + ".json"))  # the TensorRT sidecar
+    return paths
 
 
-def write_junit(report: VerifyReport, path: Path) -> None:
-    suites = ET.Element("testsuites", name="policy-export verify")
+def write_json(report: VerifyReport, path: Path, force: bool = False) -> None:
+    """``force`` overwrites a file that is not one of our reports; an input never (see fsutil)."""
+    text = json.dumps(report.to_dict(), indent=2, default=str) + "\n"
+    write_report_atomic(path, text, force, report_inputs(report), "JSON report")
+
+
+def write_junit(report: VerifyReport, path: Path, force: bool = False) -> None:
+    suites = ET.Element("testsuites", name=f"{REPORT_MARK} verify")
     for c in report.checks:
         name = Path(c.artifact).name + ("" if c.check == "chunk" else f" {c.check}")
         suite = ET.SubElement(suites, "testsuite", name=name, tests=str(max(1, len(c.results))))
@@ -214,4 +227,5 @@ def write_junit(report: VerifyReport, path: Path) -> None:
                 ET.SubElement(case, "failure", message=msg, type="ParityError").text = msg
         suite.set("failures", str(failures))
     ET.indent(suites)
-    write_text_atomic(path, ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n")
+    text = ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+    write_report_atomic(path, text, force, report_inputs(report), "JUnit report")

@@ -35,7 +35,7 @@ from policy_export.export_report import (
     StepCallback,
     parse_formats,
 )
-from policy_export.fsutil import check_writable, write_text_atomic
+from policy_export.fsutil import check_report_writable, check_writable, write_report_atomic
 
 if TYPE_CHECKING:
     from policy_export.checkpoint import LoadedCheckpoint
@@ -66,7 +66,8 @@ def run_export_pipeline(
     formats = parse_formats(",".join(formats))
     paths = {f: out_dir / FILE_NAMES[f] for f in formats}
     for fmt, path in paths.items():  # refuse to clobber before any slow work
-        check_writable(path, force, f"{fmt} artifact")
+        check_writable(path, force, f"{fmt} artifact", inputs=[checkpoint])
+    check_report_writable(out_dir / REPORT_NAME, force, "export report", inputs=[checkpoint])
     report = PipelineReport(
         checkpoint=str(checkpoint),
         out_dir=str(out_dir),
@@ -83,7 +84,13 @@ def run_export_pipeline(
         _run(report, Recorder(report, on_step), checkpoint, paths, max_batch, force, on_verify_progress)
     finally:
         report.duration_s = round(time.perf_counter() - t0, 3)
-        write_text_atomic(out_dir / REPORT_NAME, json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+        write_report_atomic(
+            out_dir / REPORT_NAME,
+            json.dumps(report.to_dict(), indent=2, default=str) + "\n",
+            force,
+            inputs=[checkpoint],
+            what="export report",
+        )
     return report
 
 
@@ -97,14 +104,17 @@ def _run(
     on_verify_progress: Callable[[], None] | None,
 ) -> None:
     from policy_export.checkpoint import load_checkpoint
+    from policy_export.verify import check_run_size
 
     ckpt = None
     with rec.step("load", "checkpoint") as loading:
-        ckpt = load_checkpoint(checkpoint)
-        loading.details = {"policy_type": ckpt.spec.policy_type, "inputs": ckpt.spec.input_names}
+        loaded = load_checkpoint(checkpoint)
+        loading.details = {"policy_type": loaded.spec.policy_type, "inputs": loaded.spec.input_names}
+        check_run_size(loaded.spec, report.batch_sizes, report.samples)  # before the exports, not after
+        ckpt = loaded
     if ckpt is None:
         for fmt in paths:
-            rec.skip("export", fmt, "the checkpoint did not load")
+            rec.skip("export", fmt, "the load step failed (see its error)")
         return
     with rec.step("wrap", "core") as wrapping:
         wrapping.details = _wrap_check(ckpt, report.image_format)

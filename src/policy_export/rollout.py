@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import RolloutMode, family_for
 from policy_export.inputs import checkpoint_inputs
 from policy_export.parity_report import ArtifactCheck, BatchResult
+from policy_export.spec import ArtifactMetadata
 
 if TYPE_CHECKING:
     from policy_export.runtime import PolicyClient
@@ -36,6 +37,39 @@ Progress = Callable[[], None] | None
 def rollout_modes(ckpt: LoadedCheckpoint) -> list[RolloutMode]:
     """The modes the checkpoint's family rolls out (each a shim setting and LeRobot's matching config)."""
     return family_for(ckpt.spec.policy_type).rollout_modes(ckpt.spec)
+
+
+def deployed_settings(metadata: ArtifactMetadata) -> Any:
+    """The shim settings ``PolicyClient`` derives from a model's metadata when given none."""
+    from policy_export.runtime.host import host_for
+
+    return host_for(metadata).settings
+
+
+def _flat(spec: dict[str, Any]) -> dict[str, Any]:
+    """A spec's fields with the family's own ones beside the common ones (for naming what differs)."""
+    return {k: v for k, v in spec.items() if k != "family"} | dict(spec.get("family") or {})
+
+
+def check_settings(info: ArtifactInfo, ckpt: LoadedCheckpoint) -> None:
+    """The artifact's shim settings (what ``PolicyClient`` runs) must be the checkpoint's (what LeRobot runs).
+
+    Otherwise a rollout compares two different controllers, and a pass would certify settings
+    the robot will not use.
+    """
+    theirs = deployed_settings(info.metadata)
+    ours = deployed_settings(ArtifactMetadata(spec=ckpt.spec, artifact_kind="checkpoint"))
+    if theirs != ours:
+        a, c = (_flat(s.to_dict()) for s in (info.metadata.spec, ckpt.spec))
+        diffs = [
+            f"{name} {a[name]} (checkpoint: {c[name]})"
+            for name in a
+            if name not in ("normalization", "norm_hash") and a[name] != c.get(name)
+        ] or [f"shim settings {theirs} (checkpoint: {ours})"]
+        raise BadInputError(
+            f"{info.path}: carries {', '.join(diffs)}, which PolicyClient would run; LeRobot's select_action runs "
+            "the checkpoint's: re-export the artifact from this checkpoint"
+        )
 
 
 def reset_steps(steps: int, n_action_steps: int) -> list[int]:
@@ -194,18 +228,25 @@ def rollout_checks(
     ort_provider: str = "cpu",
     per_artifact_atol: dict[str, float] | None = None,
     progress: Progress = None,
+    allow_other_checkpoint: bool = False,
 ) -> list[ArtifactCheck]:
-    """One check per (artifact, mode), one row per batch size, in verify's report scheme."""
+    """One check per (artifact, mode), one row per batch size, in verify's report scheme.
+
+    Modes come from each artifact's own metadata, and the mode a deployed client runs is run
+    with the settings ``PolicyClient`` derives itself (which must equal the checkpoint's,
+    :func:`check_settings`)."""
     if steps < 2:
         raise BadInputError(f"--rollout takes the number of control steps (>= 2), got {steps}")
     from policy_export.runtime import LocalCore, PolicyClient
 
     checks = []
-    warnings = [
-        check_compatible(info, ckpt.spec, ckpt.path) for info in infos
-    ]  # refuse a foreign artifact before any slow work
-    modes = rollout_modes(ckpt)
+    # Refuse a foreign artifact before any slow work.
+    warnings = [check_compatible(info, ckpt.spec, ckpt.path, allow_other_checkpoint) for info in infos]
+    for info in infos:
+        check_settings(info, ckpt)
     for info, warn in zip(infos, warnings, strict=True):
+        spec = info.metadata.spec
+        modes = family_for(spec.policy_type).rollout_modes(spec)
         mode_checks = [
             ArtifactCheck.start(
                 info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn, check=mode.label
@@ -220,9 +261,11 @@ def rollout_checks(
                 check.status, check.reason = Status.SKIPPED, str(exc)
             continue
         try:
+            deployed = deployed_settings(info.metadata)
             for mode, check in zip(modes, mode_checks, strict=True):
                 check.runner = backend.name
-                client = PolicyClient(backend, mode.settings)
+                # The mode a deployed client runs is run as it runs it: settings read from the artifact.
+                client = PolicyClient(backend) if mode.settings == deployed else PolicyClient(backend, mode.settings)
                 _check_mode(
                     check,
                     ckpt,

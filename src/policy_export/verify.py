@@ -10,6 +10,8 @@ same numbers.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,9 +26,57 @@ from policy_export.errors import BadInputError, UnavailableError
 from policy_export.inputs import checkpoint_inputs
 from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport
 from policy_export.reference import eager_chunk
+from policy_export.spec import PolicySpec
 from policy_export.tolerances import DEFAULT_ATOL
 
 log = logging.getLogger(__name__)
+
+
+#: Caps on run sizes, with why: each is far beyond what a parity check needs, and far below what would
+#: run for days or end in a MemoryError traceback.
+MAX_SAMPLES = 10_000  # seeded draws per batch size; the error statistics settle after a handful
+MAX_ROLLOUT_STEPS = 100_000  # one LeRobot select_action per step and batch size: hours already
+#: Activations of one sample relative to its float32 input images: ResNet's first convolution alone writes
+#: 64 channels at half resolution (5.3x); a lower bound, so an estimate above memory is surely too big.
+_ACTIVATION_FACTOR = 6
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_run_size(
+    spec: PolicySpec, batch_sizes: list[int], samples: int = 1, rollout_steps: int = 0, what: str = "--batch-sizes"
+) -> None:
+    """Refuse, up front and in one line, a run that cannot fit in memory or finish.
+
+    Memory is estimated from the policy's own shapes: every (batch, sample) input and reference
+    is kept for the whole run (all artifacts compare against the same numbers), plus a lower bound
+    on the activations of the largest batch.
+    """
+    if samples > MAX_SAMPLES:
+        raise BadInputError(
+            f"--samples {samples}: at most {MAX_SAMPLES} (each is one more LeRobot eager call per batch size; "
+            "the statistics settle after a handful)"
+        )
+    if rollout_steps > MAX_ROLLOUT_STEPS:
+        raise BadInputError(
+            f"--rollout {rollout_steps}: at most {MAX_ROLLOUT_STEPS} steps (one LeRobot select_action per step and "
+            "batch size; a few chunk lengths cover every queue refill and reset)"
+        )
+    image = sum(4 * math.prod(c.shape) for c in spec.cameras)
+    per_sample = 4 * spec.state_dim + image + 4 * spec.chunk_size * spec.action_dim
+    need = sum(batch_sizes) * max(1, samples) * per_sample + max(batch_sizes) * image * _ACTIVATION_FACTOR
+    have = physical_memory_bytes()
+    if have is not None and need > have:
+        raise BadInputError(
+            f"{what} {','.join(map(str, batch_sizes))}: needs at least {need / 2**30:,.1f} GiB of memory "
+            f"(inputs, references and activations of {per_sample / 2**20:.2f} MiB per sample), this machine has "
+            f"{have / 2**30:.1f} GiB; use smaller batch sizes or fewer --samples"
+        )
 
 
 class ReferenceCache:
@@ -59,6 +109,7 @@ def verify_artifacts(
     per_artifact_atol: dict[str, float] | None = None,
     rollout_steps: int = 0,
     progress: Callable[[], None] | None = None,
+    allow_other_checkpoint: bool = False,
 ) -> VerifyReport:
     """Chunk parity of every artifact at every batch size; with ``rollout_steps``, also
     rollout parity (client + shim vs LeRobot's ``select_action``, :mod:`policy_export.rollout`)."""
@@ -66,6 +117,7 @@ def verify_artifacts(
         raise BadInputError("no --artifact given; pass at least one exported file")
     if any(b < 1 for b in batch_sizes) or samples < 1:
         raise BadInputError("--batch-sizes and --samples must be positive integers")
+    check_run_size(ckpt.spec, batch_sizes, samples, rollout_steps)
     overrides = per_artifact_atol or {}
     if not all(t >= 0 for t in (rtol, *([] if atol is None else [atol]), *overrides.values())):  # NaN fails too
         raise BadInputError("--tolerance, --rtol and --artifact-tolerance take non-negative numbers")
@@ -77,7 +129,12 @@ def verify_artifacts(
             raise BadInputError(
                 f"--artifact-tolerance {name}=...: no --artifact is named {name!r}; use one's file name or path"
             )
-    warnings = [check_compatible(i, ckpt.spec, ckpt.path) for i in infos]
+    warnings = [check_compatible(i, ckpt.spec, ckpt.path, allow_other_checkpoint) for i in infos]
+    if rollout_steps:
+        from policy_export.rollout import check_settings
+
+        for info in infos:
+            check_settings(info, ckpt)  # before the chunk checks: a refusal should not wait for them
     report = VerifyReport(
         checkpoint=str(ckpt.path), policy=ckpt.spec.to_dict(), seed=seed, batch_sizes=list(batch_sizes), samples=samples
     )
@@ -136,6 +193,7 @@ def verify_artifacts(
             ort_provider=ort_provider,
             per_artifact_atol=per_artifact_atol,
             progress=progress,
+            allow_other_checkpoint=allow_other_checkpoint,
         )
         report.extra["rollout_steps"] = rollout_steps
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from policy_export.errors import UnavailableError
-from policy_export.fsutil import atomic_output, write_text_atomic
+from policy_export.fsutil import REPORT_MARK, atomic_output, check_report_writable, write_report_atomic
 
 
 def _f(value: float | None, fmt: str) -> str:
@@ -82,8 +83,8 @@ def skipped_lines(report: dict[str, Any]) -> list[str]:
     return [f"[yellow]{s['status']}[/] {escape(s['backend'])}: {escape(s['reason'])}" for s in report["skipped"]]
 
 
-def write_json(report: dict[str, Any], path: Path) -> None:
-    write_text_atomic(path, json.dumps(report, indent=2) + "\n")
+def write_json(report: dict[str, Any], path: Path, force: bool = False, inputs: Sequence[Path] = ()) -> None:
+    write_report_atomic(path, json.dumps(report, indent=2) + "\n", force, inputs, "JSON report")
 
 
 def require_matplotlib() -> None:
@@ -92,7 +93,7 @@ def require_matplotlib() -> None:
         raise UnavailableError("--plot needs matplotlib: pip install 'policy-export[bench]' (or leave out --plot)")
 
 
-def write_plot(report: dict[str, Any], path: Path) -> None:
+def write_plot(report: dict[str, Any], path: Path, force: bool = False, inputs: Sequence[Path] = ()) -> None:
     """Latency per call and per sample vs batch size, with the flop/ceiling floor for scale."""
     require_matplotlib()
     import matplotlib
@@ -130,6 +131,8 @@ def write_plot(report: dict[str, Any], path: Path) -> None:
         fontsize=10,
     )
     fig.tight_layout()
-    with atomic_output(path, force=True, what="plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    check_report_writable(path, force, "plot", inputs)
+    with atomic_output(path, force=True, what="plot", inputs=inputs) as tmp:
+        # The mark lets the next run recognise the file as ours (see fsutil.is_our_report).
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": f"{REPORT_MARK} bench"})
     plt.close(fig)

@@ -47,6 +47,12 @@ def bench(
     plot: Annotated[
         Path | None, typer.Option(help="Draw latency vs batch size to this PNG (needs the 'bench' extra).")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Overwrite a --json/--plot file that is not a policy-export report (inputs never)."
+        ),
+    ] = False,
 ) -> None:
     """Time LeRobot eager inference and each artifact on the same inputs, each in its own process.
 
@@ -61,7 +67,7 @@ def bench(
     from policy_export.bench.report import render_table, require_matplotlib, skipped_lines, write_json, write_plot
     from policy_export.bench.results import to_json_dict
     from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK
-    from policy_export.fsutil import check_writable
+    from policy_export.fsutil import check_report_writable
 
     config = BenchConfig(
         checkpoint=checkpoint,
@@ -75,9 +81,10 @@ def bench(
         ceiling_seconds=ceiling_seconds,
         max_background=max_background,
     )
-    for out in (json_path, plot):
+    inputs = [checkpoint, *config.artifacts]
+    for out, what in ((json_path, "JSON report"), (plot, "plot")):
         if out is not None:
-            check_writable(out, force=True, what="report")  # fail now, not after minutes of timing
+            check_report_writable(out, force, what, inputs)  # fail now, not after minutes of timing
     if plot is not None:
         require_matplotlib()
     n_backends = len(workload_requests(config))
@@ -90,9 +97,9 @@ def bench(
     for line in skipped_lines(report):
         console.print(line, soft_wrap=True)
     if json_path:
-        write_json(report, json_path)
+        write_json(report, json_path, force, inputs)
         console.print(f"wrote {json_path}")
     if plot:
-        write_plot(report, plot)
+        write_plot(report, plot, force, inputs)
         console.print(f"wrote {plot}")
     exit_with(EXIT_BAD_INPUT if report["skipped"] else EXIT_OK)

@@ -23,6 +23,9 @@ def bench_shim(
         bool, typer.Option(help="Also time LeRobot's own torch bookkeeping (deque / ACTTemporalEnsembler).")
     ] = True,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Overwrite a --json file that is not a policy-export report.")
+    ] = False,
 ) -> None:
     """Time the action queue and temporal ensembling alone, per control step (median, p90, p99).
 
@@ -30,9 +33,11 @@ def bench_shim(
     """
     from policy_export.bench.shim import ShimBenchConfig, render_table, run_shim_bench
     from policy_export.errors import BadInputError
-    from policy_export.fsutil import write_text_atomic
+    from policy_export.fsutil import check_report_writable, write_report_atomic
 
     queue = parse_int_list(queue_steps, "--queue-steps")
+    if json_path:
+        check_report_writable(json_path, force, "JSON report")  # before the timing, not after
     if steps < 10 or chunk_size < 1 or action_dim < 1:
         raise BadInputError("--steps must be >= 10 and --chunk-size / --action-dim >= 1")
     if any(n > chunk_size for n in queue):
@@ -51,5 +56,5 @@ def bench_shim(
     if report.get("note"):
         console.print(f"[yellow]note[/] {report['note']}")
     if json_path:
-        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+        write_report_atomic(json_path, json.dumps(report, indent=2) + "\n", force, what="JSON report")
         console.print(f"wrote {json_path}")

@@ -6,9 +6,12 @@ Command modules import only this, typer and rich at import time; anything heavy
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -61,24 +64,58 @@ def debug_enabled() -> bool:
     return _debug_flag or os.environ.get("POLICY_EXPORT_DEBUG", "") not in ("", "0", "false")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so it unwinds exactly like Ctrl-C.
+
+    A KeyboardInterrupt subclass on purpose: every ``finally`` that removes a ``.partial``
+    file or staging folder, and every ``except KeyboardInterrupt`` that stops worker
+    processes, already handles it. Without this, SIGTERM (``kill``, ``timeout``, a CI job
+    cancelled, ``docker stop``) killed the process where it stood and left those behind.
+    """
+
+    signum = signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """Map SIGTERM to :class:`Terminated` while a command runs (main thread only: that is where Python
+    delivers signals; CliRunner tests in worker threads keep the default)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def handle_errors[F: Callable[..., Any]](fn: F) -> F:
-    """Turn PolicyExportError into one red line and its exit code (traceback with --debug)."""
+    """Turn PolicyExportError into one red line and its exit code (traceback with --debug);
+    SIGINT and SIGTERM into cleanup and exit 128 + the signal number (130, 143), as shells report them."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _sigterm_as_interrupt():
+                return fn(*args, **kwargs)
         except PolicyExportError as exc:
             if debug_enabled():
                 raise
             # Escaped: messages quote paths and pip extras ('policy-export[bench]') that Rich would eat as markup.
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
             err_console.print(
-                "[bold red]interrupted[/]: nothing half-written was left behind (finished outputs are kept)"
+                f"[bold red]interrupted[/] ({signal.Signals(signum).name}): nothing half-written was left behind "
+                "(finished outputs are kept)"
             )
-            raise typer.Exit(130) from None
+            raise typer.Exit(128 + signum) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -38,8 +38,8 @@ def demo(
     with status("verifying against LeRobot eager at batch 1 and 4"):
         report = verify_artifacts(ckpt, [onnx_path], batch_sizes=[1, 4], samples=2)
     console.print(render_table(report))
-    write_json(report, out_dir / "parity.json")
-    write_junit(report, out_dir / "parity.xml")
+    write_json(report, out_dir / "parity.json", force)
+    write_junit(report, out_dir / "parity.xml", force)
     worst = max((r.stats.max_abs for c in report.checks for r in c.results), default=float("nan"))
     summary = {
         "checkpoint": str(ckpt_dir),

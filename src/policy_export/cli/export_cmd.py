@@ -60,13 +60,13 @@ def export(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from policy_export.export_report import REPORT_NAME, parse_formats
-    from policy_export.fsutil import check_writable
+    from policy_export.fsutil import check_report_writable
     from policy_export.pipeline import run_export_pipeline
 
     fmts = parse_formats(formats)
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
     if junit is not None:
-        check_writable(junit, force=True, what="JUnit report")  # fail now, not after every export
+        check_report_writable(junit, force, "JUnit report", [checkpoint])  # fail now, not after every export
     n_built_max = len(fmts)
     with Progress(
         SpinnerColumn(),
@@ -114,7 +114,7 @@ def export(
 
         console.print(render_table(report.verify))
         if junit:
-            write_junit(report.verify, junit)
+            write_junit(report.verify, junit, force)
     console.print(_summary_table(report))
     unbuilt = [s.target for s in report.steps if s.status == "skipped" and s.unavailable and s.name == "export"]
     if unbuilt and not allow_unavailable:

@@ -36,7 +36,9 @@ def onnx(
     from rich.markup import escape
 
     from policy_export.export.onnx import export_onnx
+    from policy_export.fsutil import check_writable
 
+    check_writable(output, force, "ONNX file", inputs=[checkpoint])  # before the slow load
     ckpt = load(checkpoint)
     with status(f"exporting {output.name}"):
         res = export_onnx(

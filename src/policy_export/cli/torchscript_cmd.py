@@ -23,7 +23,9 @@ def torchscript(
     The file loads with torch.jit.load alone (no lerobot, no policy-export) and is called positionally: state, then one image per camera in the policy's camera order.
     """
     from policy_export.export.torchscript import export_torchscript
+    from policy_export.fsutil import check_writable
 
+    check_writable(output, force, "TorchScript file", inputs=[checkpoint])  # before the slow load
     ckpt = load(checkpoint)
     with status(f"tracing {output.name}"):
         res = export_torchscript(ckpt, output, force=force, image_format=image_format)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from policy_export.cli.common import ForceOpt, console, err_console, handle_errors, parse_int_list
 from policy_export.enums import Precision
@@ -74,6 +75,10 @@ def triton_repo(
         typer.Option(help="--backend python: ONNX Runtime intra-op threads per instance (default: ONNX Runtime's)."),
     ] = None,
     force: ForceOpt = False,
+    lock_wait: Annotated[
+        float,
+        typer.Option(help="Seconds to wait while another triton-repo write to the same model runs (0: fail at once)."),
+    ] = 300.0,
     check: Annotated[
         Path | None,
         typer.Option("--check", help="Only validate an existing repository (or one model folder) offline, then exit."),
@@ -111,7 +116,16 @@ def triton_repo(
         "intra_op_threads": intra_op_threads,
     }
     options = {k: v.value if isinstance(v, StrEnum) else v for k, v in given.items() if v is not None}
-    res = write_version(artifact, repo, name, version, options, force=force)
+    res = write_version(
+        artifact,
+        repo,
+        name,
+        version,
+        options,
+        force=force,
+        lock_wait_s=lock_wait,
+        on_wait=lambda message: err_console.print(f"[yellow]{escape(message)}[/]", soft_wrap=True),
+    )
     verb = "replaced" if res.replaced else "wrote"
     console.print(f"[green]{verb}[/] {name} version {res.version} ({res.backend}) in {res.model_dir}")
     for f in res.files:

@@ -62,6 +62,20 @@ def verify(
             "action shim (queue mode; ensembling mode too for ensembling checkpoints), with a reset mid-episode.",
         ),
     ] = 0,
+    allow_other_checkpoint: Annotated[
+        bool,
+        typer.Option(
+            help="Compare an artifact exported from other normalization statistics (another checkpoint) anyway, "
+            "with a warning; without it that is exit 2."
+        ),
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Overwrite a --report/--junit file that is not a policy-export report (inputs are never overwritten).",
+        ),
+    ] = False,
 ) -> None:
     """Compare artifacts, each run by its real runtime, with LeRobot's eager inference.
 
@@ -70,7 +84,7 @@ def verify(
     from rich.markup import escape
     from rich.progress import Progress
 
-    from policy_export.fsutil import check_writable
+    from policy_export.fsutil import check_report_writable
     from policy_export.parity_report import render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
@@ -78,9 +92,10 @@ def verify(
     if rollout and rollout < 2:
         raise typer.BadParameter(f"--rollout takes the number of control steps (>= 2), got {rollout}")
     overrides = _parse_atol_overrides(artifact_tolerance or [])
-    for out in (report, junit):
+    inputs = [checkpoint, *artifact, *(a.with_name(a.name + ".json") for a in artifact if a.suffix == ".plan")]
+    for out, what in ((report, "JSON report"), (junit, "JUnit report")):
         if out is not None:
-            check_writable(out, force=True, what="report")  # fail now, not after the whole run
+            check_report_writable(out, force, what, inputs)  # fail now, not after the whole run
     ckpt = load(checkpoint)
     total = len(artifact) * len(sizes) * samples
     if rollout:
@@ -101,15 +116,16 @@ def verify(
             per_artifact_atol=overrides,
             rollout_steps=rollout or 0,
             progress=lambda: progress.advance(task),
+            allow_other_checkpoint=allow_other_checkpoint,
         )
     console.print(render_table(result))
     for c in result.checks:
         for w in c.warnings:
             console.print(f"[yellow]warning[/] {escape(Path(c.artifact).name)}: {escape(w)}")
     if report:
-        write_json(result, report)
+        write_json(result, report, force)
     if junit:
-        write_junit(result, junit)
+        write_junit(result, junit, force)
     colour = {"passed": "green", "failed": "red"}.get(result.status, "yellow")
     console.print(f"[bold {colour}]parity {result.status}[/] (exit {result.exit_code})")
     exit_with(result.exit_code)

@@ -143,7 +143,7 @@ def export_onnx(
     names = ckpt.spec.input_names
     chosen_opset = opset or DEFAULT_OPSET
 
-    with atomic_output(output, force=force, what="ONNX file") as tmp:
+    with atomic_output(output, force=force, what="ONNX file", inputs=[ckpt.path]) as tmp:
         used, fallback = exporter, None
         if exporter == "auto" and chosen_opset < MIN_DYNAMO_OPSET:
             # Honour the opset asked for rather than silently raising it to what dynamo needs.

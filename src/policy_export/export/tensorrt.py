@@ -90,8 +90,9 @@ def build_tensorrt(
             f"{onnx_path}: this ONNX file is fp16; build an fp32 plan from the fp32 ONNX, or pass --precision fp16"
         )
     sidecar = tensorrt_sidecar(output)
-    check_writable(output, force, "TensorRT plan")
-    check_writable(sidecar, force, "TensorRT sidecar")
+    inputs = [onnx_path, *([timing_cache] if timing_cache else [])]
+    check_writable(output, force, "TensorRT plan", inputs)
+    check_writable(sidecar, force, "TensorRT sidecar", inputs)
     reason = tensorrt_unavailable_reason()
     if reason:
         raise UnavailableError(reason)
@@ -141,9 +142,9 @@ def build_tensorrt(
         },
     }
     # Sidecar renamed first: a plan that appears is never without its record.
-    with atomic_output(output, force=force, what="TensorRT plan") as tmp_plan:
+    with atomic_output(output, force=force, what="TensorRT plan", inputs=inputs) as tmp_plan:
         tmp_plan.write_bytes(plan)
-        with atomic_output(sidecar, force=force, what="TensorRT sidecar") as tmp_side:
+        with atomic_output(sidecar, force=force, what="TensorRT sidecar", inputs=inputs) as tmp_side:
             tmp_side.write_text(json.dumps(record, indent=2) + "\n")
     return TensorRTBuildResult(output, sidecar, precision, profile, build_seconds, max_abs, host)
 

@@ -79,7 +79,7 @@ def export_torchscript(
         opset=None,
         versions=library_versions(),
     )
-    with atomic_output(output, force=force, what="TorchScript file") as tmp:
+    with atomic_output(output, force=force, what="TorchScript file", inputs=[ckpt.path]) as tmp:
         with torch.inference_mode(False), torch.no_grad(), _quiet_tracer():
             try:
                 # check_trace would only re-run the trace batch; our check below uses other sizes.

@@ -315,10 +315,14 @@ class ThreadWorker:
 
     def _run(self) -> None:
         assert self._link is not None
-        while not self._stop.is_set():
-            request = self._link.mailbox.take(block=True)
-            if request is not None and not self._stop.is_set():
-                self._link.serve(request)
+        try:
+            while not self._stop.is_set():
+                request = self._link.mailbox.take(block=True)
+                if request is not None and not self._stop.is_set():
+                    self._link.serve(request)
+        except Exception as exc:  # a bug, not a server fault: never leave the robot waiting on a dead thread
+            log.exception("realtime worker failed")
+            self._link.emit(_Dead(time.monotonic(), f"the worker thread failed: {first_line(exc)}"))
 
     def kick(self, now: float) -> None:
         """Nothing to do: posting to the mailbox wakes the thread."""
@@ -451,6 +455,11 @@ class _Link:
                 feed = request.feed(None)
             except PolicyExportError as exc:  # the observation itself (NaN, a float frame in 0-255, ...)
                 self.emit(_InputProblem(w.now(), exc))
+                return
+            except Exception as exc:  # e.g. an array that is not numbers: still the observation's fault
+                self.emit(
+                    _InputProblem(w.now(), BadInputError(f"observation could not be converted: {first_line(exc)}"))
+                )
                 return
             try:
                 if self.reconnect_needed:

@@ -17,6 +17,13 @@ from policy_export.triton.backends import ServingBackend
 from policy_export.triton.schema import model_config_pb2
 from policy_export.triton_contract import ModelParam
 
+# Ranges of the ModelConfig fields options land in (model_config.proto): beyond them protobuf raises
+# mid-build, or the server misreads the value.
+INT32_MAX = 2**31 - 1
+UINT32_MAX = 2**32 - 1
+INT64_MAX = 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
@@ -87,14 +94,16 @@ def parse_version_policy(text: str) -> tuple[str, list[int]]:
     if text == "all":
         return "all", []
     m = re.fullmatch(r"latest:(\d+)", text)
-    if m and int(m.group(1)) >= 1:
+    if m and 1 <= int(m.group(1)) <= UINT32_MAX:  # latest.num_versions is a uint32
         return "latest", [int(m.group(1))]
     m = re.fullmatch(r"specific:(\d+(?:,\d+)*)", text)
     if m:
         versions = sorted({int(v) for v in m.group(1).split(",")})
-        if all(v >= 1 for v in versions):
+        if all(1 <= v <= INT64_MAX for v in versions):  # specific.versions are int64, as Triton parses folders
             return "specific", versions
-    raise BadInputError(f"--version-policy {text!r}: use latest:N (N >= 1), all, or specific:1,2")
+    raise BadInputError(
+        f"--version-policy {text!r}: use latest:N (1 <= N <= {UINT32_MAX}), all, or specific:1,2 (versions 1..{INT64_MAX})"
+    )
 
 
 def plan_profile(plan: Path) -> dict[str, int] | None:
@@ -132,13 +141,20 @@ def check_options(options: TritonOptions, spec: ServingBackend) -> None:
     mbs = options.max_batch_size
     if mbs < 1:
         raise BadInputError(f"--max-batch-size {mbs}: must be >= 1 (the policy core is batched on axis 0)")
+    if mbs > INT32_MAX:
+        raise BadInputError(f"--max-batch-size {mbs}: must be <= {INT32_MAX} (max_batch_size is an int32)")
     bad = [p for p in options.preferred_batch_sizes if p < 1 or p > mbs]
     if bad:
         raise BadInputError(f"--preferred-batch-sizes {bad}: each must be between 1 and --max-batch-size {mbs}")
-    if options.max_queue_delay_us < 0:
-        raise BadInputError("--max-queue-delay-us must be >= 0")
-    if options.instance_count < 1:
-        raise BadInputError("--instance-count must be >= 1")
+    if not 0 <= options.max_queue_delay_us <= UINT64_MAX:
+        raise BadInputError(
+            f"--max-queue-delay-us {options.max_queue_delay_us}: must be 0..{UINT64_MAX} "
+            "(max_queue_delay_microseconds is a uint64)"
+        )
+    if not 1 <= options.instance_count <= INT32_MAX:
+        raise BadInputError(
+            f"--instance-count {options.instance_count}: must be 1..{INT32_MAX} (instance_group count is an int32)"
+        )
     kind = options.resolved_kind(spec)
     if kind not in ("cpu", "gpu"):
         raise BadInputError(f"--kind must be cpu or gpu, not {kind!r}")

@@ -16,6 +16,10 @@ Rules, and why:
   the serving options start from that config: a new version changes only what is asked.
 - An existing version is never replaced without ``force``; other versions are never touched
   (their files are hard-linked into the new state, so they keep their bytes and inodes).
+- One writer per model at a time: a lock file per model (``REPO/.NAME.lock``, ``fcntl.flock``)
+  serialises concurrent writers, and each decides what to keep from the repository as it is
+  under the lock. Two writers adding versions 2 and 3 both land; two writing version 2
+  without ``force``: the second is refused.
 - Atomic: the complete new model folder (old versions + new version + regenerated config)
   is built in a staging folder, validated offline, and only then swapped in with two
   renames. Any failure before the swap leaves the repository exactly as it was. The staging
@@ -25,23 +29,33 @@ Rules, and why:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
 import shutil
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
-from policy_export.fsutil import atomic_directory
+from policy_export.fsutil import atomic_directory, refuse_inputs
 from policy_export.triton.backends import ServingBackend, backend_for, backend_from_config
 from policy_export.triton.config import build_config, render
 from policy_export.triton.options import TritonOptions
 from policy_export.triton.signature import Signature, signature_differences, wire_signature
-from policy_export.triton.validate import CONFIG, ModelReport, check_model, config_signature, parse_config, version_dirs
+from policy_export.triton.validate import (
+    CONFIG,
+    MAX_VERSION,
+    ModelReport,
+    check_model,
+    config_signature,
+    parse_config,
+    version_dirs,
+)
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -186,31 +200,87 @@ def resolve_options(options: TritonOptions | Mapping[str, Any] | None, cfg: Mode
         raise BadInputError(f"unknown Triton option ({exc})") from exc
 
 
-def write_version(
-    artifact: Path,
-    repo: Path,
+#: How long a writer waits for another writer of the same model by default (copying a large plan takes a while).
+LOCK_WAIT_S = 300.0
+_LOCK_POLL_S = 0.1
+
+
+def lock_path(repo: Path, name: str) -> Path:
+    """The model's lock file: in the repository, beside (never inside) the model folder that gets swapped.
+
+    A hidden *file*: Triton loads every sub-folder of a repository as a model but ignores files.
+    Lock files are never deleted (deleting one while another writer waits on it would let a third
+    writer lock a new file and run alongside the second).
+    """
+    return repo / f".{name}.lock"
+
+
+@contextlib.contextmanager
+def model_lock(
+    repo: Path, name: str, wait_s: float = LOCK_WAIT_S, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold ``fcntl.flock`` on the model's lock file: one writer per model at a time, across processes.
+
+    Another writer holding it: ``on_wait`` gets one message and this waits up to ``wait_s``
+    (polling; ``flock`` itself cannot time out), then fails with one line. The kernel drops the
+    lock when its holder dies, so a killed writer never leaves the model locked.
+    """
+    import fcntl
+
+    path = lock_path(repo, name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise BadInputError(
+            f"{path}: cannot create the model's lock file ({exc.strerror}); check the repository's permissions"
+        ) from exc
+    try:
+        deadline = time.monotonic() + max(0.0, wait_s)
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            if time.monotonic() >= deadline:
+                raise BadInputError(
+                    f"{repo / name}: another triton-repo write to this model still holds {path.name} "
+                    f"after {wait_s:g} s; wait for it to finish and run again, or raise --lock-wait"
+                )
+            if not told and on_wait is not None:
+                on_wait(f"waiting for another triton-repo write to {repo / name} to finish (lock {path.name})")
+                told = True
+            time.sleep(_LOCK_POLL_S)
+        yield  # the file stays empty and untouched: a refused write leaves the repository byte for byte as it was
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@dataclass
+class _Plan:
+    """Everything a write decides from the repository as it is now (under the lock)."""
+
+    spec: ServingBackend
+    options: TritonOptions
+    versions: dict[int, ArtifactInfo]
+    text: str
+    replaced: bool
+    sig: Signature
+
+
+def _plan(
+    info: ArtifactInfo,
+    model_dir: Path,
     name: str,
     version: int,
-    options: TritonOptions | Mapping[str, Any] | None = None,
-    force: bool = False,
-) -> WriteResult:
-    """Add (or with ``force`` replace) ``repo/name/version`` and regenerate the config.
-
-    ``options`` is resolved by :func:`resolve_options`: pass only what should change (a
-    mapping, as the CLI does) and a new version keeps the serving settings of the versions
-    already there; pass a full :class:`TritonOptions` to set everything.
-    """
-    if not _MODEL_NAME.match(name):
-        raise BadInputError(f"--name {name!r}: use letters, digits, '_', '-', '.' (starting with a letter or digit)")
-    if version < 1:
-        raise BadInputError(f"--version {version}: Triton versions are integers >= 1")
-    if repo.exists() and not repo.is_dir():
-        raise BadInputError(f"{repo}: --repo must be a folder")
-    info = inspect_artifact(artifact)
-    model_dir = repo / name
+    options: TritonOptions | Mapping[str, Any] | None,
+    force: bool,
+) -> _Plan:
+    artifact = info.path
     cfg = _existing_config(model_dir)
-    options = resolve_options(options, cfg)
-    spec = _backend(model_dir, cfg, info.kind, options.backend)
+    resolved = resolve_options(options, cfg)
+    spec = _backend(model_dir, cfg, info.kind, resolved.backend)
     new_sig = wire_signature(info, spec)
     old_sig, existing = (None, {}) if cfg is None else (config_signature(cfg), version_dirs(model_dir))
 
@@ -228,20 +298,61 @@ def write_version(
 
     versions: dict[int, ArtifactInfo] = {v: inspect_artifact(p / spec.filename) for v, p in others.items()}
     versions[version] = info
-    new_cfg, sig = build_config(name, versions, spec, options)
-    text = render(new_cfg, sig, spec)
+    new_cfg, sig = build_config(name, versions, spec, resolved)
+    return _Plan(spec, resolved, versions, render(new_cfg, sig, spec), replaced, sig)
+
+
+def write_version(
+    artifact: Path,
+    repo: Path,
+    name: str,
+    version: int,
+    options: TritonOptions | Mapping[str, Any] | None = None,
+    force: bool = False,
+    *,
+    lock_wait_s: float = LOCK_WAIT_S,
+    on_wait: Callable[[str], None] | None = None,
+) -> WriteResult:
+    """Add (or with ``force`` replace) ``repo/name/version`` and regenerate the config.
+
+    ``options`` is resolved by :func:`resolve_options`: pass only what should change (a
+    mapping, as the CLI does) and a new version keeps the serving settings of the versions
+    already there; pass a full :class:`TritonOptions` to set everything.
+
+    Concurrent writers of one model take turns (:func:`model_lock`), and every decision (does
+    the version exist, which versions and options to keep) is made from the repository as it is
+    under the lock: a writer that read it before another's swap would otherwise rebuild the
+    model without that writer's version.
+    """
+    if not _MODEL_NAME.match(name):
+        raise BadInputError(f"--name {name!r}: use letters, digits, '_', '-', '.' (starting with a letter or digit)")
+    if not 1 <= version <= MAX_VERSION:
+        raise BadInputError(
+            f"--version {version}: Triton versions are integers >= 1 and <= {MAX_VERSION} (int64; larger ones crash the server)"
+        )
+    if repo.exists() and not repo.is_dir():
+        raise BadInputError(f"{repo}: --repo must be a folder")
+    info = inspect_artifact(artifact)
+    model_dir = repo / name
+    sidecar = [tensorrt_sidecar(artifact)] if info.kind == "tensorrt" else []
+    refuse_inputs(model_dir, [artifact, *sidecar], "model folder")
+    if not repo.exists():
+        _plan(info, model_dir, name, version, options, force)  # refuse bad options before creating the repository
 
     repo.mkdir(parents=True, exist_ok=True)  # only now: a refused write leaves no folder behind
-    with atomic_directory(model_dir, staging_root=_staging_root(repo)) as tmp:
-        if model_dir.exists():
-            _replicate(model_dir, tmp, skip={CONFIG, str(version)})
-        files = _copy_artifact(info, spec, tmp / str(version))
-        (tmp / CONFIG).write_text(text)
-        report = check_model(tmp, expected_name=name)
-        if not report.ok:
-            raise BadInputError(
-                f"{model_dir}: the written model fails offline validation: {'; '.join(report.problems)}"
-            )
+    with model_lock(repo, name, lock_wait_s, on_wait):
+        plan = _plan(info, model_dir, name, version, options, force)
+        spec = plan.spec
+        with atomic_directory(model_dir, staging_root=_staging_root(repo)) as tmp:
+            if model_dir.exists():
+                _replicate(model_dir, tmp, skip={CONFIG, str(version)})
+            files = _copy_artifact(info, spec, tmp / str(version))
+            (tmp / CONFIG).write_text(plan.text)
+            report = check_model(tmp, expected_name=name)
+            if not report.ok:
+                raise BadInputError(
+                    f"{model_dir}: the written model fails offline validation: {'; '.join(report.problems)}"
+                )
     final_files = [model_dir / f.relative_to(tmp) for f in files]
     report.path = model_dir
     return WriteResult(
@@ -249,9 +360,9 @@ def write_version(
         version=version,
         backend=spec.platform or spec.backend,
         files=[model_dir / CONFIG, *final_files],
-        signature=sig,
-        versions=sorted(versions),
-        replaced=replaced,
+        signature=plan.sig,
+        versions=sorted(plan.versions),
+        replaced=plan.replaced,
         report=report,
-        options=options,
+        options=plan.options,
     )

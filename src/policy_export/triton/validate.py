@@ -22,17 +22,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policy_export.errors import BadInputError, PolicyExportError
+from policy_export.spec import ArtifactMetadata
 from policy_export.triton.backends import BACKENDS, ServingBackend, backend_from_config
 from policy_export.triton.config import file_sha256
 from policy_export.triton.options import profile_problems
 from policy_export.triton.schema import TRITON_SERVER_VERSION, model_config_pb2
 from policy_export.triton.signature import Signature, WireTensor, signature_differences, wire_signature
-from policy_export.triton_contract import ModelParam, VersionParam, version_key
+from policy_export.triton_contract import (
+    ModelParam,
+    VersionParam,
+    decode_names,
+    encode_cameras,
+    encode_coeff,
+    version_key,
+)
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
 CONFIG = "config.pbtxt"
+#: Triton parses version folder names as int64; a larger number crashed tritonserver 2.51 at start-up.
+MAX_VERSION = 2**63 - 1
 # Fields tritonclient 2.67's ModelConfig has and the 2.51 server's does not.
 FIELDS_NEWER_THAN_SERVER = frozenset(
     {"inference.ModelConfig.model_metrics", "inference.ModelEnsembling.max_inflight_requests"}
@@ -242,20 +252,78 @@ def _check_version(
     for diff in signature_differences(config_sig, sig):
         problems.append(f"{label}: {diff.replace('the new artifact', f'{vdir.name}/{spec.filename}')}")
     params = {k: v.string_value for k, v in cfg.parameters.items()}
-    meta = info.metadata
-    expected = {
-        version_key(version, VersionParam.NORMALIZATION_HASH): meta.spec.norm_hash,
-        version_key(version, VersionParam.N_ACTION_STEPS): str(meta.spec.n_action_steps),
-        str(ModelParam.IMAGE_FORMAT): meta.image_format,
-    }
-    for key, value in expected.items():
-        if key in params and params[key] != value:
-            problems.append(f"{label}: parameter {key} is {params[key]!r} but {spec.filename} has {value!r}")
+    _check_parameters(params, version, info.metadata, spec.filename, label, problems)
     digest_key = version_key(version, VersionParam.SHA256)
     if digest_key in params and params[digest_key] != file_sha256(artifact):
         problems.append(
             f"{label}: {spec.filename} changed after the config was written ({digest_key} differs); regenerate it"
         )
+
+
+def _client_fields(meta: ArtifactMetadata) -> dict[str, str]:
+    """What a client takes from a version's metadata, encoded as the flat parameters spell it (the contract's encoders)."""
+    s = meta.spec
+    return {
+        ModelParam.CHUNK_SIZE: str(s.chunk_size),
+        ModelParam.N_ACTION_STEPS: str(s.n_action_steps),
+        ModelParam.TEMPORAL_ENSEMBLE_COEFF: encode_coeff(s.temporal_ensemble_coeff),
+        ModelParam.NORMALIZATION_HASH: s.norm_hash,
+        ModelParam.STATE_DIM: str(s.state_dim),
+        ModelParam.ACTION_DIM: str(s.action_dim),
+        ModelParam.CAMERAS: encode_cameras(s.cameras),
+        ModelParam.IMAGE_FORMAT: str(meta.image_format),
+        VersionParam.PRECISION: str(meta.precision),
+        ModelParam.POLICY_TYPE: s.policy_type,
+    }
+
+
+# Flat parameters written per version (``version.N.<field>``) and once per model (the latest version's).
+_PER_VERSION = (
+    VersionParam.N_ACTION_STEPS,
+    VersionParam.TEMPORAL_ENSEMBLE_COEFF,
+    VersionParam.NORMALIZATION_HASH,
+    VersionParam.PRECISION,
+)
+_PER_MODEL = (
+    ModelParam.CHUNK_SIZE,
+    ModelParam.STATE_DIM,
+    ModelParam.ACTION_DIM,
+    ModelParam.CAMERAS,
+    ModelParam.IMAGE_FORMAT,
+    ModelParam.POLICY_TYPE,
+)
+_LATEST = (ModelParam.N_ACTION_STEPS, ModelParam.TEMPORAL_ENSEMBLE_COEFF, ModelParam.NORMALIZATION_HASH)
+
+
+def _check_parameters(
+    params: dict[str, str], version: int, meta: ArtifactMetadata, filename: str, label: str, problems: list[str]
+) -> None:
+    """Cross-check the three places a version's policy settings live: the model file's own metadata,
+    the ``version.N.metadata`` JSON (what PolicyClient reads first) and the flat parameters.
+
+    They are written together, so any disagreement is a hand edit or a file swapped in later, and
+    a client would run the shim with settings the model was not exported with.
+    """
+    truth = _client_fields(meta)
+    key = version_key(version, VersionParam.METADATA)
+    if key in params:
+        try:
+            recorded = _client_fields(ArtifactMetadata.from_json(params[key]))
+        except (ValueError, KeyError, TypeError) as exc:
+            problems.append(f"{label}: parameter {key} is not policy-export metadata ({type(exc).__name__}: {exc})")
+        else:
+            for name, value in recorded.items():
+                if value != truth[name]:
+                    problems.append(
+                        f"{label}: parameter {key} says {name} {value!r} but {filename} has {truth[name]!r}; "
+                        "regenerate the config (triton-repo --force)"
+                    )
+    flat = {version_key(version, n): truth[n] for n in _PER_VERSION}
+    if decode_names(params.get(ModelParam.VERSIONS))[-1:] == (str(version),):  # model-wide: the latest version's
+        flat |= {str(n): truth[n] for n in (*_PER_MODEL, *_LATEST)}
+    for name, value in flat.items():
+        if name in params and params[name] != value:
+            problems.append(f"{label}: parameter {name} is {params[name]!r} but {filename} has {value!r}")
 
 
 def check_model(model_dir: Path, expected_name: str | None = None) -> ModelReport:
@@ -295,6 +363,12 @@ def check_model(model_dir: Path, expected_name: str | None = None) -> ModelRepor
     for v, vdir in sorted(versions.items()):
         if v < 1:
             p.append(f"version folder {vdir.name}: versions start at 1")
+            continue
+        if v > MAX_VERSION:
+            p.append(
+                f"version folder {vdir.name}: beyond {MAX_VERSION}, the largest version Triton parses (int64; "
+                "tritonserver crashes at start-up on it): renumber it"
+            )
             continue
         _check_version(cfg, spec, v, vdir, sig, p)
     return report
