@@ -22,7 +22,8 @@ from tritonclient.grpc import model_config_pb2 as pb
 from typer.testing import CliRunner
 
 from policy_export.cli.app import app
-from policy_export.triton.repo import lock_path, write_version
+from policy_export.triton.lock import lock_path
+from policy_export.triton.repo import write_version
 from policy_export.triton.validate import check_repository
 
 runner = CliRunner()

@@ -29,13 +29,11 @@ Rules, and why:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
 import shutil
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -45,6 +43,7 @@ from policy_export.errors import BadInputError
 from policy_export.fsutil import atomic_directory, refuse_inputs
 from policy_export.triton.backends import ServingBackend, backend_for, backend_from_config
 from policy_export.triton.config import build_config, render
+from policy_export.triton.lock import LOCK_WAIT_S, model_lock
 from policy_export.triton.options import TritonOptions
 from policy_export.triton.signature import Signature, signature_differences, wire_signature
 from policy_export.triton.validate import (
@@ -198,63 +197,6 @@ def resolve_options(options: TritonOptions | Mapping[str, Any] | None, cfg: Mode
         return dataclasses.replace(base, **dict(options or {}))
     except TypeError as exc:
         raise BadInputError(f"unknown Triton option ({exc})") from exc
-
-
-#: How long a writer waits for another writer of the same model by default (copying a large plan takes a while).
-LOCK_WAIT_S = 300.0
-_LOCK_POLL_S = 0.1
-
-
-def lock_path(repo: Path, name: str) -> Path:
-    """The model's lock file: in the repository, beside (never inside) the model folder that gets swapped.
-
-    A hidden *file*: Triton loads every sub-folder of a repository as a model but ignores files.
-    Lock files are never deleted (deleting one while another writer waits on it would let a third
-    writer lock a new file and run alongside the second).
-    """
-    return repo / f".{name}.lock"
-
-
-@contextlib.contextmanager
-def model_lock(
-    repo: Path, name: str, wait_s: float = LOCK_WAIT_S, on_wait: Callable[[str], None] | None = None
-) -> Iterator[None]:
-    """Hold ``fcntl.flock`` on the model's lock file: one writer per model at a time, across processes.
-
-    Another writer holding it: ``on_wait`` gets one message and this waits up to ``wait_s``
-    (polling; ``flock`` itself cannot time out), then fails with one line. The kernel drops the
-    lock when its holder dies, so a killed writer never leaves the model locked.
-    """
-    import fcntl
-
-    path = lock_path(repo, name)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise BadInputError(
-            f"{path}: cannot create the model's lock file ({exc.strerror}); check the repository's permissions"
-        ) from exc
-    try:
-        deadline = time.monotonic() + max(0.0, wait_s)
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                pass
-            if time.monotonic() >= deadline:
-                raise BadInputError(
-                    f"{repo / name}: another triton-repo write to this model still holds {path.name} "
-                    f"after {wait_s:g} s; wait for it to finish and run again, or raise --lock-wait"
-                )
-            if not told and on_wait is not None:
-                on_wait(f"waiting for another triton-repo write to {repo / name} to finish (lock {path.name})")
-                told = True
-            time.sleep(_LOCK_POLL_S)
-        yield  # the file stays empty and untouched: a refused write leaves the repository byte for byte as it was
-    finally:
-        os.close(fd)  # releases the lock
 
 
 @dataclass

@@ -5,7 +5,7 @@ Two layers, because each catches what the other cannot:
 1. Triton's own schema: ``config.pbtxt`` is parsed with tritonclient's ``ModelConfig``
    (``model_config_pb2``), which rejects unknown fields, misspelled enums and syntax errors.
    The installed tritonclient (2.67, see pyproject) knows two fields the 2.51 server we test
-   against does not (``FIELDS_NEWER_THAN_SERVER``); they are rejected too, so a config that
+   against does not (``schema.FIELDS_NEWER_THAN_SERVER``); they are rejected too, so a config that
    passes here parses on a 2.51 server. A test compares this set against the real 2.51 schema.
 2. Semantic checks the schema cannot express, mirroring what the server rejects at load
    time plus what only we know: batching needs ``max_batch_size`` > 0, preferred batch sizes
@@ -26,7 +26,7 @@ from policy_export.spec import ArtifactMetadata
 from policy_export.triton.backends import BACKENDS, ServingBackend, backend_from_config
 from policy_export.triton.config import file_sha256
 from policy_export.triton.options import profile_problems
-from policy_export.triton.schema import TRITON_SERVER_VERSION, model_config_pb2
+from policy_export.triton.schema import model_config_pb2, parse_config
 from policy_export.triton.signature import Signature, WireTensor, signature_differences, wire_signature
 from policy_export.triton_contract import (
     ModelParam,
@@ -43,11 +43,6 @@ if TYPE_CHECKING:
 CONFIG = "config.pbtxt"
 #: Triton parses version folder names as int64; a larger number crashed tritonserver 2.51 at start-up.
 MAX_VERSION = 2**63 - 1
-# Fields tritonclient 2.67's ModelConfig has and the 2.51 server's does not.
-FIELDS_NEWER_THAN_SERVER = frozenset(
-    {"inference.ModelConfig.model_metrics", "inference.ModelEnsembling.max_inflight_requests"}
-)
-
 _NAMED_INDEX = re.compile(r"^(.+)__(\d+)$")
 
 
@@ -64,48 +59,6 @@ class ModelReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-
-def parse_config(path: Path) -> ModelConfig:
-    """Parse config.pbtxt with Triton's schema; one-line error naming the file and position."""
-    from google.protobuf import text_format
-
-    pb = model_config_pb2()
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInputError(f"{path}: cannot read ({exc.strerror})") from exc
-    cfg = pb.ModelConfig()
-    try:
-        text_format.Parse(text, cfg)
-    except text_format.ParseError as exc:
-        raise BadInputError(f"{path}: not a valid Triton ModelConfig: {exc}") from exc
-    newer = sorted(_set_fields(cfg) & FIELDS_NEWER_THAN_SERVER)
-    if newer:
-        raise BadInputError(
-            f"{path}: field {newer[0].split('.', 1)[1]} is not known to Triton {TRITON_SERVER_VERSION} "
-            "(the server version these repositories target); remove it"
-        )
-    return cfg
-
-
-def _set_fields(msg: Any) -> set[str]:
-    """Full names of every field set anywhere in ``msg`` (for the server-version check)."""
-    out: set[str] = set()
-    for fd, value in msg.ListFields():
-        out.add(fd.full_name)
-        if fd.message_type is None:
-            continue
-        if fd.message_type.GetOptions().map_entry:
-            is_msg = fd.message_type.fields_by_name["value"].message_type is not None
-            values = list(value.values()) if is_msg else []
-        elif fd.label == fd.LABEL_REPEATED:
-            values = list(value)
-        else:
-            values = [value]
-        for v in values:
-            out |= _set_fields(v)
-    return out
 
 
 def config_signature(cfg: ModelConfig) -> Signature:
