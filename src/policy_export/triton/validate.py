@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from policy_export.errors import BadInputError, PolicyExportError
-from policy_export.spec import ArtifactMetadata
+from policy_export.spec import METADATA_KEY, ArtifactMetadata
 from policy_export.triton.config import (
     BACKENDS,
     BackendSpec,
@@ -273,6 +273,11 @@ def _client_fields(meta: ArtifactMetadata) -> dict[str, str]:
         "image_format": meta.image_format,
         "precision": meta.precision,
         "policy_type": s.policy_type,
+        # Not flat parameters, but what the client reads from the metadata JSON too.
+        "n_obs_steps": str(s.n_obs_steps),
+        "family": json.dumps(s.family, sort_keys=True),
+        "noise_inputs": json.dumps([[n.name, list(n.shape)] for n in s.noise_inputs]),
+        "normalization": json.dumps(s.normalization, sort_keys=True),
     }
 
 
@@ -292,8 +297,11 @@ def _check_parameters(
     a client would run the shim with settings the model was not exported with.
     """
     truth = _client_fields(meta)
-    key = f"version.{version}.metadata"
-    if key in params:
+    latest = params.get("versions", "").split(",")[-1] == str(version)
+    # version.N.metadata first, then the model-wide record a client falls back to (the latest version's).
+    for key in (f"version.{version}.metadata", *([METADATA_KEY] if latest else [])):
+        if key not in params:
+            continue
         try:
             recorded = _client_fields(ArtifactMetadata.from_json(params[key]))
         except (ValueError, KeyError, TypeError) as exc:
@@ -306,7 +314,7 @@ def _check_parameters(
                         "regenerate the config (triton-repo --force)"
                     )
     flat = {f"version.{version}.{n}": truth[n] for n in _PER_VERSION}
-    if params.get("versions", "").split(",")[-1] == str(version):  # model-wide values are the latest version's
+    if latest:  # model-wide values are the latest version's
         flat |= {n: truth[n] for n in (*_PER_MODEL, *_LATEST)}
     for name, value in flat.items():
         if name in params and params[name] != value:
