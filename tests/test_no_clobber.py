@@ -235,3 +235,19 @@ def test_sigterm_during_an_export_cleans_up_like_ctrl_c(small_ckpt, tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     assert "interrupted (SIGTERM)" in stderr and "Traceback" not in stderr
     assert list(out_dir.iterdir()) == [], "no hidden .partial file and no half-written output"
+
+
+def test_benchmark_commands_never_write_over_their_inputs(small_onnx, tmp_path):
+    artifact = tmp_path / "policy.onnx"
+    artifact.write_bytes(small_onnx.read_bytes())
+    repo = tmp_path / "repo"
+    (repo / "act").mkdir(parents=True)
+    cases = [
+        ["bench-realtime", "-a", artifact, "--json", artifact],
+        ["bench-triton", "-a", artifact, "--json", artifact],
+        ["bench-fleet", "--repo", repo, "--model", "act", "--json", repo / "act" / "fleet.json"],
+    ]
+    for args in cases:
+        res = runner.invoke(app, [str(a) for a in args])
+        assert res.exit_code == 2 and "inputs are never overwritten" in one_line(res.output), (args, res.output)
+    assert digest(artifact) == digest(small_onnx) and list((repo / "act").iterdir()) == []

@@ -208,6 +208,10 @@ def test_check_cross_checks_metadata_json_flat_parameters_and_the_model_file(sma
             "temporal_ensemble_coeff",
         ),
         "broken json": ({"version.1.metadata": "{"}, "is not policy-export metadata"),
+        "model-wide record a client falls back to": (
+            {"policy_export": json.dumps(meta)},
+            f"parameter policy_export says n_action_steps '{n - 1}'",
+        ),
     }
     for label, (edits, message) in cases.items():
         work = tmp_path / label.replace(" ", "_")

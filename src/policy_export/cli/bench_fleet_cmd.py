@@ -96,9 +96,10 @@ def bench_fleet(
             import matplotlib  # noqa: F401
         except ImportError:
             raise BadInputError("--plot needs matplotlib: pip install 'policy-export[bench]'") from None
+    inputs = [repo] if repo is not None else []  # an input is never overwritten
     for path in (json_path, plot):
         if path is not None:
-            check_writable(path, force=True)
+            check_writable(path, force=True, inputs=inputs)
     modes = {Batching.both: (True, False), Batching.on: (True,), Batching.off: (False,)}[batching]
     cfg = FleetConfig(
         model=model,
@@ -118,7 +119,7 @@ def bench_fleet(
     for line in summary_lines(report):
         console.print(line, soft_wrap=True)
     if json_path:
-        write_text_atomic(json_path, json.dumps(report, indent=2, default=str) + "\n")
+        write_text_atomic(json_path, json.dumps(report, indent=2, default=str) + "\n", inputs=inputs)
         console.print(f"wrote {json_path}")
     if plot:
         from policy_export.fleet.report import plot as draw

@@ -38,7 +38,7 @@ def bench_realtime(
 
     from policy_export.bench.realtime import RealtimeBenchConfig, render_table, run_realtime_bench
     from policy_export.errors import BadInputError
-    from policy_export.fsutil import write_text_atomic
+    from policy_export.fsutil import check_writable, write_text_atomic
 
     if not artifact.is_file():
         raise BadInputError(f"--artifact {artifact}: no such file; export one first (policy-export onnx ...)")
@@ -50,6 +50,8 @@ def bench_realtime(
         raise BadInputError("--triton-url and --model go together: the server's address and the model's name on it")
     if json_path is not None and json_path.is_dir():
         raise BadInputError(f"--json {json_path}: is a directory; give a file name")
+    if json_path is not None:
+        check_writable(json_path, True, "JSON report", inputs=[artifact])  # an input is never overwritten
     cfg = RealtimeBenchConfig(
         artifact=artifact, fps=fps, steps=steps, merge=merge, triton_url=triton_url, model=model, seed=seed
     )
@@ -58,5 +60,5 @@ def bench_realtime(
     )
     console.print(render_table(report))
     if json_path:
-        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n")
+        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n", inputs=[artifact])
         console.print(f"wrote {json_path}")

@@ -35,13 +35,15 @@ def bench_triton(
     A benchmark: it prints a table and writes JSON; the three columns are interleaved request by request so other load on the machine affects them alike.
     """
     from policy_export.errors import BadInputError
-    from policy_export.fsutil import write_text_atomic
+    from policy_export.fsutil import check_writable, write_text_atomic
     from policy_export.triton.latency import measure, render_table
 
     if requests < 1:
         raise BadInputError(f"--requests must be >= 1, got {requests}")
+    if json_path:
+        check_writable(json_path, True, "JSON report", inputs=artifact)  # an input is never overwritten
     rows = measure(artifact, backend.value, requests, venv)
     console.print(render_table(rows))
     if json_path:
-        write_text_atomic(json_path, json.dumps(rows, indent=2) + "\n")
+        write_text_atomic(json_path, json.dumps(rows, indent=2) + "\n", inputs=artifact)
         console.print(f"wrote {json_path}")

@@ -16,13 +16,14 @@ Two layers, because each catches what the other cannot:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policy_export.errors import BadInputError, PolicyExportError
-from policy_export.spec import ArtifactMetadata
+from policy_export.spec import METADATA_KEY, ArtifactMetadata
 from policy_export.triton.backends import BACKENDS, ServingBackend, backend_from_config
 from policy_export.triton.config import file_sha256
 from policy_export.triton.options import profile_problems
@@ -227,6 +228,11 @@ def _client_fields(meta: ArtifactMetadata) -> dict[str, str]:
         ModelParam.IMAGE_FORMAT: str(meta.image_format),
         VersionParam.PRECISION: str(meta.precision),
         ModelParam.POLICY_TYPE: s.policy_type,
+        # Not flat parameters, but what the client reads from the metadata JSON too.
+        "n_obs_steps": str(s.n_obs_steps),
+        "family": json.dumps(s.family, sort_keys=True),
+        "noise_inputs": json.dumps([[n.name, list(n.shape)] for n in s.noise_inputs]),
+        "normalization": json.dumps(s.normalization, sort_keys=True),
     }
 
 
@@ -258,8 +264,11 @@ def _check_parameters(
     a client would run the shim with settings the model was not exported with.
     """
     truth = _client_fields(meta)
-    key = version_key(version, VersionParam.METADATA)
-    if key in params:
+    latest = decode_names(params.get(ModelParam.VERSIONS))[-1:] == (str(version),)
+    # version.N.metadata first, then the model-wide record a client falls back to (the latest version's).
+    for key in (version_key(version, VersionParam.METADATA), *([METADATA_KEY] if latest else [])):
+        if key not in params:
+            continue
         try:
             recorded = _client_fields(ArtifactMetadata.from_json(params[key]))
         except (ValueError, KeyError, TypeError) as exc:
@@ -272,7 +281,7 @@ def _check_parameters(
                         "regenerate the config (triton-repo --force)"
                     )
     flat = {version_key(version, n): truth[n] for n in _PER_VERSION}
-    if decode_names(params.get(ModelParam.VERSIONS))[-1:] == (str(version),):  # model-wide: the latest version's
+    if latest:  # model-wide values are the latest version's
         flat |= {str(n): truth[n] for n in (*_PER_MODEL, *_LATEST)}
     for name, value in flat.items():
         if name in params and params[name] != value:
