@@ -36,7 +36,7 @@ import numpy as np
 from policy_export.demo import CheckpointRecipe, build_checkpoint
 from policy_export.fleet.bench import variant_repo
 from policy_export.fleet.perf import find_perf_analyzer, run_perf_analyzer, write_input_data
-from policy_export.triton.server import free_port
+from policy_export.triton.server import die_with_parent, free_port
 
 #: The test suite's small ACT (tests/conftest.py SMALL): per-request overhead matters next to its compute.
 SMALL = CheckpointRecipe(
@@ -85,7 +85,8 @@ class Serve:
     def __init__(self, repo: Path) -> None:
         self.ports = free_port(), free_port(), free_port()
         http, grpc, metrics = (str(p) for p in self.ports)
-        cmd = [*CLI, "serve", "--repo", str(repo), "--http-port", http, "--grpc-port", grpc, "--metrics-port", metrics]
+        cmd = [*die_with_parent(), *CLI, "serve", "--repo", str(repo), "--http-port", http, "--grpc-port", grpc]
+        cmd += ["--metrics-port", metrics]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         self.grpc_url = f"127.0.0.1:{grpc}"
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from triton_harness import SERVER_VENV, require_server
 
-from policy_export.triton.server import free_port
+from policy_export.triton.server import die_with_parent, free_port
 
 READY_TIMEOUT_S = 120.0
 
@@ -132,7 +132,8 @@ def serve_process(repo: Path, *extra: str, ready_timeout_s: float = READY_TIMEOU
     require_server()
     ports = free_port(), free_port(), free_port()
     env = {**os.environ, "POLICY_EXPORT_TRITON_VENV": str(SERVER_VENV)}
-    cmd = [sys.executable, "-m", "policy_export", "serve", "--repo", str(repo)]
+    # die_with_parent: a pytest run killed outright (a CI timeout) must not leave serve running.
+    cmd = [*die_with_parent(), sys.executable, "-m", "policy_export", "serve", "--repo", str(repo)]
     cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     served = Served(proc, *ports)

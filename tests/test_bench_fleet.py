@@ -78,7 +78,9 @@ def test_tiny_run_measures_what_the_server_saw(repo, tmp_path, server_tag):
     for r in rows:
         # n_action_steps 10 at 30 Hz: about 3 chunk requests per robot-second (+1 for the first chunk).
         assert r["requests"] >= r["robots"] * 2, r
-        assert r["server_requests"] == r["requests"], "Triton's statistics missed or double-counted requests"
+        # The server's own count of this run's requests; at most one per robot may differ: a
+        # RealtimeClient request cut off by close() at the end can still complete on the server.
+        assert abs(r["server_requests"] - r["requests"]) <= r["robots"], "Triton's statistics disagree with the robots'"
         assert r["ticks"] == r["robots"] * 60
         assert r["fallback_ticks"] >= r["missed_ticks"] >= 0
         assert r["wrong_model_chunks"] == 0 and r["failovers"] == 0

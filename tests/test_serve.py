@@ -171,3 +171,11 @@ def test_realtime_client_stats_render_as_prometheus_text(small_onnx):
     assert ("policy_export_realtime_time_in_state_s_STREAMING", None) in samples
     assert "# TYPE policy_export_realtime_fallback_ticks counter" in text
     assert "last_error" not in text
+
+
+def test_bench_triton_bad_input_is_one_line(tmp_path, small_onnx):
+    """The Typer command that replaced ``python -m policy_export.triton.latency``."""
+    res = CliRunner().invoke(app, ["bench-triton", "-a", str(small_onnx), "--requests", "0"])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "--requests" in res.output, res.output
+    res = CliRunner().invoke(app, ["bench-triton", "-a", str(small_onnx), "--venv", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and res.output.count("\n") == 1 and "make triton-venv" in res.output, res.output

@@ -88,12 +88,14 @@ class Watched(Backend):
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         robot = self.robot
         t0 = time.perf_counter()
-        robot.counts["requests"] += 1
         try:
             chunk = self.inner.infer(feed)
         except Exception:
+            robot.counts["requests"] += 1
             robot.counts["failed_requests"] += 1
             raise
+        # Counted when answered: a request still in flight when the run ends is not the run's.
+        robot.counts["requests"] += 1
         robot.latencies_ms.append((time.perf_counter() - t0) * 1e3)
         if robot.first_chunk is None:
             robot.first_chunk = chunk.copy()
@@ -216,6 +218,8 @@ class _Robot:
             k += 1 + overrun
         if rt is not None:
             self.realtime_stats = {**rt.stats(), "buffer_time_s": rt.settings.buffer_time_s}
+            rt.close()  # the worker's last request ends (answered or cut off) before the counts are read
+            self.realtime = None
 
     def unpaced(self) -> None:
         from policy_export.errors import PolicyExportError
