@@ -25,7 +25,7 @@ from policy_export.compare import compare
 from policy_export.inputs import checkpoint_inputs
 from policy_export.reference import eager_chunk
 from policy_export.tolerances import default_atol
-from policy_export.triton.validate import FIELDS_NEWER_THAN_SERVER
+from policy_export.triton.schema import FIELDS_NEWER_THAN_SERVER
 
 TIMEOUT_S = 60.0
 BATCHED = "--max-queue-delay-us", "50000", "--preferred-batch-sizes", "4,8"
