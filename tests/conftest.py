@@ -128,3 +128,78 @@ def small_torchscript(small_loaded, tmp_path_factory: pytest.TempPathFactory) ->
 def small_uint8_onnx(small_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The small policy taking raw camera frames (uint8 [B, H, W, 3]); scaling happens in-graph."""
     return _export(small_loaded, tmp_path_factory.mktemp("small_uint8_onnx") / "small-uint8.onnx", image_format="uint8")
+
+
+# Diffusion Policy: two tiny checkpoints that between them cover DDPM and DDIM, one and two
+# cameras, n_obs_steps 1 and 3, crop and no crop (tiny U-Net, 3 denoising steps, 40-pixel images).
+_TINY_UNET = {"down_dims": (16, 32), "diffusion_step_embed_dim": 16, "spatial_softmax_num_keypoints": 8}
+DIFF_DDPM = {
+    "cameras": {"top": (3, 40, 40)},
+    "state_dim": 3,
+    "action_dim": 2,
+    "n_obs_steps": 1,
+    "horizon": 8,
+    "n_action_steps": 5,
+    "crop_shape": (35, 34),  # odd margin: torchvision rounds half to even
+    "config_overrides": {
+        **_TINY_UNET,
+        "noise_scheduler_type": "DDPM",
+        "num_train_timesteps": 20,
+        "num_inference_steps": 3,
+    },
+    "seed": 11,
+}
+DIFF_DDIM = {
+    "cameras": {"top": (3, 40, 48), "wrist": (3, 40, 48)},
+    "state_dim": 4,
+    "action_dim": 3,
+    "n_obs_steps": 3,
+    "horizon": 8,
+    "n_action_steps": 4,
+    "crop_shape": None,
+    "normalization": {"VISUAL": "MEAN_STD", "STATE": "MEAN_STD", "ACTION": "MIN_MAX"},
+    "config_overrides": {
+        **_TINY_UNET,
+        "noise_scheduler_type": "DDIM",
+        "num_train_timesteps": 30,
+        "num_inference_steps": 3,
+        "use_separate_rgb_encoder_per_camera": False,
+        "prediction_type": "sample",
+    },
+    "seed": 12,
+}
+
+
+def _build_diffusion(factory: pytest.TempPathFactory, name: str, recipe: dict) -> Path:
+    from policy_export.demo import DiffusionRecipe, build_diffusion_checkpoint
+
+    return build_diffusion_checkpoint(factory.mktemp(name) / "pretrained_model", DiffusionRecipe(**recipe))
+
+
+@pytest.fixture(scope="session")
+def ddpm_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_diffusion(tmp_path_factory, "ddpm", DIFF_DDPM)
+
+
+@pytest.fixture(scope="session")
+def ddim_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_diffusion(tmp_path_factory, "ddim", DIFF_DDIM)
+
+
+@pytest.fixture(scope="session")
+def ddpm_loaded(ddpm_ckpt: Path):
+    from policy_export.checkpoint import load_checkpoint
+
+    return load_checkpoint(ddpm_ckpt)
+
+
+@pytest.fixture(scope="session")
+def ddim_loaded(ddim_ckpt: Path):
+    from policy_export.checkpoint import load_checkpoint
+
+    return load_checkpoint(ddim_ckpt)
+
+
+@pytest.fixture(scope="session")
+def ddpm_onnx(ddpm_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _export(ddpm_loaded, tmp_path_factory.mktemp("ddpm_onnx") / "ddpm.onnx")

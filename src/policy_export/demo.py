@@ -1,4 +1,4 @@
-"""Build real LeRobot ACT checkpoints locally (random weights, plausible statistics).
+"""Build real LeRobot checkpoints locally (ACT and Diffusion Policy; random weights, plausible statistics).
 
 There is no model hub here, so the demo and the tests make their own checkpoints with
 LeRobot's public API and save them exactly as training does. The saved ``config.json``
@@ -122,6 +122,84 @@ def build_checkpoint(out_dir: str | Path, recipe: CheckpointRecipe | None = None
         pre.save_pretrained(tmp)
         post.save_pretrained(tmp)
         # As a trained checkpoint's config does: name the backbone weights training started from.
+        cfg_path = tmp / "config.json"
+        saved = json.loads(cfg_path.read_text())
+        saved["pretrained_backbone_weights"] = TRAINED_BACKBONE_WEIGHTS
+        cfg_path.write_text(json.dumps(saved, indent=4))
+    return out
+
+
+@dataclass(frozen=True)
+class DiffusionRecipe:
+    """What kind of Diffusion Policy checkpoint to build. Defaults are LeRobot's ``DiffusionConfig``
+    defaults (down_dims 512/1024/2048, DDPM with 100 steps) on 96x96 images cropped to 84x84."""
+
+    cameras: dict[str, tuple[int, int, int]] = field(default_factory=lambda: {"top": (3, 96, 96)})
+    state_dim: int = 2
+    action_dim: int = 2
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+    crop_shape: tuple[int, int] | None = (84, 84)
+    normalization: dict[str, str] = field(
+        default_factory=lambda: {"VISUAL": "MEAN_STD", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"}
+    )
+    #: Any other ``DiffusionConfig`` field (``down_dims``, ``noise_scheduler_type``, ``num_inference_steps``, ...).
+    config_overrides: dict[str, object] = field(default_factory=dict)
+    seed: int = 0
+
+
+def build_diffusion_checkpoint(out_dir: str | Path, recipe: DiffusionRecipe | None = None) -> Path:
+    """Write a LeRobot Diffusion Policy ``pretrained_model`` directory and return its path."""
+    import json
+
+    import torch
+    from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+    from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    from lerobot.policies.diffusion.processor_diffusion import make_diffusion_pre_post_processors
+
+    recipe = recipe or DiffusionRecipe()
+    out = Path(out_dir)
+    rng = np.random.default_rng(recipe.seed)
+    torch.manual_seed(recipe.seed)
+    input_features = {"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(recipe.state_dim,))}
+    for name, shape in recipe.cameras.items():
+        input_features[f"observation.images.{name}"] = PolicyFeature(type=FeatureType.VISUAL, shape=tuple(shape))
+    output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(recipe.action_dim,))}
+    cfg = DiffusionConfig(
+        input_features=input_features,
+        output_features=output_features,
+        n_obs_steps=recipe.n_obs_steps,
+        horizon=recipe.horizon,
+        n_action_steps=recipe.n_action_steps,
+        crop_shape=recipe.crop_shape,
+        normalization_mapping={k: NormalizationMode(v) for k, v in recipe.normalization.items()},
+        pretrained_backbone_weights=None,
+        device="cpu",
+        **recipe.config_overrides,  # type: ignore[arg-type]
+    )
+    policy = DiffusionPolicy(cfg)
+    # Random init leaves batch norm as the identity; give it trained-looking statistics.
+    with torch.no_grad():
+        for module in policy.diffusion.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
+                module.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
+                module.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.2, n).astype(np.float32)))
+                module.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, n).astype(np.float32)))
+    stats = {
+        "observation.state": _plausible_stats(rng, recipe.state_dim),
+        "action": _plausible_stats(rng, recipe.action_dim),
+    }
+    for name in recipe.cameras:
+        stats[f"observation.images.{name}"] = _image_stats(rng)
+    pre, post = make_diffusion_pre_post_processors(cfg, dataset_stats=stats)
+    with atomic_directory(out) as tmp:
+        policy.save_pretrained(tmp)
+        pre.save_pretrained(tmp)
+        post.save_pretrained(tmp)
         cfg_path = tmp / "config.json"
         saved = json.loads(cfg_path.read_text())
         saved["pretrained_backbone_weights"] = TRAINED_BACKBONE_WEIGHTS

@@ -145,7 +145,11 @@ def export_onnx(
 
     with atomic_output(output, force=force, what="ONNX file", inputs=[ckpt.path]) as tmp:
         used, fallback = exporter, None
-        if exporter == "auto" and chosen_opset < MIN_DYNAMO_OPSET:
+        if exporter == "auto":
+            from policy_export.families import family_for
+
+            used = family_for(ckpt.spec.policy_type).onnx_exporter
+        if used == "auto" and chosen_opset < MIN_DYNAMO_OPSET:
             # Honour the opset asked for rather than silently raising it to what dynamo needs.
             used, fallback = (
                 "legacy",

@@ -78,6 +78,8 @@ class Family(ABC):
     """One policy family's description on the toolchain side."""
 
     policy_type: str = ""
+    #: What ``--exporter auto`` means for this family: "auto" (dynamo, legacy as the fallback) or "legacy".
+    onnx_exporter: str = "auto"
 
     def check_config(self, raw: dict[str, Any], config_path: Path) -> None:
         """Refuse, in one line, what the family cannot export, from ``config.json`` before LeRobot parses it."""
@@ -110,6 +112,7 @@ class Family(ABC):
 #: ``config.json`` ``type`` -> ``module:class`` of its family (imported on first use).
 REGISTRY = {
     "act": "policy_export.families.act:ACTFamily",
+    "diffusion": "policy_export.families.diffusion:DiffusionFamily",
 }
 _loaded: dict[str, Family] = {}
 

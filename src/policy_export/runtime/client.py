@@ -46,11 +46,18 @@ class PolicyClient:
     ``check_inputs`` (default on) refuses NaN/inf and float images outside [0, 1] with one line.
     """
 
-    def __init__(self, backend: CoreHandle, settings: ShimSettings | None = None, *, check_inputs: bool = True) -> None:
+    def __init__(
+        self,
+        backend: CoreHandle,
+        settings: ShimSettings | None = None,
+        *,
+        check_inputs: bool = True,
+        seed: int | None = None,
+    ) -> None:
         self.backend = backend
         self.metadata = backend.metadata
         spec = self.metadata.spec
-        self.host = host_for(self.metadata, settings)
+        self.host = host_for(self.metadata, settings, seed=seed)
         self.settings = self.host.settings
         if self.settings.chunk_size != spec.chunk_size:
             raise BadInputError(
@@ -70,10 +77,11 @@ class PolicyClient:
         threads: int | None = None,
         settings: ShimSettings | None = None,
         check_inputs: bool = True,
+        seed: int | None = None,
     ) -> PolicyClient:
         """An exported file run in this process: ONNX (``provider`` cpu | cuda | tensorrt),
         TorchScript, or a TensorRT engine."""
-        return cls(LocalCore(path, provider=provider, threads=threads), settings, check_inputs=check_inputs)
+        return cls(LocalCore(path, provider=provider, threads=threads), settings, check_inputs=check_inputs, seed=seed)
 
     @classmethod
     def from_triton(
@@ -86,6 +94,7 @@ class PolicyClient:
         timeout_s: float | None = None,
         settings: ShimSettings | None = None,
         check_inputs: bool = True,
+        seed: int | None = None,
     ) -> PolicyClient:
         """A model on a Triton server. ``url`` is ``host:port`` (or ``grpc://`` / ``http://host:port``),
         or several replicas (a list, or comma-separated): the first that answers is used and a
@@ -96,7 +105,7 @@ class PolicyClient:
 
         timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
         backend = TritonCore.connect(url, model, version, protocol, timeout_s=timeout_s)
-        return cls(backend, settings, check_inputs=check_inputs)
+        return cls(backend, settings, check_inputs=check_inputs, seed=seed)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PolicyClient:
@@ -146,7 +155,7 @@ class PolicyClient:
         LeRobot's ``predict_action_chunk`` followed by its postprocessor.
         """
         prep = self.adapter(observation)
-        return self._output(self.backend.infer(prep.feed()), prep)
+        return self._output(self.backend.infer(self.host.single(prep)), prep)
 
     def select_action(self, observation: Mapping[str, Any]) -> Any:
         """The next action ``[B, action_dim]`` of every robot, in robot units.

@@ -10,6 +10,7 @@ both ask :func:`host_for`, so a new family is one class and one line here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +35,10 @@ class Host:
         converted only when the returned builder runs, i.e. when a chunk is needed)."""
         return prep.feed
 
+    def single(self, prep: Prepared) -> dict[str, np.ndarray]:
+        """The core's inputs for one stateless chunk of this observation (``predict_chunk``)."""
+        return prep.feed()
+
     def make_shim(self) -> ActionQueue | TemporalEnsembler:
         return self.settings.make()
 
@@ -41,6 +46,14 @@ class Host:
         """New episode for every robot or one (per-step host state only; the shim resets itself)."""
 
 
-def host_for(metadata: ArtifactMetadata, settings: ShimSettings | None = None) -> Host:
-    """The host side for this model's policy family (``settings``: the shim's, default from the metadata)."""
+def host_for(metadata: ArtifactMetadata, settings: Any = None, *, seed: int | None = None) -> Host:
+    """The host side for this model's policy family (``settings``: the shim's, default from the metadata).
+
+    A core that takes an observation history (Diffusion Policy) gets the history + noise host
+    (``seed``: its noise generator's); the others, ACT's.
+    """
+    if metadata.spec.n_obs_steps is not None:
+        from policy_export.runtime.history import HistoryHost, HistorySettings
+
+        return HistoryHost(metadata, settings or HistorySettings.from_spec(metadata.spec), seed=seed)
     return Host(metadata, settings or ShimSettings.from_spec(metadata.spec))

@@ -1,0 +1,266 @@
+"""Stateless inference core for LeRobot's Diffusion Policy: observation history + noise -> actions.
+
+Why this exists: ``DiffusionPolicy.select_action`` keeps observation-history queues and an
+action queue, and each chunk runs an iterative denoising loop that draws random numbers.
+This module re-expresses one chunk prediction (``generate_actions``) as a pure function:
+
+    forward(state, *images, noise[, step_noise]) -> action_chunk
+
+with the eval-mode center crop, normalization, the image encoders, the whole denoising
+loop over the checkpoint's scheduler and ``num_inference_steps`` (unrolled: one graph,
+every step's constants baked in) and the unnormalization inside. The history lives on the
+host (:mod:`policy_export.runtime.history`), so one served model can batch many robots.
+
+Randomness is an input, never an op in the graph:
+
+- ``noise`` ``[B, horizon, action_dim]`` is the initial sample (LeRobot's ``noise=`` argument).
+- DDPM also adds fresh noise at every step but the last (``scheduler.step`` draws it with
+  ``randn_tensor``). Those draws are the input ``step_noise`` ``[B, n_draws, horizon,
+  action_dim]``, in the order the loop uses them. The alternatives were worse: a seed input
+  plus an in-graph generator cannot reproduce torch's CPU generator in ONNX Runtime or
+  TensorRT (so parity with LeRobot could never be exact and every runtime would differ),
+  and a baked-in constant would make every chunk use the same draws. As inputs, parity is
+  exact (LeRobot is fed the same draws), the core is deterministic in every runtime, and
+  the host chooses the distribution's source (a seeded generator for reproducible runs).
+  The cost is ``n_draws * horizon * action_dim`` floats per request (99 x 16 x 2 at the
+  default config: 12.7 kB). DDIM with ``eta = 0`` (LeRobot's call) draws nothing: no
+  ``step_noise`` input.
+
+Op order follows LeRobot's and diffusers' term by term (see the comments), because float32
+results change with reordering and this core is meant to be equal to LeRobot's, not close.
+The scheduler's per-step scalars are computed here once, with the scheduler's own tensors
+and the same 0-d float32 arithmetic ``scheduler.step`` performs.
+
+Like ``act.py`` it imports nothing but torch: the network and the scheduler are passed in
+(duck-typed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from policy_export_wrappers.act import IMAGE_FORMATS, FeatureNormalizer
+
+SCHEDULERS = ("DDPM", "DDIM")
+PREDICTION_TYPES = ("epsilon", "sample")
+
+
+def _f(x: Tensor | float) -> float:
+    """A 0-d float32 scheduler value as the Python float a traced graph stores (exact: float32 -> float64 -> float32)."""
+    return float(torch.as_tensor(x, dtype=torch.float32))
+
+
+class DenoiseStep(nn.Module):
+    """One scheduler step's constants: the timestep embedding and the update's scalars."""
+
+    def __init__(self, time_embed: Tensor, coeffs: dict[str, float], draws_noise: bool) -> None:
+        super().__init__()
+        self.register_buffer("time_embed", time_embed)  # [1, diffusion_step_embed_dim]
+        self.coeffs = coeffs
+        self.draws_noise = draws_noise
+
+
+def scheduler_steps(scheduler: Any, kind: str, num_inference_steps: int) -> list[tuple[int, dict[str, float], bool]]:
+    """``(timestep, scalars, draws_noise)`` per step, from ``scheduler`` after ``set_timesteps``.
+
+    The scalars are computed with the same 0-d float32 tensor expressions as diffusers'
+    ``DDPMScheduler.step`` / ``DDIMScheduler.step`` (0.42), so multiplying by them in the
+    graph gives the same float32 numbers as the scheduler does.
+    """
+    cfg = scheduler.config
+    if kind not in SCHEDULERS:
+        raise ValueError(f"unknown noise scheduler {kind!r}; expected one of {SCHEDULERS}")
+    if getattr(cfg, "thresholding", False):
+        raise ValueError("scheduler thresholding is not supported (LeRobot does not enable it)")
+    if cfg.prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type {cfg.prediction_type!r}; expected one of {PREDICTION_TYPES}")
+    if kind == "DDPM" and getattr(cfg, "variance_type", "fixed_small") != "fixed_small":
+        raise ValueError(f"DDPM variance_type {cfg.variance_type!r} is not supported (LeRobot uses fixed_small)")
+    scheduler.set_timesteps(num_inference_steps)
+    ac = scheduler.alphas_cumprod
+    steps = []
+    for t_tensor in scheduler.timesteps:
+        t = int(t_tensor)
+        if kind == "DDPM":
+            prev_t = scheduler.previous_timestep(t)
+            alpha_prod_t = ac[t]
+            alpha_prod_t_prev = ac[prev_t] if prev_t >= 0 else scheduler.one
+            beta_prod_t = 1 - alpha_prod_t
+            beta_prod_t_prev = 1 - alpha_prod_t_prev
+            current_alpha_t = alpha_prod_t / alpha_prod_t_prev
+            current_beta_t = 1 - current_alpha_t
+            coeffs = {
+                "sqrt_beta": _f(beta_prod_t ** (0.5)),
+                "sqrt_alpha": _f(alpha_prod_t ** (0.5)),
+                "orig": _f((alpha_prod_t_prev ** (0.5) * current_beta_t) / beta_prod_t),
+                "cur": _f(current_alpha_t ** (0.5) * beta_prod_t_prev / beta_prod_t),
+            }
+            draws = t > 0
+            if draws:
+                coeffs["std"] = _f(scheduler._get_variance(t) ** 0.5)
+        else:
+            prev_t = t - cfg.num_train_timesteps // scheduler.num_inference_steps
+            alpha_prod_t = ac[t]
+            alpha_prod_t_prev = ac[prev_t] if prev_t >= 0 else scheduler.final_alpha_cumprod
+            beta_prod_t = 1 - alpha_prod_t
+            std_dev_t = 0.0 * scheduler._get_variance(t, prev_t) ** (0.5)  # eta = 0: LeRobot's call
+            coeffs = {
+                "sqrt_beta": _f(beta_prod_t ** (0.5)),
+                "sqrt_alpha": _f(alpha_prod_t ** (0.5)),
+                "dir": _f((1 - alpha_prod_t_prev - std_dev_t**2) ** (0.5)),
+                "prev_sqrt_alpha": _f(alpha_prod_t_prev ** (0.5)),
+            }
+            draws = False
+        steps.append((t, coeffs, draws))
+    return steps
+
+
+class DiffusionCore(nn.Module):
+    """``forward(state, *images, noise[, step_noise]) -> action_chunk`` for a trained Diffusion Policy.
+
+    Inputs: ``state`` float32 ``[B, n_obs_steps, state_dim]`` in robot units; per camera, in
+    the policy's camera order, float32 ``[B, n_obs_steps, 3, H, W]`` in [0, 1] or, with
+    ``image_format="uint8"``, raw frames ``[B, n_obs_steps, H, W, 3]``; ``noise`` float32
+    ``[B, horizon, action_dim]``; for DDPM ``step_noise`` float32 ``[B, n_draws, horizon,
+    action_dim]``. Output: ``action_chunk`` float32 ``[B, n_action_steps, action_dim]`` in
+    robot units, the slice starting at ``n_obs_steps - 1`` (``generate_actions``).
+    """
+
+    def __init__(
+        self,
+        diffusion_model: nn.Module,
+        *,
+        image_shapes: Sequence[Sequence[int]],
+        state_normalizer: FeatureNormalizer,
+        image_normalizers: Sequence[FeatureNormalizer],
+        action_unnormalizer: FeatureNormalizer,
+        image_format: str = "float32",
+    ) -> None:
+        super().__init__()
+        if image_format not in IMAGE_FORMATS:
+            raise ValueError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+        if len(image_normalizers) != len(image_shapes) or not image_shapes:
+            raise ValueError("one image normalizer per camera, and at least one camera, are required")
+        cfg = diffusion_model.config
+        if getattr(cfg, "resize_shape", None) is not None:
+            raise ValueError("resize_shape is not supported yet; export a policy trained with crop_shape only")
+        self.uint8_images = image_format == "uint8"
+        self.n_obs_steps = int(cfg.n_obs_steps)
+        self.horizon = int(cfg.horizon)
+        self.n_action_steps = int(cfg.n_action_steps)
+        self.image_shapes = [tuple(int(d) for d in s) for s in image_shapes]
+        self.separate_encoders = bool(cfg.use_separate_rgb_encoder_per_camera)
+        self.rgb_encoder = diffusion_model.rgb_encoder
+        unet = diffusion_model.unet
+        self.down_modules = unet.down_modules
+        self.mid_modules = unet.mid_modules
+        self.up_modules = unet.up_modules
+        self.final_conv = unet.final_conv
+        self.state_normalizer = state_normalizer
+        self.image_normalizers = nn.ModuleList(image_normalizers)
+        self.action_unnormalizer = action_unnormalizer
+        self.clip = float(cfg.clip_sample_range) if cfg.clip_sample else None
+        self.epsilon = cfg.prediction_type == "epsilon"
+        self.kind = str(cfg.noise_scheduler_type)
+        self.crop = self._crop_box(cfg.crop_shape)
+
+        num_steps = int(diffusion_model.num_inference_steps)
+        param = next(diffusion_model.parameters())
+        steps = []
+        with torch.no_grad():
+            for t, coeffs, draws in scheduler_steps(diffusion_model.noise_scheduler, self.kind, num_steps):
+                # The U-Net's timestep encoder sees torch.full((B,), t, long) in LeRobot; it does not
+                # depend on the observation, so it is a per-step constant here (computed at batch 1).
+                t_in = torch.full((1,), t, dtype=torch.long, device=param.device)
+                steps.append(DenoiseStep(unet.diffusion_step_encoder(t_in).clone(), coeffs, draws))
+        self.steps = nn.ModuleList(steps)
+        self.n_draws = sum(s.draws_noise for s in steps)
+
+    def _crop_box(self, crop_shape: Sequence[int] | None) -> tuple[int, int, int, int] | None:
+        """torchvision's ``CenterCrop`` on a tensor (no padding: LeRobot checks the crop fits):
+        top = int(round((H - h) / 2)), left likewise."""
+        if crop_shape is None:
+            return None
+        _, height, width = self.image_shapes[0]
+        ch, cw = int(crop_shape[0]), int(crop_shape[1])
+        if ch > height or cw > width:
+            raise ValueError(f"crop_shape {[ch, cw]} does not fit images {[height, width]}")
+        top = round((height - ch) / 2.0)
+        left = round((width - cw) / 2.0)
+        return top, left, ch, cw
+
+    def _encode(self, encoder: nn.Module, x: Tensor) -> Tensor:
+        """``DiffusionRgbEncoder.forward`` in eval mode: center crop, backbone, spatial softmax, linear, ReLU."""
+        if self.crop is not None:
+            top, left, ch, cw = self.crop
+            x = x[..., top : top + ch, left : left + cw]
+        x = torch.flatten(encoder.pool(encoder.backbone(x)), start_dim=1)
+        return encoder.relu(encoder.out(x))
+
+    def _unet(self, x: Tensor, global_feature: Tensor) -> Tensor:
+        """``DiffusionConditionalUnet1d.forward`` after its timestep encoder (precomputed per step)."""
+        x = x.permute(0, 2, 1)  # "b t d -> b d t"
+        skips: list[Tensor] = []
+        for resnet, resnet2, downsample in self.down_modules:
+            x = resnet(x, global_feature)
+            x = resnet2(x, global_feature)
+            skips.append(x)
+            x = downsample(x)
+        for mid in self.mid_modules:
+            x = mid(x, global_feature)
+        for resnet, resnet2, upsample in self.up_modules:
+            x = torch.cat((x, skips.pop()), dim=1)
+            x = resnet(x, global_feature)
+            x = resnet2(x, global_feature)
+            x = upsample(x)
+        x = self.final_conv(x)
+        return x.permute(0, 2, 1)  # "b d t -> b t d"
+
+    def _global_cond(self, state: Tensor, images: Sequence[Tensor]) -> Tensor:
+        """``_prepare_global_conditioning``: per-camera features over (b s), concatenated camera-major."""
+        batch, steps = state.shape[0], state.shape[1]
+        feats = []
+        for i, (image, normalizer) in enumerate(zip(images, self.image_normalizers, strict=True)):
+            if self.uint8_images:
+                image = (image.to(torch.float32) / 255).permute(0, 1, 4, 2, 3)
+            image = normalizer(image)
+            encoder = self.rgb_encoder[i] if self.separate_encoders else self.rgb_encoder
+            f = self._encode(encoder, image.flatten(0, 1))  # "b s ... -> (b s) ..."
+            feats.append(f.reshape(batch, steps, -1))
+        # "(n b s) d -> b s (n d)": cameras concatenated along the feature axis.
+        return torch.cat([state, *feats], dim=-1).flatten(start_dim=1)
+
+    def forward(self, state: Tensor, *inputs: Tensor) -> Tensor:
+        n_cams = len(self.image_shapes)
+        images, noise = inputs[:n_cams], inputs[n_cams]
+        step_noise = inputs[n_cams + 1] if self.n_draws else None
+        batch = state.shape[0]
+        global_cond = self._global_cond(self.state_normalizer(state), images)
+        sample = noise
+        draw = 0
+        for step in self.steps:
+            c = step.coeffs
+            global_feature = torch.cat([step.time_embed.expand(batch, -1), global_cond], dim=-1)
+            model_output = self._unet(sample, global_feature)
+            if self.epsilon:
+                pred_original = (sample - c["sqrt_beta"] * model_output) / c["sqrt_alpha"]
+                pred_epsilon = model_output
+            else:
+                pred_original = model_output
+                pred_epsilon = (sample - c["sqrt_alpha"] * pred_original) / c["sqrt_beta"]
+            if self.clip is not None:
+                pred_original = pred_original.clamp(-self.clip, self.clip)
+            if self.kind == "DDPM":
+                sample = c["orig"] * pred_original + c["cur"] * sample
+                if step.draws_noise:
+                    assert step_noise is not None
+                    sample = sample + c["std"] * step_noise[:, draw]
+                    draw += 1
+            else:
+                sample = c["prev_sqrt_alpha"] * pred_original + c["dir"] * pred_epsilon
+        start = self.n_obs_steps - 1
+        return self.action_unnormalizer(sample[:, start : start + self.n_action_steps])
