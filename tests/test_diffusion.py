@@ -101,7 +101,7 @@ def test_onnx_and_torchscript_verify_and_rollout_with_resets(ddpm_ckpt, ddpm_onn
     args = ["verify", "-c", str(ddpm_ckpt), "-a", str(ddpm_onnx), "--batch-sizes", "2", "--rollout", "100"]
     res = runner.invoke(app, [*args, "--report", str(report)])
     assert res.exit_code == 0, res.output
-    (chunk, roll) = json.loads(report.read_text())["checks"]
+    (_chunk, roll) = json.loads(report.read_text())["checks"]
     assert roll["check"] == "rollout history n_obs=1 queue n=5" and roll["status"] == "passed"
     (r,) = roll["results"]
     assert r["stats"]["max_abs"] <= ATOL and r["samples"] == 100
