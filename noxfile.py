@@ -151,6 +151,17 @@ def bench_realtime(session: nox.Session) -> None:
         session.run("policy-export", "bench-realtime", *bench, *session.posargs)
 
 
+@nox.session(python=PYTHON)
+def bench_diffusion(session: nox.Session) -> None:
+    """Reproduce BENCHMARKS.md's Diffusion Policy rows: LeRobot's default Diffusion Policy (DDPM, 100
+    steps, 96x96 cropped to 84x84), LeRobot eager vs ONNX Runtime per chunk at batch 1 and 8, with
+    export time and file size. Writes reports/diffusion/. Run it on an otherwise idle machine; args
+    after -- go to benchmarks/diffusion.py (e.g. -- --tiny --iterations 2 to check the recipe).
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/diffusion.py", "--out", "reports/diffusion", *session.posargs)
+
+
 BENCH_DIR = "reports/bench"
 
 

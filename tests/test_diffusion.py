@@ -243,3 +243,46 @@ def test_bad_diffusion_config_exits_2_one_line_nothing_written(ddpm_ckpt, tmp_pa
     assert fragment in text and "config.json" in text and "Traceback" not in text
     assert len([ln for ln in res.output.splitlines() if ln.strip()]) <= 3
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_triton_repo_batched_and_a_client_on_the_real_server(ddpm_loaded, ddpm_onnx, tmp_path):
+    """One dynamically batched model for every robot: the client carries the history and the noise."""
+    from triton_harness import triton_server
+
+    from policy_export.rollout import robot_observation
+    from policy_export.runtime import PolicyClient
+
+    repo = tmp_path / "repo"
+    res = runner.invoke(app, ["triton-repo", "-a", str(ddpm_onnx), "--repo", str(repo), "--name", "diffusion"])
+    assert res.exit_code == 0, res.output
+    config = (repo / "diffusion" / "config.pbtxt").read_text()
+    assert "dynamic_batching" in config and 'name: "step_noise"' in config and "max_batch_size: 8" in config
+    with triton_server(repo) as server, PolicyClient.from_triton(server.grpc_url, "diffusion", seed=5) as remote:
+        assert remote.metadata.spec == ddpm_loaded.spec
+        with PolicyClient.from_artifact(ddpm_onnx, seed=5) as local:
+            for step in range(7):  # two chunks for 3 robots, robot 2 restarting mid-queue
+                if step == 3:
+                    remote.reset(robot=2)
+                    local.reset(robot=2)
+                feed = checkpoint_inputs(ddpm_loaded, 3, np.random.default_rng(step), observation_only=True)
+                obs = robot_observation(ddpm_loaded, feed, batched=True)
+                assert compare(local.select_action(obs), remote.select_action(obs), ATOL).passed
+
+
+@pytest.mark.slow
+def test_lerobot_default_config_parity(tmp_path):
+    """LeRobot's default Diffusion Policy (down_dims 512/1024/2048, DDPM 100 steps, 96x96 cropped to 84):
+    ONNX within 1e-4 of LeRobot at batch 1 and 4, and a rollout with a reset."""
+    from policy_export.demo import DiffusionRecipe, build_diffusion_checkpoint
+
+    ckpt = build_diffusion_checkpoint(tmp_path / "pretrained_model", DiffusionRecipe())
+    onnx = tmp_path / "default.onnx"
+    res = runner.invoke(app, ["onnx", "-c", str(ckpt), "-o", str(onnx)])
+    assert res.exit_code == 0, res.output
+    report = tmp_path / "parity.json"
+    args = ["verify", "-c", str(ckpt), "-a", str(onnx), "--batch-sizes", "1,4", "--samples", "1"]
+    res = runner.invoke(app, [*args, "--rollout", "20", "--report", str(report)])
+    assert res.exit_code == 0, res.output
+    checks = json.loads(report.read_text())["checks"]
+    assert [c["status"] for c in checks] == ["passed", "passed"]
+    assert all(r["stats"]["max_abs"] <= ATOL for c in checks for r in c["results"])
