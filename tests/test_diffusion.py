@@ -26,6 +26,14 @@ runner = CliRunner()
 ATOL = 1e-4
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    from conftest import one_torch_thread
+
+    with one_torch_thread():
+        yield
+
+
 def _core_out(core, ckpt, feed):
     import torch
 
