@@ -280,16 +280,17 @@ def test_triton_repo_batched_and_a_client_on_the_real_server(ddpm_loaded, ddpm_o
 @pytest.mark.slow
 def test_lerobot_default_config_parity(tmp_path):
     """LeRobot's default Diffusion Policy (down_dims 512/1024/2048, DDPM 100 steps, 96x96 cropped to 84):
-    ONNX within 1e-4 of LeRobot at batch 1 and 4, and a rollout with a reset."""
+    the core and a TorchScript export within 1e-4 of LeRobot at batch 1 and 4, and a rollout with a reset.
+    (ONNX at this size is exported and compared by the benchmark, nox -s bench_diffusion: minutes.)"""
     from policy_export.demo import DiffusionRecipe, build_diffusion_checkpoint
 
     ckpt = build_diffusion_checkpoint(tmp_path / "pretrained_model", DiffusionRecipe())
-    onnx = tmp_path / "default.onnx"
-    res = runner.invoke(app, ["onnx", "-c", str(ckpt), "-o", str(onnx)])
+    pt = tmp_path / "default.pt"
+    res = runner.invoke(app, ["torchscript", "-c", str(ckpt), "-o", str(pt)])
     assert res.exit_code == 0, res.output
     report = tmp_path / "parity.json"
-    args = ["verify", "-c", str(ckpt), "-a", str(onnx), "--batch-sizes", "1,4", "--samples", "1"]
-    res = runner.invoke(app, [*args, "--rollout", "20", "--report", str(report)])
+    args = ["verify", "-c", str(ckpt), "-a", str(pt), "--batch-sizes", "1,4", "--samples", "1"]
+    res = runner.invoke(app, [*args, "--rollout", "12", "--report", str(report)])
     assert res.exit_code == 0, res.output
     checks = json.loads(report.read_text())["checks"]
     assert [c["status"] for c in checks] == ["passed", "passed"]

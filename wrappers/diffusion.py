@@ -57,6 +57,8 @@ def _f(x: Tensor | float) -> float:
 class DenoiseStep(nn.Module):
     """One scheduler step's constants: the timestep embedding and the update's scalars."""
 
+    time_embed: Tensor
+
     def __init__(self, time_embed: Tensor, coeffs: dict[str, float], draws_noise: bool) -> None:
         super().__init__()
         self.register_buffer("time_embed", time_embed)  # [1, diffusion_step_embed_dim]
@@ -130,9 +132,16 @@ class DiffusionCore(nn.Module):
     robot units, the slice starting at ``n_obs_steps - 1`` (``generate_actions``).
     """
 
+    # LeRobot's submodules, duck-typed: this module imports nothing from LeRobot to name them.
+    rgb_encoder: Any
+    down_modules: Any
+    mid_modules: Any
+    up_modules: Any
+    final_conv: Any
+
     def __init__(
         self,
-        diffusion_model: nn.Module,
+        diffusion_model: Any,
         *,
         image_shapes: Sequence[Sequence[int]],
         state_normalizer: FeatureNormalizer,
@@ -177,7 +186,8 @@ class DiffusionCore(nn.Module):
                 # depend on the observation, so it is a per-step constant here (computed at batch 1).
                 t_in = torch.full((1,), t, dtype=torch.long, device=param.device)
                 steps.append(DenoiseStep(unet.diffusion_step_encoder(t_in).clone(), coeffs, draws))
-        self.steps = nn.ModuleList(steps)
+        self.steps = nn.ModuleList(steps)  # registered, so the buffers follow .to()/.eval()
+        self._steps: list[DenoiseStep] = steps  # the same modules, typed, for the loop
         self.n_draws = sum(s.draws_noise for s in steps)
 
     def _crop_box(self, crop_shape: Sequence[int] | None) -> tuple[int, int, int, int] | None:
@@ -193,7 +203,7 @@ class DiffusionCore(nn.Module):
         left = round((width - cw) / 2.0)
         return top, left, ch, cw
 
-    def _encode(self, encoder: nn.Module, x: Tensor) -> Tensor:
+    def _encode(self, encoder: Any, x: Tensor) -> Tensor:
         """``DiffusionRgbEncoder.forward`` in eval mode: center crop, backbone, spatial softmax, linear, ReLU."""
         if self.crop is not None:
             top, left, ch, cw = self.crop
@@ -242,7 +252,7 @@ class DiffusionCore(nn.Module):
         global_cond = self._global_cond(self.state_normalizer(state), images)
         sample = noise
         draw = 0
-        for step in self.steps:
+        for step in self._steps:
             c = step.coeffs
             global_feature = torch.cat([step.time_embed.expand(batch, -1), global_cond], dim=-1)
             model_output = self._unet(sample, global_feature)

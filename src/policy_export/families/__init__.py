@@ -117,6 +117,17 @@ REGISTRY = {
 _loaded: dict[str, Family] = {}
 
 
+def feature_normalizer(ckpt: LoadedCheckpoint, key: str, stats: dict, inverse: bool) -> Any:
+    """LeRobot's (un)normalization of one feature as a torch module (the wrappers' ``FeatureNormalizer``), from the checkpoint's stats: shared by every family's core builder."""
+    import torch
+
+    from policy_export_wrappers.act import FeatureNormalizer
+
+    mode = ckpt.spec.normalization.get(key, "IDENTITY")
+    tensors = {k: torch.from_numpy(v) for k, v in stats.get(key, {}).items()} if mode != "IDENTITY" else None
+    return FeatureNormalizer(mode, tensors, inverse=inverse, eps=ckpt.eps)
+
+
 def _registry() -> dict[str, Family]:
     if len(_loaded) != len(REGISTRY):
         import importlib

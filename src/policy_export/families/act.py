@@ -12,22 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode
+from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode, feature_normalizer
 from policy_export.spec import PolicySpec
 
 if TYPE_CHECKING:
     from policy_export.checkpoint import LoadedCheckpoint
-
-
-def feature_normalizer(ckpt: LoadedCheckpoint, key: str, stats: dict, inverse: bool) -> Any:
-    """LeRobot's (un)normalization of one feature, as a torch module, from the checkpoint's stats."""
-    import torch
-
-    from policy_export_wrappers.act import FeatureNormalizer
-
-    mode = ckpt.spec.normalization.get(key, "IDENTITY")
-    tensors = {k: torch.from_numpy(v) for k, v in stats.get(key, {}).items()} if mode != "IDENTITY" else None
-    return FeatureNormalizer(mode, tensors, inverse=inverse, eps=ckpt.eps)
 
 
 def predict_chunk(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str, **kwargs: Any) -> np.ndarray:

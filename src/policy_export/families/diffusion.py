@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policy_export.errors import BadInputError
-from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode
-from policy_export.families.act import feature_normalizer
+from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode, feature_normalizer
 from policy_export.spec import NoiseInput, PolicySpec
 
 if TYPE_CHECKING:
@@ -75,7 +74,7 @@ def replayed_ddpm_draws(step_noise: Any | None) -> Iterator[None]:
             raise RuntimeError(f"DDPM drew {tuple(shape)}, step_noise holds {tuple(x.shape)}")
         return x.to(device=device, dtype=dtype)
 
-    ddpm.randn_tensor = replay
+    ddpm.randn_tensor = replay  # type: ignore[assignment]  # same call signature, keywords as diffusers passes them
     try:
         yield
     finally:

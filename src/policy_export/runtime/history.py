@@ -82,16 +82,18 @@ class HistoryHost(Host):
     thread (``RealtimeClient``'s worker) sees the history of its own step.
     """
 
+    settings: HistorySettings  # type: ignore[assignment]  # the history host's own settings type
+
     def __init__(
         self,
         metadata: ArtifactMetadata,
-        settings: HistorySettings,  # type: ignore[override]
+        settings: HistorySettings,
         *,
         seed: int | None = None,
         noise_source: NoiseSource | None = None,
     ) -> None:
         self.metadata = metadata
-        self.settings = settings  # type: ignore[assignment]
+        self.settings = settings
         self.rng = np.random.default_rng(seed)
         self.noise_source = noise_source
         self.batch_size: int | None = None
@@ -130,7 +132,7 @@ class HistoryHost(Host):
         if self.noise_source is not None:
             noise = self.noise_source(rows)
             for name, shape in self.settings.noise_inputs:
-                got = tuple(np.shape(noise.get(name)))
+                got = tuple(np.shape(noise[name])) if name in noise else ()
                 if got != (rows, *shape):
                     raise BadInputError(f"noise_source gave {name} of shape {list(got)}, expected {[rows, *shape]}")
             return {name: np.asarray(noise[name], np.float32) for name, _ in self.settings.noise_inputs}
