@@ -295,3 +295,23 @@ def test_lerobot_default_config_parity(tmp_path):
     checks = json.loads(report.read_text())["checks"]
     assert [c["status"] for c in checks] == ["passed", "passed"]
     assert all(r["stats"]["max_abs"] <= ATOL for c in checks for r in c["results"])
+
+
+@pytest.mark.gpu
+def test_tensorrt_plan_of_a_diffusion_core(ddpm_onnx, ddpm_loaded, tmp_path):
+    """GPU hosts (nox -s gpu): the DDPM core's plan, noise inputs and all, within 1e-4 of LeRobot, and its rollout."""
+    from policy_export.artifacts import inspect_artifact
+    from policy_export.export.tensorrt import build_tensorrt, tensorrt_unavailable_reason
+    from policy_export.rollout import rollout_checks
+    from policy_export.verify import verify_artifacts
+
+    reason = tensorrt_unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"needs an NVIDIA GPU and TensorRT: {reason}")
+    plan = tmp_path / "ddpm.plan"
+    build_tensorrt(ddpm_onnx, plan, precision="fp32", min_batch=1, opt_batch=2, max_batch=4)
+    assert [t.name for t in inspect_artifact(plan).inputs] == ["state", "image", "noise", "step_noise"]
+    report = verify_artifacts(ddpm_loaded, [plan], batch_sizes=[1, 4], samples=2, seed=4)
+    assert report.exit_code == 0, report.checks[0]
+    (check,) = rollout_checks(ddpm_loaded, [inspect_artifact(plan)], steps=24, batch_sizes=[2])
+    assert check.status == "passed", check
