@@ -81,9 +81,11 @@ def test_spec_and_inspect(ddpm_ckpt, ddpm_loaded, ddim_loaded):
 
 def test_onnx_and_torchscript_verify_and_rollout_with_resets(ddpm_ckpt, ddpm_onnx, tmp_path):
     """Chunks at batch 1 and 4; then core + shim vs select_action(batch, noise=...) over 100 steps with a reset."""
-    pt = tmp_path / "ddpm.pt"
-    res = runner.invoke(app, ["torchscript", "-c", str(ddpm_ckpt), "-o", str(pt)])
+    res = runner.invoke(
+        app, ["export", "-c", str(ddpm_ckpt), "--out-dir", str(tmp_path / "out"), "--formats", "torchscript"]
+    )
     assert res.exit_code == 0, res.output
+    (pt,) = (tmp_path / "out").glob("*.pt")
     report = tmp_path / "parity.json"
     res = runner.invoke(
         app,
