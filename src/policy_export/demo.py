@@ -177,13 +177,14 @@ def build_diffusion_checkpoint(out_dir: str | Path, recipe: DiffusionRecipe | No
         normalization_mapping={k: NormalizationMode(v) for k, v in recipe.normalization.items()},
         pretrained_backbone_weights=None,
         device="cpu",
-        **recipe.config_overrides,  # type: ignore[arg-type]
+        **recipe.config_overrides,
     )
     policy = DiffusionPolicy(cfg)
     # Random init leaves batch norm as the identity; give it trained-looking statistics.
     with torch.no_grad():
         for module in policy.diffusion.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
+                assert module.running_mean is not None and module.running_var is not None  # track_running_stats
                 n = module.num_features
                 module.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
                 module.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
