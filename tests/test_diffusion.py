@@ -282,21 +282,22 @@ def test_triton_repo_batched_and_a_client_on_the_real_server(ddpm_loaded, ddpm_o
 @pytest.mark.slow
 def test_lerobot_default_config_parity(tmp_path):
     """LeRobot's default Diffusion Policy (down_dims 512/1024/2048, DDPM 100 steps, 96x96 cropped to 84):
-    the core and a TorchScript export within 1e-4 of LeRobot at batch 1 and 4, and a rollout with a reset.
-    (ONNX at this size is exported and compared by the benchmark, nox -s bench_diffusion: minutes.)"""
+    the core within 1e-4 of LeRobot at batch 1 and 2, same noise and per-step draws.
+
+    Core only: one chunk is ~400 GFLOP per sample at this size, so exporting and verifying files here
+    would take minutes of the suite; the benchmark (nox -s bench_diffusion) exports ONNX at this
+    configuration and reports its difference from LeRobot."""
+    from policy_export.checkpoint import load_checkpoint
+    from policy_export.core import build_core
     from policy_export.demo import DiffusionRecipe, build_diffusion_checkpoint
 
-    ckpt = build_diffusion_checkpoint(tmp_path / "pretrained_model", DiffusionRecipe())
-    pt = tmp_path / "default.pt"
-    res = runner.invoke(app, ["torchscript", "-c", str(ckpt), "-o", str(pt)])
-    assert res.exit_code == 0, res.output
-    report = tmp_path / "parity.json"
-    args = ["verify", "-c", str(ckpt), "-a", str(pt), "--batch-sizes", "1,4", "--samples", "1"]
-    res = runner.invoke(app, [*args, "--rollout", "12", "--report", str(report)])
-    assert res.exit_code == 0, res.output
-    checks = json.loads(report.read_text())["checks"]
-    assert [c["status"] for c in checks] == ["passed", "passed"]
-    assert all(r["stats"]["max_abs"] <= ATOL for c in checks for r in c["results"])
+    ckpt = load_checkpoint(build_diffusion_checkpoint(tmp_path / "pretrained_model", DiffusionRecipe()))
+    assert ckpt.spec.family["num_inference_steps"] == 100 and ckpt.spec.family["crop_shape"] == [84, 84]
+    core = build_core(ckpt)
+    for batch in (1, 2):
+        feed = checkpoint_inputs(ckpt, batch, np.random.default_rng([3, batch]))
+        stats = compare(eager_chunk(ckpt, feed), _core_out(core, ckpt, feed), ATOL)
+        assert stats.passed, stats
 
 
 @pytest.mark.gpu
