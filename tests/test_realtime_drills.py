@@ -221,6 +221,29 @@ def test_restart_with_another_model_is_dead_and_runs_none_of_its_actions(repos, 
         sync.close()
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_a_reconnect_alone_rechecks_identity(repos, servers, protocol, monkeypatch):
+    """No pause long enough for the idle re-check: the restart with another model is caught by
+    the reconnect itself (HTTP's pool reconnects silently; a restart took 0.8 s, under RECHECK_IDLE_S)."""
+    import policy_export.runtime.triton as triton
+
+    good = servers.start(repos["good"])
+    url = good.grpc_url if protocol == "grpc" else good.http_url
+    sync = PolicyClient.from_triton(url, "act", protocol=protocol, timeout_s=TIMEOUT_S)
+    spec = sync.metadata.spec
+    try:
+        sync.predict_chunk(_observation(spec, 0))
+        monkeypatch.setattr(triton, "RECHECK_IDLE_S", 3600.0)
+        servers.kill(good)
+        servers.start(repos["other"], like=good)
+        with pytest.raises(ModelChangedError, match=r"now serves a different model .*sha256"):
+            sync.predict_chunk(_observation(spec, 1))
+        with pytest.raises(ModelChangedError):  # and every call after it
+            sync.predict_chunk(_observation(spec, 2))
+    finally:
+        sync.close()
+
+
 def test_frozen_server_deadlines_hold_and_the_loop_keeps_its_rate(repos, servers):
     good = servers.start(repos["good"])
     rt = RealtimeClient.from_triton(good.grpc_url, "act", fps=FPS, timeout_s=TIMEOUT_S, **FAST)

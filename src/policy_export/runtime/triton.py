@@ -15,7 +15,10 @@ Two promises hold for the whole life of the client, not only at start:
   file sha256 from the config parameters) is recorded at the handshake and checked again
   before the first inference after anything that could mean another server answers: a
   failed or timed-out call, the gRPC channel dropping its connection, or a pause of more
-  than ``RECHECK_IDLE_S`` between calls (no server restarts faster). A difference is
+  than ``RECHECK_IDLE_S`` between calls. Over HTTP the connection pool replaces a closed
+  keep-alive connection silently (no error); a call that had to open a new connection has
+  its answer kept only once the identity check after it passes (a tritonserver restarted
+  with another model answered in 0.8 s, inside ``RECHECK_IDLE_S``). A difference is
   :class:`ModelChangedError`, one line; no chunk of the other model is returned.
 """
 
@@ -42,8 +45,8 @@ from policy_export.triton_contract import ModelParam, VersionParam
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5.0
-#: A pause between calls longer than this re-checks the model's identity first: a server
-#: cannot be restarted (with another model) in less, so no restart goes unnoticed.
+#: A pause between calls longer than this re-checks the model's identity first. Not the guard
+#: against restarts (a tritonserver came back with another model in 0.8 s): reconnects are.
 RECHECK_IDLE_S = 1.0
 PROTOCOLS = ("grpc", "http")
 #: numpy dtype name -> Triton wire type (the one table, :mod:`policy_export.dtypes`).
@@ -267,6 +270,8 @@ class TritonCore(CoreHandle):
         self._suspect = False
         self._last_ok = time.monotonic()
         self._channel: Any = None
+        #: New HTTP connections opened so far; None: not countable, so every call is checked.
+        self._connects: int | None = 0
         self.model = model
         self.version = "" if version in (None, "") else str(version)
         self.timeout_s = float(timeout_s)
@@ -372,7 +377,28 @@ class TritonCore(CoreHandle):
                 self._channel = channel
                 channel.subscribe(self._on_channel, try_to_connect=False)
             return client
-        return tc.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+        client = tc.InferenceServerClient(self.url, connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+        self._count_connects(client)
+        return client
+
+    def _count_connects(self, client: Any) -> None:
+        """Count the connections geventhttpclient's pool opens: it swaps a keep-alive connection the
+        server closed for a new one without an error, so a restarted server answers the next call."""
+        pool = getattr(getattr(client, "_client_stub", None), "_connection_pool", None)
+        after_connect = getattr(pool, "after_connect", None)
+        if after_connect is None:
+            log.warning(
+                "%s: cannot see HTTP reconnects (tritonclient changed?); checking identity every call", self.where
+            )
+            self._connects = None
+            return
+
+        def counted(sock: Any) -> None:
+            after_connect(sock)
+            if self._connects is not None:
+                self._connects += 1
+
+        pool.after_connect = counted
 
     def _on_channel(self, state: Any) -> None:
         if getattr(state, "name", "") in ("IDLE", "TRANSIENT_FAILURE", "SHUTDOWN"):
@@ -415,7 +441,10 @@ class TritonCore(CoreHandle):
             )
 
     def check_identity(self) -> None:
-        """Ask the server again what it serves; ``ModelChangedError`` when it is not the model checked at start."""
+        """Ask the server again what it serves; ``ModelChangedError`` when it is not the model checked at start.
+
+        Suspect until a check passes: after a failed one every call checks again, never runs as is."""
+        self._suspect = True
         self._checked_handshake()
         self._suspect = False
 
@@ -465,14 +494,17 @@ class TritonCore(CoreHandle):
             return "unknown"
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        if self._suspect or time.monotonic() - self._last_ok > RECHECK_IDLE_S:
+        if self._suspect or self._connects is None or time.monotonic() - self._last_ok > RECHECK_IDLE_S:
             self.check_identity()
+        connects = self._connects
         batch = len(feed["state"])
         step = self.max_batch_size if self.max_batch_size > 0 else batch
         parts = []
         for start in range(0, batch, step):
             part = {k: v[start : start + step] for k, v in feed.items()} if step < batch else feed
             parts.append(self._infer(part))
+        if self._connects != connects:  # answered over a new connection: maybe by another server
+            self.check_identity()
         self._last_ok = time.monotonic()
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
