@@ -1,0 +1,132 @@
+"""What the real-time client is told: its settings (arguments or ``INFERENCE_*`` variables),
+the merge and fallback choices and the link states it reports.
+
+Apart from the client so that the worker, the link and the buffers can speak the same
+words without importing the client, and so that a deployment can read and check its
+settings without starting anything.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+from policy_export.errors import BadInputError, UnavailableError
+
+#: Chunk latencies kept for the percentiles in ``stats()``.
+LATENCY_WINDOW = 1000
+#: LeRobot's remote-inference default: ask for the next chunk with half a second of playback left.
+DEFAULT_BUFFER_TIME_S = 0.5
+#: Ask this much earlier than the slowest of the last ``LATENCY_RECENT`` chunks took to arrive.
+LATENCY_MARGIN = 1.25
+LATENCY_RECENT = 8
+
+
+class Merge(StrEnum):
+    """How a new chunk joins the actions already buffered."""
+
+    REPLACE = "replace"
+    ENSEMBLE = "ensemble"
+
+
+class Fallback(StrEnum):
+    """The action sent when no usable model action exists for this tick (flagged in ``last_tick``)."""
+
+    #: The last commanded action again (a position-controlled robot stays where it was sent).
+    HOLD = "hold"
+    #: The last action the *model* produced (differs from ``hold`` only after a fallback of another kind).
+    REPEAT_LAST = "repeat_last"
+    #: All zeros: for velocity-controlled robots, where zero means stop.
+    ZERO = "zero"
+
+
+class State(StrEnum):
+    """Health of the link to the model, most severe last."""
+
+    CONNECTING = "CONNECTING"  #: no chunk yet
+    STREAMING = "STREAMING"  #: chunks arrive when asked for
+    DEGRADED = "DEGRADED"  #: asked for a chunk more than degraded_after_s ago; riding the buffer
+    STALLED = "STALLED"  #: no usable action this tick: the fallback was sent
+    RECONNECTING = "RECONNECTING"  #: calls keep failing; reconnecting with backoff
+    DEAD = "DEAD"  #: offline longer than max_offline_s, or another model answers; select_action raises
+
+
+class RealtimeDeadError(UnavailableError):
+    """The client is ``DEAD``: the robot loop must stop (one line saying why)."""
+
+
+def _choice[E: StrEnum](enum: type[E], value: E | str, setting: str) -> E:
+    try:
+        return enum(value)
+    except ValueError:
+        names = ", ".join(m.value for m in enum)
+        raise BadInputError(f"{setting}={value!r}: use one of {names}") from None
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """How the real-time client paces requests and fails safe; ``from_env`` reads the same
+    settings from ``INFERENCE_*`` variables (see :data:`ENV`)."""
+
+    fps: float
+    #: Ask for a chunk when less than this much playback is buffered (replace). None: 0.5 s
+    #: (LeRobot's remote-inference default), or half a chunk's playback when that is shorter.
+    #: A floor: a server slower than this is asked earlier (LATENCY_MARGIN x its recent chunk
+    #: latency), so that the buffer does not run dry while the chunk is on its way.
+    buffer_time_s: float | None = None
+    #: None: "ensemble" when the model carries an ensembling coefficient, else "replace".
+    merge: Merge | None = None
+    fallback: Fallback = Fallback.HOLD
+    degraded_after_s: float = 1.0
+    max_action_age_s: float = 3.0
+    reconnect_initial_backoff_s: float = 0.5
+    reconnect_max_backoff_s: float = 10.0
+    max_offline_s: float = 60.0
+    #: The longest the first action of an episode may wait for the first chunk.
+    startup_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.merge is not None:
+            object.__setattr__(self, "merge", _choice(Merge, self.merge, "merge (INFERENCE_MERGE)"))
+        object.__setattr__(self, "fallback", _choice(Fallback, self.fallback, "fallback (INFERENCE_FALLBACK)"))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("merge", "fallback") or (f.name == "buffer_time_s" and value is None):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise BadInputError(f"{f.name} ({ENV[f.name]}) must be a number of seconds/Hz, got {value!r}")
+            if value < 0 or (value == 0 and f.name != "buffer_time_s"):
+                raise BadInputError(f"{f.name} ({ENV[f.name]}) must be > 0, got {value!r}")
+        if self.reconnect_max_backoff_s < self.reconnect_initial_backoff_s:
+            raise BadInputError(
+                f"reconnect_max_backoff_s {self.reconnect_max_backoff_s} < reconnect_initial_backoff_s "
+                f"{self.reconnect_initial_backoff_s}: the backoff only grows; raise the maximum"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RealtimeSettings:
+        """``INFERENCE_FPS`` (required), ``INFERENCE_MERGE``, ``INFERENCE_FALLBACK``, ``INFERENCE_BUFFER_TIME_S``, ..."""
+        env = os.environ if env is None else env
+        if not env.get(ENV["fps"]):
+            raise BadInputError("INFERENCE_FPS is not set: give the robot loop's control rate in Hz, e.g. 30")
+        values: dict[str, Any] = {}
+        for name, var in ENV.items():
+            text = (env.get(var) or "").strip()
+            if not text:
+                continue
+            if name in ("merge", "fallback"):
+                values[name] = text.lower()
+                continue
+            try:
+                values[name] = float(text)
+            except ValueError:
+                raise BadInputError(f"{var}={text!r}: give a number (seconds, or Hz for INFERENCE_FPS)") from None
+        return cls(**values)
+
+
+#: Environment variable of each setting (``RealtimeSettings.from_env``, ``RealtimeClient.from_env``).
+ENV = {f: f"INFERENCE_{f.upper()}" for f in RealtimeSettings.__dataclass_fields__}
