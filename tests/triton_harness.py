@@ -45,7 +45,8 @@ from pathlib import Path
 import pytest
 
 from policy_export.errors import UnavailableError
-from policy_export.triton.server import VENV_ENV, ServerInstall, TritonServer, find_server
+from policy_export.triton.install import VENV_ENV, ServerInstall, find_server
+from policy_export.triton.server import TritonServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_VENV = Path(os.environ.get(VENV_ENV, REPO_ROOT / ".venv-triton"))

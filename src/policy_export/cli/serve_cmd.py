@@ -67,7 +67,8 @@ def serve(
 
     The repository passes the offline check first. Endpoints are printed once every model is ready. Ctrl-C, SIGTERM and SIGHUP stop the server and remove its temporary folder; a server that stops by itself passes its exit code on.
     """
-    from policy_export.triton.server import Terminated, TritonServer, find_server, serve
+    from policy_export.triton.install import find_server
+    from policy_export.triton.server import Terminated, TritonServer, serve
 
     install = find_server(venv)
     check_repo(repo)

@@ -170,7 +170,8 @@ def variant_repo(repo: Path, model: str, batching: bool, dest: Path) -> Path:
 @contextlib.contextmanager
 def started_server(repo: Path, venv: Path | None) -> Iterator[Any]:
     """A server for one run; stopped and its folder removed on any exit (signals included)."""
-    from policy_export.triton.server import TritonServer, find_server, stop_on_signals
+    from policy_export.triton.install import find_server
+    from policy_export.triton.server import TritonServer, stop_on_signals
 
     server = TritonServer(repo=repo, install=find_server(venv))
     try:

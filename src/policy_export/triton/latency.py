@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from policy_export.percentile import percentile
+from policy_export.triton.install import find_server
 from policy_export.triton.options import TritonOptions
 from policy_export.triton.repo import write_version
-from policy_export.triton.server import TritonServer, find_server
+from policy_export.triton.server import TritonServer
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

@@ -7,7 +7,8 @@ numpy < 2, so it lives in its own virtualenv (``.venv-triton``, made by ``make t
 from ``requirements-triton-server.txt``), separate from the main one where lerobot needs
 numpy >= 2.
 
-Making that binary run on a CPU-only machine takes four things this module does for you:
+Making that binary run on a CPU-only machine takes four things (prepared by
+:mod:`policy_export.triton.install`; this module runs the process):
 
 1. a backend directory holding the Python backend (``libtriton_python.so``,
    ``triton_python_backend_utils.py``) plus the Python-backend stub built for the server
@@ -47,115 +48,7 @@ from pathlib import Path
 from types import TracebackType
 
 from policy_export.errors import BadInputError, UnavailableError
-from policy_export.triton.templates import template_text
-
-VENV_ENV = "POLICY_EXPORT_TRITON_VENV"
-DEFAULT_VENV = ".venv-triton"
-STAND_IN_BACKENDS = ("onnxruntime",)
-MAKE_HINT = "create it with `make triton-venv` (or pip install -r requirements-triton-server.txt in a Python 3.12 venv)"
-
-
-@dataclass(frozen=True)
-class ServerInstall:
-    """Where the wheel's server lives inside a virtualenv, and the Python it must use."""
-
-    venv: Path
-    root: Path  # .../site-packages/pytriton/tritonserver
-    python_version: str  # "3.12"
-    python_libdir: Path
-
-    @property
-    def binary(self) -> Path:
-        return self.root / "bin" / "tritonserver"
-
-    @property
-    def python_backend(self) -> Path:
-        return self.root / "backends" / "python"
-
-    @property
-    def stub(self) -> Path:
-        return self.root / "python_backend_stubs" / self.python_version / "triton_python_backend_stub"
-
-    @property
-    def libs(self) -> Path:
-        return self.root.parent.parent / "nvidia_pytriton.libs"
-
-
-def default_venv() -> Path:
-    env = os.environ.get(VENV_ENV)
-    return Path(env) if env else Path.cwd() / DEFAULT_VENV
-
-
-def _venv_python_facts(venv: Path) -> tuple[str, Path]:
-    python = venv / "bin" / "python"
-    out = subprocess.run(
-        [
-            str(python),
-            "-c",
-            "import sys, sysconfig; print(f'{sys.version_info[0]}.{sys.version_info[1]}'); "
-            "print(sysconfig.get_config_var('LIBDIR'))",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise UnavailableError(
-            f"{python}: cannot run the server venv's Python ({out.stderr.strip()[-200:]}); {MAKE_HINT}"
-        )
-    version, libdir = out.stdout.split()
-    return version, Path(libdir)
-
-
-def find_server(venv: Path | None = None) -> ServerInstall:
-    """Locate tritonserver in ``venv`` (default: $POLICY_EXPORT_TRITON_VENV or ./.venv-triton)."""
-    venv = (venv or default_venv()).absolute()
-    if not (venv / "bin" / "python").exists():
-        raise UnavailableError(f"{venv}: no Triton server virtualenv here; {MAKE_HINT}")
-    roots = sorted(venv.glob("lib/python3*/site-packages/pytriton/tritonserver"))
-    if not roots or not (roots[0] / "bin" / "tritonserver").exists():
-        raise UnavailableError(f"{venv}: nvidia-pytriton (tritonserver) is not installed in it; {MAKE_HINT}")
-    version, libdir = _venv_python_facts(venv)
-    install = ServerInstall(venv=venv, root=roots[0], python_version=version, python_libdir=libdir)
-    if not install.stub.exists():
-        raise UnavailableError(f"{install.stub}: the wheel has no Python-backend stub for Python {version}")
-    if not any(libdir.glob(f"libpython{version}*.so*")):
-        raise UnavailableError(
-            f"{libdir}: no libpython{version}.so; the Python-backend stub needs a Python built with --enable-shared"
-        )
-    return install
-
-
-def prepare_backends(install: ServerInstall, dest: Path, stand_ins: tuple[str, ...] = STAND_IN_BACKENDS) -> Path:
-    """Write a backend directory: the Python backend with its stub, plus the stand-in backends."""
-    python_dir = dest / "python"
-    python_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
-        shutil.copy2(install.python_backend / name, python_dir / name)
-    shutil.copy2(install.stub, python_dir / "triton_python_backend_stub")
-    for backend in stand_ins:
-        if backend != "onnxruntime":
-            raise BadInputError(f"no stand-in backend named {backend!r}; available: {', '.join(STAND_IN_BACKENDS)}")
-        bdir = dest / backend
-        bdir.mkdir(exist_ok=True)
-        (bdir / "model.py").write_text(template_text("onnxruntime_stand_in.py"))
-        (bdir / "policy_export_ort_model.py").write_text(template_text("ort_model.py"))
-    return dest
-
-
-def server_env(install: ServerInstall, base: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
-    for var in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"):
-        env.pop(var, None)
-    env["PATH"] = f"{install.venv / 'bin'}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
-    libs = [str(install.python_libdir), str(install.libs)]
-    if env.get("LD_LIBRARY_PATH"):
-        libs.append(env["LD_LIBRARY_PATH"])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
-    env["VIRTUAL_ENV"] = str(install.venv)
-    env.setdefault("OMP_NUM_THREADS", "2")
-    return env
+from policy_export.triton.install import ServerInstall, find_server, prepare_backends, server_env
 
 
 def free_port() -> int:
