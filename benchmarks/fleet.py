@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from policy_export.demo import CheckpointRecipe, build_checkpoint
-from policy_export.fleet.bench import variant_repo
 from policy_export.fleet.perf import find_perf_analyzer, run_perf_analyzer, write_input_data
+from policy_export.fleet.servers import variant_repo
 from policy_export.triton.server import die_with_parent, free_port
 
 #: The test suite's small ACT (tests/conftest.py SMALL): per-request overhead matters next to its compute.

@@ -118,7 +118,8 @@ def test_killing_a_replica_moves_its_robots_to_the_other_without_a_wrong_model_a
     serving a different model under the same name is refused up front.
     """
     from policy_export.errors import BadInputError
-    from policy_export.fleet.bench import FleetConfig, check_replicas, run_fleet
+    from policy_export.fleet.bench import FleetConfig, run_fleet
+    from policy_export.fleet.servers import check_replicas
     from policy_export.triton.config import TritonOptions
     from policy_export.triton.repo import write_version
 

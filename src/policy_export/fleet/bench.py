@@ -21,19 +21,27 @@ run is bounded in time, and every process it starts is stopped on any exit.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
+from policy_export.errors import BadInputError, UnavailableError
 from policy_export.fleet.robot import RobotPlan, run_robot
+from policy_export.fleet.servers import (
+    check_replicas,
+    counter_delta,
+    model_dir,
+    served_batching,
+    server_counters,
+    started_server,
+    variant_repo,
+)
 from policy_export.percentile import percentile
 
 RULE_OF_THUMB_UTILISATION = 0.8
@@ -70,59 +78,6 @@ class FleetConfig:
             raise BadInputError(f"at most 256 robots per run (one process each), got {max(counts)}")
 
 
-# -- Triton statistics ---------------------------------------------------------------------
-def _stats_client(url: str) -> Any:
-    import tritonclient.grpc as grpcclient
-
-    return grpcclient.InferenceServerClient(url)
-
-
-COUNTERS = ("success", "executions", "inferences", "queue_ns", "compute_ns", "exec_compute_ns")
-
-
-def server_counters(urls: tuple[str, ...], model: str, timeout_s: float) -> dict[str, dict[str, float]]:
-    """Cumulative counters of ``model`` (all versions) per replica that answers.
-
-    ``compute_ns`` is Triton's per-request sum (a request in a batch of 4 is charged the whole
-    execution); ``exec_compute_ns`` sums ``batch_stats`` per execution, which is what the
-    server's instance was actually busy for.
-    """
-    out: dict[str, dict[str, float]] = {}
-    for url in urls:
-        client = _stats_client(url)
-        try:
-            stats = client.get_inference_statistics(model, as_json=True, client_timeout=timeout_s)
-        except Exception:  # a replica that is down (the failover drill) has no figures
-            continue
-        finally:
-            client.close()
-        total = dict.fromkeys(COUNTERS, 0.0)
-        for s in stats.get("model_stats", []):
-            inf = s.get("inference_stats", {})
-
-            def ns(block: dict[str, Any], key: str) -> float:
-                return float(block.get(key, {}).get("ns", 0))
-
-            total["success"] += float(inf.get("success", {}).get("count", 0))
-            total["executions"] += float(s.get("execution_count", 0))
-            total["inferences"] += float(s.get("inference_count", 0))
-            total["queue_ns"] += ns(inf, "queue")
-            total["compute_ns"] += sum(ns(inf, k) for k in ("compute_input", "compute_infer", "compute_output"))
-            for b in s.get("batch_stats", []):
-                total["exec_compute_ns"] += sum(ns(b, k) for k in ("compute_input", "compute_infer", "compute_output"))
-        out[url] = total
-    return out
-
-
-def counter_delta(
-    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]]
-) -> tuple[dict[str, float], list[str]]:
-    """Summed per-replica differences, over the replicas that answered both times (and those)."""
-    both = [u for u in before if u in after]
-    delta = {k: sum(after[u][k] - before[u][k] for u in both) for k in COUNTERS}
-    return delta, both
-
-
 def _cpu_times() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     try:
@@ -131,81 +86,6 @@ def _cpu_times() -> tuple[float, float]:
         return 0.0, 0.0
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
     return sum(fields) - idle, sum(fields)
-
-
-# -- servers -------------------------------------------------------------------------------
-def model_dir(repo: Path, model: str) -> Path:
-    path = repo / model
-    if not (path / "config.pbtxt").is_file():
-        names = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file()) if repo.is_dir() else []
-        where = f"models there: {', '.join(names)}" if names else "no models there"
-        raise BadInputError(f"{repo}: no model {model!r} in the repository ({where}); pick one with --model")
-    return path
-
-
-def variant_repo(repo: Path, model: str, batching: bool, dest: Path) -> Path:
-    """A repository serving only ``model``, with dynamic batching on or off; version folders are
-    symlinked, so nothing large is copied and the served files are the user's."""
-    from google.protobuf import text_format
-
-    from policy_export.triton.validate import parse_config
-
-    src = model_dir(repo, model)
-    cfg = parse_config(src / "config.pbtxt")
-    if batching and not cfg.HasField("dynamic_batching"):
-        if cfg.max_batch_size < 2:
-            raise BadInputError(f"{src}: max_batch_size {cfg.max_batch_size} leaves nothing to batch")
-        cfg.dynamic_batching.SetInParent()
-    if not batching:
-        cfg.ClearField("dynamic_batching")
-    out = dest / ("batching-on" if batching else "batching-off") / model
-    out.mkdir(parents=True)
-    (out / "config.pbtxt").write_text(text_format.MessageToString(cfg))
-    for entry in src.iterdir():
-        if entry.name != "config.pbtxt":
-            (out / entry.name).symlink_to(entry.resolve())
-    return out.parent
-
-
-@contextlib.contextmanager
-def started_server(repo: Path, venv: Path | None) -> Iterator[Any]:
-    """A server for one run; stopped and its folder removed on any exit (signals included)."""
-    from policy_export.triton.install import find_server
-    from policy_export.triton.server import TritonServer, stop_on_signals
-
-    server = TritonServer(repo=repo, install=find_server(venv))
-    try:
-        with stop_on_signals(), server:
-            yield server
-    finally:
-        server.stop()
-        server.cleanup()
-
-
-def check_replicas(urls: tuple[str, ...], model: str, timeout_s: float) -> str:
-    """Every ``--url`` answers with the same ``model`` before any robot starts: one line otherwise.
-
-    Returns the model's identity, which every robot then holds every replica to: a replica
-    serving something else under the same name is refused, never run.
-    """
-    from policy_export.fleet.robot import identity
-    from policy_export.runtime import PolicyClient
-
-    seen: dict[str, str] = {}
-    for url in urls:
-        try:
-            with PolicyClient.from_triton(url, model, timeout_s=timeout_s) as client:
-                seen[url] = identity(client.backend)
-        except PolicyExportError as exc:
-            raise type(exc)(f"--url {url}: {exc}") from None
-    if len(set(seen.values())) > 1:
-        first = urls[0]
-        other = next(u for u in urls if seen[u] != seen[first])
-        raise BadInputError(
-            f"--url {other} serves a different {model!r} than {first} ({seen[other]} vs {seen[first]}); "
-            "replicas must serve the same model"
-        )
-    return seen[urls[0]]
 
 
 # -- one run of N robots ---------------------------------------------------------------------
@@ -433,15 +313,3 @@ def run_fleet(
         "rows": rows,
         "summary": [] if unpaced else summarize(rows),
     }
-
-
-def served_batching(url: str, model: str, timeout_s: float) -> bool | None:
-    """Whether the model on ``url`` has dynamic batching (None when the config is unreadable)."""
-    client = _stats_client(url)
-    try:
-        cfg = client.get_model_config(model, as_json=True, client_timeout=timeout_s)
-        return "dynamic_batching" in cfg.get("config", cfg)
-    except Exception:
-        return None
-    finally:
-        client.close()
