@@ -1,7 +1,7 @@
 """The Triton model config ``parameters`` policy-export writes and reads back: names, types, per-version keys.
 
 Triton's ``parameters`` map is string to string, and four parties speak it: the config writer
-(:mod:`policy_export.triton.config`), the offline validator (:mod:`policy_export.triton.validate`),
+(:mod:`policy_export.triton.config`), the offline validator (:mod:`policy_export.triton.version_check`),
 the robot-side client (:mod:`policy_export.runtime.triton`) and the Python-backend template
 (``model_repository_templates/ort_model.py``, which runs inside the server and cannot import this
 package; a test checks that its key is this module's). Each key is named once here, with the type

@@ -11,32 +11,22 @@ Two layers, because each catches what the other cannot:
    time plus what only we know: batching needs ``max_batch_size`` > 0, preferred batch sizes
    <= ``max_batch_size``, warmup inputs exactly the model's inputs with the same types and
    dims, every version folder holds the file its backend loads, and each version's artifact
-   has the names / data types / dims the config declares (read from the artifact itself).
+   has the names / data types / dims the config declares (read from the artifact itself);
+   the per-version checks live in :mod:`policy_export.triton.version_check`.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from policy_export.errors import BadInputError, PolicyExportError
-from policy_export.spec import METADATA_KEY, ArtifactMetadata
+from policy_export.errors import BadInputError
 from policy_export.triton.backends import BACKENDS, ServingBackend, backend_from_config
-from policy_export.triton.config import file_sha256
-from policy_export.triton.options import profile_problems
 from policy_export.triton.schema import model_config_pb2, parse_config
-from policy_export.triton.signature import Signature, WireTensor, signature_differences, wire_signature
-from policy_export.triton_contract import (
-    ModelParam,
-    VersionParam,
-    decode_names,
-    encode_cameras,
-    encode_coeff,
-    version_key,
-)
+from policy_export.triton.signature import Signature, WireTensor
+from policy_export.triton.version_check import _check_version
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -176,116 +166,6 @@ def _check_version_policy(cfg: ModelConfig, versions: dict[int, Path], problems:
             problems.append(
                 f"version_policy specific lists versions {missing} that have no folder (Triton logs an error for each)"
             )
-
-
-def _check_version(
-    cfg: ModelConfig, spec: ServingBackend, version: int, vdir: Path, config_sig: Signature, problems: list[str]
-) -> None:
-    from policy_export.artifacts import inspect_artifact
-
-    artifact = vdir / spec.filename
-    label = f"version {version}"
-    if not artifact.exists():
-        problems.append(
-            f"{label}: {vdir.name}/{spec.filename} is missing (the {spec.platform or spec.backend} backend loads that file)"
-        )
-        return
-    if spec.key == "python" and not (vdir / "model.py").exists():
-        problems.append(f"{label}: {vdir.name}/model.py is missing (the Python backend runs it)")
-    try:
-        info = inspect_artifact(artifact)
-        if info.kind != spec.artifact_kind:
-            problems.append(f"{label}: {spec.filename} is a {info.kind} artifact, not {spec.artifact_kind}")
-            return
-        sig = wire_signature(info, spec)
-    except PolicyExportError as exc:
-        problems.append(f"{label}: {exc}")
-        return
-    if spec.key == "tensorrt":
-        problems.extend(f"{label}: {p}" for p in profile_problems(artifact, cfg.max_batch_size))
-    for diff in signature_differences(config_sig, sig):
-        problems.append(f"{label}: {diff.replace('the new artifact', f'{vdir.name}/{spec.filename}')}")
-    params = {k: v.string_value for k, v in cfg.parameters.items()}
-    _check_parameters(params, version, info.metadata, spec.filename, label, problems)
-    digest_key = version_key(version, VersionParam.SHA256)
-    if digest_key in params and params[digest_key] != file_sha256(artifact):
-        problems.append(
-            f"{label}: {spec.filename} changed after the config was written ({digest_key} differs); regenerate it"
-        )
-
-
-def _client_fields(meta: ArtifactMetadata) -> dict[str, str]:
-    """What a client takes from a version's metadata, encoded as the flat parameters spell it (the contract's encoders)."""
-    s = meta.spec
-    return {
-        ModelParam.CHUNK_SIZE: str(s.chunk_size),
-        ModelParam.N_ACTION_STEPS: str(s.n_action_steps),
-        ModelParam.TEMPORAL_ENSEMBLE_COEFF: encode_coeff(s.temporal_ensemble_coeff),
-        ModelParam.NORMALIZATION_HASH: s.norm_hash,
-        ModelParam.STATE_DIM: str(s.state_dim),
-        ModelParam.ACTION_DIM: str(s.action_dim),
-        ModelParam.CAMERAS: encode_cameras(s.cameras),
-        ModelParam.IMAGE_FORMAT: str(meta.image_format),
-        VersionParam.PRECISION: str(meta.precision),
-        ModelParam.POLICY_TYPE: s.policy_type,
-        # Not flat parameters, but what the client reads from the metadata JSON too.
-        "n_obs_steps": str(s.n_obs_steps),
-        "family": json.dumps(s.family, sort_keys=True),
-        "noise_inputs": json.dumps([[n.name, list(n.shape)] for n in s.noise_inputs]),
-        "normalization": json.dumps(s.normalization, sort_keys=True),
-    }
-
-
-# Flat parameters written per version (``version.N.<field>``) and once per model (the latest version's).
-_PER_VERSION = (
-    VersionParam.N_ACTION_STEPS,
-    VersionParam.TEMPORAL_ENSEMBLE_COEFF,
-    VersionParam.NORMALIZATION_HASH,
-    VersionParam.PRECISION,
-)
-_PER_MODEL = (
-    ModelParam.CHUNK_SIZE,
-    ModelParam.STATE_DIM,
-    ModelParam.ACTION_DIM,
-    ModelParam.CAMERAS,
-    ModelParam.IMAGE_FORMAT,
-    ModelParam.POLICY_TYPE,
-)
-_LATEST = (ModelParam.N_ACTION_STEPS, ModelParam.TEMPORAL_ENSEMBLE_COEFF, ModelParam.NORMALIZATION_HASH)
-
-
-def _check_parameters(
-    params: dict[str, str], version: int, meta: ArtifactMetadata, filename: str, label: str, problems: list[str]
-) -> None:
-    """Cross-check the three places a version's policy settings live: the model file's own metadata,
-    the ``version.N.metadata`` JSON (what PolicyClient reads first) and the flat parameters.
-
-    They are written together, so any disagreement is a hand edit or a file swapped in later, and
-    a client would run the shim with settings the model was not exported with.
-    """
-    truth = _client_fields(meta)
-    latest = decode_names(params.get(ModelParam.VERSIONS))[-1:] == (str(version),)
-    # version.N.metadata first, then the model-wide record a client falls back to (the latest version's).
-    for key in (version_key(version, VersionParam.METADATA), *([METADATA_KEY] if latest else [])):
-        if key not in params:
-            continue
-        try:
-            recorded = _client_fields(ArtifactMetadata.from_json(params[key]))
-        except (ValueError, KeyError, TypeError) as exc:
-            problems.append(f"{label}: parameter {key} is not policy-export metadata ({type(exc).__name__}: {exc})")
-        else:
-            for name, value in recorded.items():
-                if value != truth[name]:
-                    problems.append(
-                        f"{label}: parameter {key} says {name} {value!r} but {filename} has {truth[name]!r}; "
-                        "regenerate the config (triton-repo --force)"
-                    )
-    flat = {version_key(version, n): truth[n] for n in _PER_VERSION}
-    if latest:  # model-wide values are the latest version's
-        flat |= {str(n): truth[n] for n in (*_PER_MODEL, *_LATEST)}
-    for name, value in flat.items():
-        if name in params and params[name] != value:
-            problems.append(f"{label}: parameter {name} is {params[name]!r} but {filename} has {value!r}")
 
 
 def check_model(model_dir: Path, expected_name: str | None = None) -> ModelReport:
