@@ -127,15 +127,24 @@ def _pump(stream, sink: queue.Queue[str | None]) -> None:
 
 
 @contextlib.contextmanager
-def serve_process(repo: Path, *extra: str, ready_timeout_s: float = READY_TIMEOUT_S) -> Iterator[Served]:
-    """Start ``python -m policy_export serve --repo REPO`` on free ports; wait for its ready line."""
+def serve_process(
+    repo: Path, *extra: str, ready_timeout_s: float = READY_TIMEOUT_S, sigint_ignored: bool = False
+) -> Iterator[Served]:
+    """Start ``python -m policy_export serve --repo REPO`` on free ports; wait for its ready line.
+
+    ``sigint_ignored`` starts it the way a non-interactive shell starts a background job (``cmd &``):
+    with SIGINT ignored, which Python then leaves ignored unless the program maps it itself.
+    """
     require_server()
     ports = free_port(), free_port(), free_port()
     env = {**os.environ, "POLICY_EXPORT_TRITON_VENV": str(SERVER_VENV)}
     # die_with_parent: a pytest run killed outright (a CI timeout) must not leave serve running.
     cmd = [*die_with_parent(), sys.executable, "-m", "policy_export", "serve", "--repo", str(repo)]
     cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=ignore
+    )
     served = Served(proc, *ports)
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()

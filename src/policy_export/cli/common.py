@@ -6,12 +6,10 @@ Command modules import only this, typer and rich at import time; anything heavy
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -22,6 +20,7 @@ from rich.markup import escape
 
 from policy_export.enums import ImageFormat
 from policy_export.errors import PolicyExportError
+from policy_export.signals import Terminated, signals_as_interrupt
 
 if TYPE_CHECKING:
     from rich.status import Status
@@ -64,36 +63,6 @@ def debug_enabled() -> bool:
     return _debug_flag or os.environ.get("POLICY_EXPORT_DEBUG", "") not in ("", "0", "false")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so it unwinds exactly like Ctrl-C.
-
-    A KeyboardInterrupt subclass on purpose: every ``finally`` that removes a ``.partial``
-    file or staging folder, and every ``except KeyboardInterrupt`` that stops worker
-    processes, already handles it. Without this, SIGTERM (``kill``, ``timeout``, a CI job
-    cancelled, ``docker stop``) killed the process where it stood and left those behind.
-    """
-
-    signum = signal.SIGTERM
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Any:
-    """Map SIGTERM to :class:`Terminated` while a command runs (main thread only: that is where Python
-    delivers signals; CliRunner tests in worker threads keep the default)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def handle_errors[F: Callable[..., Any]](fn: F) -> F:
     """Turn PolicyExportError into one red line and its exit code (traceback with --debug);
     SIGINT and SIGTERM into cleanup and exit 128 + the signal number (130, 143), as shells report them."""
@@ -101,7 +70,7 @@ def handle_errors[F: Callable[..., Any]](fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            with _sigterm_as_interrupt():
+            with signals_as_interrupt():
                 return fn(*args, **kwargs)
         except PolicyExportError as exc:
             if debug_enabled():

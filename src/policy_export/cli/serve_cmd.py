@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -67,8 +68,9 @@ def serve(
 
     The repository passes the offline check first. Endpoints are printed once every model is ready. Ctrl-C, SIGTERM and SIGHUP stop the server and remove its temporary folder; a server that stops by itself passes its exit code on.
     """
+    from policy_export.signals import Terminated
     from policy_export.triton.install import find_server
-    from policy_export.triton.server import Terminated, TritonServer, serve
+    from policy_export.triton.server import TritonServer, serve
 
     install = find_server(venv)
     check_repo(repo)
@@ -92,7 +94,7 @@ def serve(
     try:
         code = serve(server, ready)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP as Terminated: the normal way to stop
-        how = exc.args[0] if isinstance(exc, Terminated) else "Ctrl-C"
+        how = "Ctrl-C" if not isinstance(exc, Terminated) or exc.signum == signal.SIGINT else exc.args[0]
         console.print(f"stopped ({how}): tritonserver and its temporary folder are gone")
         return
     if code:

@@ -286,13 +286,13 @@ def run_fleet(
         expect = check_replicas(cfg.urls, cfg.model, cfg.timeout_s)
         each(cfg.urls, served_batching(cfg.urls[0], cfg.model, cfg.timeout_s), expect)
     else:
-        from policy_export.triton.server import stop_on_signals
+        from policy_export.signals import signals_as_interrupt
 
         assert cfg.repo is not None
         model_dir(cfg.repo, cfg.model)
         # SIGTERM anywhere in the run (not only while a server is up) unwinds like Ctrl-C:
         # robots, servers and the variant repositories all go.
-        with stop_on_signals(), tempfile.TemporaryDirectory(prefix="policy-export-fleet-") as tmp:
+        with signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="policy-export-fleet-") as tmp:
             for batching in cfg.batching:
                 repo = variant_repo(cfg.repo, cfg.model, batching, Path(tmp))
                 with started_server(repo, cfg.venv) as server:

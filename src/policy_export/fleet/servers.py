@@ -107,12 +107,13 @@ def variant_repo(repo: Path, model: str, batching: bool, dest: Path) -> Path:
 @contextlib.contextmanager
 def started_server(repo: Path, venv: Path | None) -> Iterator[Any]:
     """A server for one run; stopped and its folder removed on any exit (signals included)."""
+    from policy_export.signals import signals_as_interrupt
     from policy_export.triton.install import find_server
-    from policy_export.triton.server import TritonServer, stop_on_signals
+    from policy_export.triton.server import TritonServer
 
     server = TritonServer(repo=repo, install=find_server(venv))
     try:
-        with stop_on_signals(), server:
+        with signals_as_interrupt(), server:
             yield server
     finally:
         server.stop()

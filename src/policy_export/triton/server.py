@@ -42,12 +42,13 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from policy_export.errors import BadInputError, UnavailableError
+from policy_export.signals import signals_as_interrupt
 from policy_export.triton.install import ServerInstall, find_server, prepare_backends, server_env
 
 
@@ -290,52 +291,6 @@ class TritonServer:
         self.stop()
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised in the main thread like Ctrl-C's KeyboardInterrupt.
-
-    Why: Python's default SIGTERM action kills the process without running ``finally`` or
-    ``__exit__``. The server runs in its own session (so a terminal's Ctrl-C reaches us, not
-    it, and we stop it in order), which means nothing else stops it: a SIGTERM from a
-    supervisor (systemd, Kubernetes, ``kill``) left tritonserver running, ports held, and its
-    temp folder behind. As a KeyboardInterrupt it unwinds through every cleanup that Ctrl-C does.
-    """
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + self.signum
-
-
-@contextlib.contextmanager
-def stop_on_signals(signums: tuple[int, ...] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
-    """Turn ``signums`` into :class:`Terminated` while the block runs (main thread only).
-
-    Only the first signal raises: a second one arriving while the first unwinds is ignored,
-    so it cannot interrupt the very cleanup that stops the server and removes its folder.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    raised = False
-
-    def handler(signum: int, frame: object) -> None:
-        nonlocal raised
-        if raised:
-            return
-        raised = True
-        raise Terminated(signum)
-
-    previous = {sig: signal.signal(sig, handler) for sig in signums}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def serve(server: TritonServer, on_ready: Callable[[TritonServer], None], poll_s: float = 0.5) -> int:
     """Run ``server`` until it exits on its own or this process is interrupted; always stop it
     and remove its temp folder.
@@ -344,7 +299,7 @@ def serve(server: TritonServer, on_ready: Callable[[TritonServer], None], poll_s
     propagate (as KeyboardInterrupt / :class:`Terminated`) after the server is gone.
     """
     try:
-        with stop_on_signals(), server:
+        with signals_as_interrupt(), server:
             on_ready(server)
             while server.returncode is None:
                 time.sleep(poll_s)
