@@ -386,7 +386,7 @@ class TritonCore(CoreHandle):
         server closed for a new one without an error, so a restarted server answers the next call."""
         pool = getattr(getattr(client, "_client_stub", None), "_connection_pool", None)
         after_connect = getattr(pool, "after_connect", None)
-        if after_connect is None:
+        if pool is None or after_connect is None:
             log.warning(
                 "%s: cannot see HTTP reconnects (tritonclient changed?); checking identity every call", self.where
             )
