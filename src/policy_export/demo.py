@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,12 +62,62 @@ def _image_stats(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def build_checkpoint(out_dir: str | Path, recipe: CheckpointRecipe | None = None) -> Path:
-    """Write a LeRobot ``pretrained_model`` directory and return its path."""
+def _features(recipe: CheckpointRecipe | DiffusionRecipe) -> tuple[dict[str, Any], dict[str, Any]]:
+    """LeRobot's input/output features for a recipe: one state, one camera per entry, one action."""
+    from lerobot.configs.types import FeatureType, PolicyFeature
+
+    inputs = {"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(recipe.state_dim,))}
+    for name, shape in recipe.cameras.items():
+        inputs[f"observation.images.{name}"] = PolicyFeature(type=FeatureType.VISUAL, shape=tuple(shape))
+    return inputs, {"action": PolicyFeature(type=FeatureType.ACTION, shape=(recipe.action_dim,))}
+
+
+def _perturb_batch_norm(modules: list[Any], rng: np.random.Generator) -> None:
+    """Random init leaves batch norm as the identity; give it trained-looking statistics so the
+    exporters must really carry the batch-norm math (and parity tests would see it if they did not)."""
+    import torch
+
+    with torch.no_grad():
+        for module in modules:
+            n = module.weight.shape[0]
+            module.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
+            module.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
+            module.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.2, n).astype(np.float32)))
+            module.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, n).astype(np.float32)))
+
+
+def _dataset_stats(rng: np.random.Generator, recipe: CheckpointRecipe | DiffusionRecipe) -> dict[str, Any]:
+    stats = {
+        "observation.state": _plausible_stats(rng, recipe.state_dim),
+        "action": _plausible_stats(rng, recipe.action_dim),
+    }
+    for name in recipe.cameras:
+        stats[f"observation.images.{name}"] = _image_stats(rng)
+    return stats
+
+
+def _save(out: Path, policy: Any, pre: Any, post: Any) -> Path:
+    """Written aside and swapped in whole: an interrupted build must not leave a folder that
+    `policy-export demo` (which reuses an existing checkpoint) would take for a checkpoint."""
     import json
 
+    with atomic_directory(out) as tmp:
+        policy.save_pretrained(tmp)
+        pre.save_pretrained(tmp)
+        post.save_pretrained(tmp)
+        # As a trained checkpoint's config does: name the backbone weights training started from.
+        cfg_path = tmp / "config.json"
+        saved = json.loads(cfg_path.read_text())
+        saved["pretrained_backbone_weights"] = TRAINED_BACKBONE_WEIGHTS
+        cfg_path.write_text(json.dumps(saved, indent=4))
+    return out
+
+
+def build_checkpoint(out_dir: str | Path, recipe: CheckpointRecipe | None = None) -> Path:
+    """Write a LeRobot ``pretrained_model`` directory and return its path."""
+
     import torch
-    from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+    from lerobot.configs.types import NormalizationMode
     from lerobot.policies.act.configuration_act import ACTConfig
     from lerobot.policies.act.modeling_act import ACTPolicy
     from lerobot.policies.act.processor_act import make_act_pre_post_processors
@@ -76,10 +127,7 @@ def build_checkpoint(out_dir: str | Path, recipe: CheckpointRecipe | None = None
     rng = np.random.default_rng(recipe.seed)
     torch.manual_seed(recipe.seed)
 
-    input_features = {"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(recipe.state_dim,))}
-    for name, shape in recipe.cameras.items():
-        input_features[f"observation.images.{name}"] = PolicyFeature(type=FeatureType.VISUAL, shape=tuple(shape))
-    output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(recipe.action_dim,))}
+    input_features, output_features = _features(recipe)
     cfg = ACTConfig(
         input_features=input_features,
         output_features=output_features,
@@ -98,35 +146,14 @@ def build_checkpoint(out_dir: str | Path, recipe: CheckpointRecipe | None = None
     policy = ACTPolicy(cfg)
     # Random init leaves FrozenBatchNorm2d as the identity; give it trained-looking
     # statistics so exporters must really carry the batch-norm math.
-    with torch.no_grad():
-        for module in policy.model.backbone.modules():
-            if type(module).__name__ == "FrozenBatchNorm2d":
-                n = module.weight.shape[0]
-                module.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-                module.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
-                module.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.2, n).astype(np.float32)))
-                module.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, n).astype(np.float32)))
+    _perturb_batch_norm([m for m in policy.model.backbone.modules() if type(m).__name__ == "FrozenBatchNorm2d"], rng)
 
-    stats = {
-        "observation.state": _plausible_stats(rng, recipe.state_dim),
-        "action": _plausible_stats(rng, recipe.action_dim),
-    }
-    for name in recipe.cameras:
-        stats[f"observation.images.{name}"] = _image_stats(rng)
+    stats = _dataset_stats(rng, recipe)
     pre, post = make_act_pre_post_processors(cfg, dataset_stats=stats)
 
     # Written aside and swapped in whole: an interrupted build must not leave a folder that
     # `policy-export demo` (which reuses an existing checkpoint) would take for a checkpoint.
-    with atomic_directory(out) as tmp:
-        policy.save_pretrained(tmp)
-        pre.save_pretrained(tmp)
-        post.save_pretrained(tmp)
-        # As a trained checkpoint's config does: name the backbone weights training started from.
-        cfg_path = tmp / "config.json"
-        saved = json.loads(cfg_path.read_text())
-        saved["pretrained_backbone_weights"] = TRAINED_BACKBONE_WEIGHTS
-        cfg_path.write_text(json.dumps(saved, indent=4))
-    return out
+    return _save(out, policy, pre, post)
 
 
 @dataclass(frozen=True)
@@ -151,10 +178,9 @@ class DiffusionRecipe:
 
 def build_diffusion_checkpoint(out_dir: str | Path, recipe: DiffusionRecipe | None = None) -> Path:
     """Write a LeRobot Diffusion Policy ``pretrained_model`` directory and return its path."""
-    import json
 
     import torch
-    from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+    from lerobot.configs.types import NormalizationMode
     from lerobot.policies.diffusion.configuration_diffusion import DiffusionConfig
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
     from lerobot.policies.diffusion.processor_diffusion import make_diffusion_pre_post_processors
@@ -163,10 +189,7 @@ def build_diffusion_checkpoint(out_dir: str | Path, recipe: DiffusionRecipe | No
     out = Path(out_dir)
     rng = np.random.default_rng(recipe.seed)
     torch.manual_seed(recipe.seed)
-    input_features = {"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(recipe.state_dim,))}
-    for name, shape in recipe.cameras.items():
-        input_features[f"observation.images.{name}"] = PolicyFeature(type=FeatureType.VISUAL, shape=tuple(shape))
-    output_features = {"action": PolicyFeature(type=FeatureType.ACTION, shape=(recipe.action_dim,))}
+    input_features, output_features = _features(recipe)
     cfg = DiffusionConfig(
         input_features=input_features,
         output_features=output_features,
@@ -181,28 +204,7 @@ def build_diffusion_checkpoint(out_dir: str | Path, recipe: DiffusionRecipe | No
     )
     policy = DiffusionPolicy(cfg)
     # Random init leaves batch norm as the identity; give it trained-looking statistics.
-    with torch.no_grad():
-        for module in policy.diffusion.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                assert module.running_mean is not None and module.running_var is not None  # track_running_stats
-                n = module.num_features
-                module.weight.copy_(torch.from_numpy(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-                module.bias.copy_(torch.from_numpy(rng.normal(0, 0.1, n).astype(np.float32)))
-                module.running_mean.copy_(torch.from_numpy(rng.normal(0, 0.2, n).astype(np.float32)))
-                module.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, n).astype(np.float32)))
-    stats = {
-        "observation.state": _plausible_stats(rng, recipe.state_dim),
-        "action": _plausible_stats(rng, recipe.action_dim),
-    }
-    for name in recipe.cameras:
-        stats[f"observation.images.{name}"] = _image_stats(rng)
+    _perturb_batch_norm([m for m in policy.diffusion.modules() if isinstance(m, torch.nn.BatchNorm2d)], rng)
+    stats = _dataset_stats(rng, recipe)
     pre, post = make_diffusion_pre_post_processors(cfg, dataset_stats=stats)
-    with atomic_directory(out) as tmp:
-        policy.save_pretrained(tmp)
-        pre.save_pretrained(tmp)
-        post.save_pretrained(tmp)
-        cfg_path = tmp / "config.json"
-        saved = json.loads(cfg_path.read_text())
-        saved["pretrained_backbone_weights"] = TRAINED_BACKBONE_WEIGHTS
-        cfg_path.write_text(json.dumps(saved, indent=4))
-    return out
+    return _save(out, policy, pre, post)

@@ -128,6 +128,19 @@ def feature_normalizer(ckpt: LoadedCheckpoint, key: str, stats: dict, inverse: b
     return FeatureNormalizer(mode, tensors, inverse=inverse, eps=ckpt.eps)
 
 
+def core_normalizers(ckpt: LoadedCheckpoint) -> dict[str, Any]:
+    """The normalization every core bakes in (state, each camera, the action's inverse), as the
+    keyword arguments the wrappers' cores take."""
+    from policy_export.checkpoint import ACTION_KEY
+
+    spec = ckpt.spec
+    return {
+        "state_normalizer": feature_normalizer(ckpt, spec.state_key, ckpt.input_stats, inverse=False),
+        "image_normalizers": [feature_normalizer(ckpt, c.key, ckpt.input_stats, inverse=False) for c in spec.cameras],
+        "action_unnormalizer": feature_normalizer(ckpt, ACTION_KEY, ckpt.output_stats, inverse=True),
+    }
+
+
 def _registry() -> dict[str, Family]:
     if len(_loaded) != len(REGISTRY):
         import importlib

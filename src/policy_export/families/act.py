@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode, feature_normalizer
+from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode, core_normalizers
 from policy_export.spec import PolicySpec
 
 if TYPE_CHECKING:
@@ -49,17 +49,13 @@ class ACTFamily(Family):
         return [("temporal_ensemble_coeff", "off" if coeff is None else f"{coeff:g}")]
 
     def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> Any:
-        from policy_export.checkpoint import ACTION_KEY
         from policy_export_wrappers.act import ACTCore
 
-        spec = ckpt.spec
         core = ACTCore(
             ckpt.policy.model,
-            image_shapes=[c.shape for c in spec.cameras],
-            state_normalizer=feature_normalizer(ckpt, spec.state_key, ckpt.input_stats, inverse=False),
-            image_normalizers=[feature_normalizer(ckpt, c.key, ckpt.input_stats, inverse=False) for c in spec.cameras],
-            action_unnormalizer=feature_normalizer(ckpt, ACTION_KEY, ckpt.output_stats, inverse=True),
+            image_shapes=[c.shape for c in ckpt.spec.cameras],
             image_format=image_format,
+            **core_normalizers(ckpt),
         )
         return core.eval()
 

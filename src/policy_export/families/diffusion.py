@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policy_export.errors import BadInputError
-from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode, feature_normalizer
+from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode, core_normalizers
 from policy_export.spec import NoiseInput, PolicySpec
 
 if TYPE_CHECKING:
@@ -142,17 +142,13 @@ class DiffusionFamily(Family):
         ]
 
     def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> Any:
-        from policy_export.checkpoint import ACTION_KEY
         from policy_export_wrappers.diffusion import DiffusionCore
 
-        spec = ckpt.spec
         core = DiffusionCore(
             ckpt.policy.diffusion,
-            image_shapes=[c.shape for c in spec.cameras],
-            state_normalizer=feature_normalizer(ckpt, spec.state_key, ckpt.input_stats, inverse=False),
-            image_normalizers=[feature_normalizer(ckpt, c.key, ckpt.input_stats, inverse=False) for c in spec.cameras],
-            action_unnormalizer=feature_normalizer(ckpt, ACTION_KEY, ckpt.output_stats, inverse=True),
+            image_shapes=[c.shape for c in ckpt.spec.cameras],
             image_format=image_format,
+            **core_normalizers(ckpt),
         )
         return core.eval()
 
