@@ -30,6 +30,8 @@ from policy_export.spec import ArtifactMetadata
 
 if TYPE_CHECKING:
     from policy_export.runtime import PolicyClient
+    from policy_export.runtime.history import HistorySettings
+    from policy_export.runtime.shim import ShimSettings
 
 Progress = Callable[[], None] | None
 
@@ -39,7 +41,7 @@ def rollout_modes(ckpt: LoadedCheckpoint) -> list[RolloutMode]:
     return family_for(ckpt.spec.policy_type).rollout_modes(ckpt.spec)
 
 
-def deployed_settings(metadata: ArtifactMetadata) -> Any:
+def deployed_settings(metadata: ArtifactMetadata) -> ShimSettings | HistorySettings:
     """The shim settings ``PolicyClient`` derives from a model's metadata when given none."""
     from policy_export.runtime.host import host_for
 

@@ -31,7 +31,10 @@ from policy_export.spec import NoiseInput, PolicySpec
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import torch
+
     from policy_export.checkpoint import LoadedCheckpoint
+    from policy_export_wrappers.act import FeatureNormalizer
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class RolloutMode:
     """
 
     label: str
+    #: runtime's ShimSettings | HistorySettings: not named here, since export (below runtime) imports families
     settings: Any
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -86,11 +90,11 @@ class Family(ABC):
         return None  # most families: LeRobot's own config checks suffice
 
     @abstractmethod
-    def spec_fields(self, cfg: Any, config_path: Path) -> FamilyFields:
+    def spec_fields(self, cfg: Any, config_path: Path) -> FamilyFields:  # cfg: LeRobot's PreTrainedConfig subclass
         """Read (and check) the family's fields from LeRobot's policy config."""
 
     @abstractmethod
-    def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> Any:
+    def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> torch.nn.Module:
         """The eval-mode stateless core (a ``torch.nn.Module``) with normalization baked in."""
 
     @abstractmethod
@@ -117,7 +121,7 @@ REGISTRY = {
 _loaded: dict[str, Family] = {}
 
 
-def feature_normalizer(ckpt: LoadedCheckpoint, key: str, stats: dict, inverse: bool) -> Any:
+def feature_normalizer(ckpt: LoadedCheckpoint, key: str, stats: dict, inverse: bool) -> FeatureNormalizer:
     """LeRobot's (un)normalization of one feature as a torch module (the wrappers' ``FeatureNormalizer``), from the checkpoint's stats: shared by every family's core builder."""
     import torch
 

@@ -16,10 +16,14 @@ from policy_export.families import Family, FamilyFields, ReferenceRollout, Rollo
 from policy_export.spec import PolicySpec
 
 if TYPE_CHECKING:
+    import torch
+
     from policy_export.checkpoint import LoadedCheckpoint
 
 
-def predict_chunk(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str, **kwargs: Any) -> np.ndarray:
+def predict_chunk(
+    ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str, **kwargs: object
+) -> np.ndarray:
     """preprocessor -> ``predict_action_chunk(batch, **kwargs)`` -> postprocessor, in robot units."""
     import torch
 
@@ -48,7 +52,7 @@ class ACTFamily(Family):
         coeff = spec.temporal_ensemble_coeff
         return [("temporal_ensemble_coeff", "off" if coeff is None else f"{coeff:g}")]
 
-    def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> Any:
+    def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> torch.nn.Module:
         from policy_export_wrappers.act import ACTCore
 
         core = ACTCore(
@@ -109,7 +113,7 @@ class ACTRollout(ReferenceRollout):
             policy.temporal_ensembler = ACTTemporalEnsembler(cfg.temporal_ensemble_coeff, cfg.chunk_size)
         original = type(policy).predict_action_chunk
 
-        def counted(batch: Any, **kw: Any) -> Any:
+        def counted(batch: dict[str, torch.Tensor], **kw: object) -> torch.Tensor:
             self.calls += 1
             return original(policy, batch, **kw)
 
@@ -132,7 +136,7 @@ class ACTRollout(ReferenceRollout):
             action = ckpt.policy.select_action(batch)
             return ckpt.postprocessor(action).detach().cpu().numpy().astype(np.float32)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         policy, cfg = self.ckpt.policy, self.ckpt.policy.config
         del policy.predict_action_chunk
         cfg.n_action_steps, cfg.temporal_ensemble_coeff, ensembler = self._saved

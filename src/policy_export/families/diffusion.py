@@ -21,6 +21,8 @@ from policy_export.families import Family, FamilyFields, ReferenceRollout, Rollo
 from policy_export.spec import NoiseInput, PolicySpec
 
 if TYPE_CHECKING:
+    import torch
+
     from policy_export.checkpoint import LoadedCheckpoint
 
 SCHEDULERS = ("DDPM", "DDIM")
@@ -48,7 +50,7 @@ def _draws(cfg: Any) -> int:
 
 
 @contextmanager
-def replayed_ddpm_draws(step_noise: Any | None) -> Iterator[None]:
+def replayed_ddpm_draws(step_noise: torch.Tensor | None) -> Iterator[None]:
     """Make diffusers' DDPM ``scheduler.step`` take its per-step draws from ``step_noise``
     ``[B, n_draws, horizon, A]`` in order, instead of the global torch generator.
 
@@ -65,7 +67,13 @@ def replayed_ddpm_draws(step_noise: Any | None) -> Iterator[None]:
     used = [0]
     original = ddpm.randn_tensor
 
-    def replay(shape: Any, generator: Any = None, device: Any = None, dtype: Any = None, **_: Any) -> Any:
+    def replay(
+        shape: tuple[int, ...],
+        generator: object = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **_: object,
+    ) -> torch.Tensor:
         if used[0] >= len(draws):
             raise RuntimeError(f"DDPM drew more than the {len(draws)} step_noise draws given")
         x = draws[used[0]]
@@ -141,7 +149,7 @@ class DiffusionFamily(Family):
             ("crop_shape", "off" if f.get("crop_shape") is None else "x".join(map(str, f["crop_shape"]))),
         ]
 
-    def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> Any:
+    def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> torch.nn.Module:
         from policy_export_wrappers.diffusion import DiffusionCore
 
         core = DiffusionCore(
@@ -190,7 +198,7 @@ class DiffusionRollout(ReferenceRollout):
         policy = self.ckpt.policy
         original = type(policy).predict_action_chunk
 
-        def counted(batch: Any, **kw: Any) -> Any:
+        def counted(batch: dict[str, torch.Tensor], **kw: object) -> torch.Tensor:
             self.calls += 1
             return original(policy, batch, **kw)
 
@@ -219,6 +227,6 @@ class DiffusionRollout(ReferenceRollout):
             action = ckpt.policy.select_action(batch, noise=noise)
             return ckpt.postprocessor(action).detach().cpu().numpy().astype(np.float32)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         del self.ckpt.policy.predict_action_chunk
         self.ckpt.policy.reset()

@@ -25,6 +25,7 @@ from policy_export.runtime.observation import ObservationAdapter, Prepared
 from policy_export.runtime.shim import ShimSettings
 
 if TYPE_CHECKING:
+    from policy_export.runtime.history import HistorySettings
     from policy_export.runtime.realtime import RealtimeClient
 
 
@@ -49,7 +50,7 @@ class PolicyClient:
     def __init__(
         self,
         backend: CoreHandle,
-        settings: ShimSettings | None = None,
+        settings: ShimSettings | HistorySettings | None = None,
         *,
         check_inputs: bool = True,
         seed: int | None = None,
@@ -75,7 +76,7 @@ class PolicyClient:
         *,
         provider: str = "cpu",
         threads: int | None = None,
-        settings: ShimSettings | None = None,
+        settings: ShimSettings | HistorySettings | None = None,
         check_inputs: bool = True,
         seed: int | None = None,
     ) -> PolicyClient:
@@ -92,7 +93,7 @@ class PolicyClient:
         protocol: str | None = None,
         *,
         timeout_s: float | None = None,
-        settings: ShimSettings | None = None,
+        settings: ShimSettings | HistorySettings | None = None,
         check_inputs: bool = True,
         seed: int | None = None,
     ) -> PolicyClient:

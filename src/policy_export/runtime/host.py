@@ -10,13 +10,16 @@ both ask :func:`host_for`, so a new family is one class and one line here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from policy_export.runtime.observation import Prepared
 from policy_export.runtime.shim import ActionQueue, ShimSettings, TemporalEnsembler
 from policy_export.spec import ArtifactMetadata
+
+if TYPE_CHECKING:
+    from policy_export.runtime.history import HistorySettings
 
 #: Builds the core's named inputs for all robots (``None``) or the listed rows. It may run
 #: later and on another thread (``RealtimeClient``'s worker), so it must not read shared state.
@@ -46,7 +49,9 @@ class Host:
         """New episode for every robot or one (per-step host state only; the shim resets itself)."""
 
 
-def host_for(metadata: ArtifactMetadata, settings: Any = None, *, seed: int | None = None) -> Host:
+def host_for(
+    metadata: ArtifactMetadata, settings: ShimSettings | HistorySettings | None = None, *, seed: int | None = None
+) -> Host:
     """The host side for this model's policy family (``settings``: the shim's, default from the metadata).
 
     A core that takes an observation history (Diffusion Policy) gets the history + noise host
@@ -55,5 +60,8 @@ def host_for(metadata: ArtifactMetadata, settings: Any = None, *, seed: int | No
     if metadata.spec.n_obs_steps is not None:
         from policy_export.runtime.history import HistoryHost, HistorySettings
 
-        return HistoryHost(metadata, settings or HistorySettings.from_spec(metadata.spec), seed=seed)
-    return Host(metadata, settings or ShimSettings.from_spec(metadata.spec))
+        # settings, when given, are those of the model's own family (PolicyClient's callers pass them from it)
+        return HistoryHost(
+            metadata, cast("HistorySettings", settings) or HistorySettings.from_spec(metadata.spec), seed=seed
+        )
+    return Host(metadata, cast(ShimSettings, settings) or ShimSettings.from_spec(metadata.spec))
