@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.fleet.robot import RobotPlan, run_robot
@@ -43,6 +43,10 @@ from policy_export.fleet.servers import (
     variant_repo,
 )
 from policy_export.percentile import percentile
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+
 
 RULE_OF_THUMB_UTILISATION = 0.8
 #: Machine CPU busy fraction at which we call the CPU saturated.
@@ -144,7 +148,7 @@ def run_robots(
                 proc.join(timeout=5)
 
 
-def _get(results: Any, deadline: float) -> tuple[str, int, Any]:
+def _get(results: Queue[tuple[str, int, Any]], deadline: float) -> tuple[str, int, Any]:  # Any: a payload per kind
     import queue
 
     try:
@@ -159,7 +163,7 @@ def measure_row(
     cfg: FleetConfig,
     batching: bool | None,
     unpaced: bool,
-    during: Any = None,
+    during: Callable[[], None] | None = None,
     expect: str | None = None,
 ) -> dict[str, Any]:
     before = server_counters(urls, cfg.model, cfg.timeout_s)
@@ -267,7 +271,9 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 # -- the whole benchmark ---------------------------------------------------------------------
 def run_fleet(
-    cfg: FleetConfig, progress: Callable[[str], None] = lambda _m: None, during: Any = None
+    cfg: FleetConfig,
+    progress: Callable[[str], None] = lambda _m: None,
+    during: Callable[[int, tuple[str, ...]], None] | None = None,
 ) -> dict[str, Any]:
     """Every (N, batching) row, plus the summary. ``during(n, urls)`` (tests: the failover drill)
     runs once the robots of each row have started."""

@@ -32,11 +32,17 @@ import math
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from policy_export.runtime.backends import Backend
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
+
+    from policy_export.spec import PolicySpec
 
 #: A chunk further than this from the robot's first chunk (same observation) is another model's.
 SAME_MODEL_ATOL = 1e-3
@@ -56,10 +62,10 @@ class RobotPlan:
     buffer_time_s: float | None = None  # RealtimeClient: ask for a chunk below this playback (None: automatic)
 
 
-def observation(spec: Any, image_format: str, seed: int) -> dict[str, np.ndarray]:
+def observation(spec: PolicySpec, image_format: str, seed: int) -> dict[str, np.ndarray]:
     """A LeRobot-style observation for this robot (no batch axis), numbers that look like data."""
     rng = np.random.default_rng(seed)
-    obs = {spec.state_key: rng.standard_normal(spec.state_dim).astype(np.float32)}
+    obs: dict[str, np.ndarray] = {spec.state_key: rng.standard_normal(spec.state_dim).astype(np.float32)}
     for cam in spec.cameras:
         c, h, w = cam.shape
         obs[cam.key] = (
@@ -77,12 +83,12 @@ class Watched(Backend):
     replica failover) returns the new backend wrapped the same way, so nothing is missed.
     """
 
-    def __init__(self, inner: Any, robot: _Robot) -> None:
+    def __init__(self, inner: Backend, robot: _Robot) -> None:
         self.inner, self.robot = inner, robot
         self.metadata, self.name, self.where = inner.metadata, inner.name, inner.where
         robot.replicas_used.append(getattr(inner, "url", "?"))
 
-    def __getattr__(self, name: str) -> Any:  # metadata, where, timeout_s, identity, ...
+    def __getattr__(self, name: str) -> Any:  # forwards any attribute: metadata, where, timeout_s, identity, ...
         return getattr(self.inner, name)
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -260,7 +266,7 @@ class _Robot:
             self.client.close()
 
 
-def identity(backend: Any) -> str:
+def identity(backend: Any) -> str:  # a TritonBackend, reached as PolicyClient.backend (typed Backend)
     """The runtime's model identity (signature, normalization hash, the version's sha256), as text
     that crosses a process boundary."""
     import hashlib
@@ -270,7 +276,7 @@ def identity(backend: Any) -> str:
     return f"normalization {ident.norm_hash[:12]}, sha256 {ident.sha256[:12]}, signature {signature}"
 
 
-def run_robot(plan: RobotPlan, results: Any, go: Any) -> None:
+def run_robot(plan: RobotPlan, results: Queue[tuple[str, int, object]], go: Event) -> None:
     """Process entry point: connect, say ready, wait for the common start, run, report.
 
     ``results`` is a multiprocessing queue, ``go`` an event set when every robot is ready.

@@ -12,13 +12,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policy_export.errors import BadInputError, PolicyExportError
 
+if TYPE_CHECKING:
+    from policy_export.triton.server import TritonServer
+
 
 # -- Triton statistics ---------------------------------------------------------------------
-def _stats_client(url: str) -> Any:
+def _stats_client(url: str) -> Any:  # tritonclient.grpc.InferenceServerClient (untyped)
     import tritonclient.grpc as grpcclient
 
     return grpcclient.InferenceServerClient(url)
@@ -105,7 +108,7 @@ def variant_repo(repo: Path, model: str, batching: bool, dest: Path) -> Path:
 
 
 @contextlib.contextmanager
-def started_server(repo: Path, venv: Path | None) -> Iterator[Any]:
+def started_server(repo: Path, venv: Path | None) -> Iterator[TritonServer]:
     """A server for one run; stopped and its folder removed on any exit (signals included)."""
     from policy_export.signals import signals_as_interrupt
     from policy_export.triton.install import find_server
