@@ -53,7 +53,7 @@ def _number(value: float) -> str:
     return repr(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
 
 
-def _as_mapping(stats: Any) -> Mapping[str, Any]:
+def _as_mapping(stats: object) -> Mapping[str, Any]:
     if isinstance(stats, Mapping):
         return stats
     if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
@@ -64,7 +64,7 @@ def _as_mapping(stats: Any) -> Mapping[str, Any]:
     raise TypeError(f"cannot render {type(stats).__name__} as metrics: give a mapping or a dataclass")
 
 
-def _flatten(stats: Any, prefix: str) -> Iterable[tuple[str, Any]]:
+def _flatten(stats: object, prefix: str) -> Iterable[tuple[str, Any]]:
     for key, value in _as_mapping(stats).items():
         name = metric_name(prefix, str(key))
         if isinstance(value, Mapping) or (dataclasses.is_dataclass(value) and not isinstance(value, type)):
@@ -74,7 +74,7 @@ def _flatten(stats: Any, prefix: str) -> Iterable[tuple[str, Any]]:
 
 
 def render_prometheus(
-    stats: Any,
+    stats: object,
     *,
     prefix: str = "policy_export_client",
     labels: Mapping[str, str] | None = None,

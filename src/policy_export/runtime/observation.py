@@ -24,7 +24,7 @@ from policy_export.errors import BadInputError
 from policy_export.spec import ArtifactMetadata
 
 
-def to_numpy(value: Any, key: str) -> np.ndarray:
+def to_numpy(value: object, key: str) -> np.ndarray:
     """numpy, torch (any device) or nested lists -> numpy, without importing torch."""
     if isinstance(value, np.ndarray):
         return value
@@ -36,7 +36,7 @@ def to_numpy(value: Any, key: str) -> np.ndarray:
         raise BadInputError(f"{key}: cannot read a {type(value).__name__} as an array") from exc
 
 
-def is_torch(value: Any) -> bool:
+def is_torch(value: object) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "detach")
 
 

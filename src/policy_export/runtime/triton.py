@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -78,7 +78,7 @@ class TritonCore(CoreHandle):
         self.refused: set[str] = set()
         self._suspect = False
         self._last_ok = time.monotonic()
-        self._channel: Any = None
+        self._channel: Any = None  # tritonclient's private grpc channel (untyped)
         #: New HTTP connections opened so far; None: not countable, so every call is checked.
         self._connects: int | None = 0
         self.model = model
@@ -177,7 +177,7 @@ class TritonCore(CoreHandle):
             )
         raise UnavailableError(unreachable[-1])
 
-    def _new_client(self) -> Any:
+    def _new_client(self) -> Any:  # tritonclient.{grpc,http}.InferenceServerClient (untyped)
         tc = self._tc
         if self.protocol == "grpc":
             client = tc.InferenceServerClient(self.url)
@@ -202,18 +202,18 @@ class TritonCore(CoreHandle):
             self._connects = None
             return
 
-        def counted(sock: Any) -> None:
+        def counted(sock: object) -> None:
             after_connect(sock)
             if self._connects is not None:
                 self._connects += 1
 
         pool.after_connect = counted
 
-    def _on_channel(self, state: Any) -> None:
+    def _on_channel(self, state: object) -> None:
         if getattr(state, "name", "") in ("IDLE", "TRANSIENT_FAILURE", "SHUTDOWN"):
             self._suspect = True
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, what: str, fn: Callable[..., Any], *args: object, **kwargs: object) -> Any:  # a tritonclient result
         try:
             if self.protocol == "http":
                 import gevent

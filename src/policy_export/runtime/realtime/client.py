@@ -266,7 +266,7 @@ class RealtimeClient:
     def __enter__(self) -> RealtimeClient:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
