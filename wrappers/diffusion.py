@@ -132,12 +132,13 @@ class DiffusionCore(nn.Module):
     robot units, the slice starting at ``n_obs_steps - 1`` (``generate_actions``).
     """
 
-    # LeRobot's submodules, duck-typed: this module imports nothing from LeRobot to name them.
+    # LeRobot's submodules, duck-typed: this module imports nothing from LeRobot to name them. Any where
+    # they are indexed or unpacked (one encoder or a ModuleList of them; ModuleLists of module triples).
     rgb_encoder: Any
     down_modules: Any
-    mid_modules: Any
+    mid_modules: nn.ModuleList
     up_modules: Any
-    final_conv: Any
+    final_conv: nn.Module
 
     def __init__(
         self,

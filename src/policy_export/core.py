@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from policy_export.checkpoint import LoadedCheckpoint
 
+if TYPE_CHECKING:
+    import torch
 
-def example_args(ckpt: LoadedCheckpoint, batch: int, image_format: str, seed: int = 0) -> tuple[Any, ...]:
+
+def example_args(ckpt: LoadedCheckpoint, batch: int, image_format: str, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Seeded core inputs as torch tensors, positional (``state``, each camera, then any noise):
     what the exporters trace with and quick-check against."""
     import numpy as np
@@ -19,7 +22,7 @@ def example_args(ckpt: LoadedCheckpoint, batch: int, image_format: str, seed: in
     return tuple(torch.from_numpy(feed[n]) for n in ckpt.spec.input_names)
 
 
-def build_core(ckpt: LoadedCheckpoint, image_format: str = "float32") -> Any:
+def build_core(ckpt: LoadedCheckpoint, image_format: str = "float32") -> torch.nn.Module:
     """The checkpoint's family's eval-mode core, with the checkpoint's normalization baked in."""
     from policy_export.families import family_for
 

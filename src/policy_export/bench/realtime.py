@@ -24,12 +24,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from policy_export.percentile import percentile
 from policy_export.runtime import Backend, Merge, PolicyClient, RealtimeClient
+
+if TYPE_CHECKING:
+    from policy_export.spec import PolicySpec
 
 #: Keys of every result row, in this order (the JSON schema of ``bench-realtime --json``).
 ROW_KEYS = (
@@ -65,7 +68,7 @@ class RealtimeBenchConfig:
 class ToyRobot:
     """Joints drifting toward the commanded action, cameras returning raw uint8 frames."""
 
-    def __init__(self, spec: Any, seed: int) -> None:
+    def __init__(self, spec: PolicySpec, seed: int) -> None:
         rng = np.random.default_rng(seed)
         self.spec = spec
         self.state = rng.normal(0.0, 0.3, spec.state_dim).astype(np.float32)
@@ -79,7 +82,7 @@ class ToyRobot:
         self.t = 0
 
     def observe(self) -> dict[str, np.ndarray]:
-        obs = {self.spec.state_key: self.state.copy()}
+        obs: dict[str, np.ndarray] = {self.spec.state_key: self.state.copy()}
         for key, pool in self.frames.items():
             obs[key] = pool[self.t % len(pool)]
         self.t += 1
