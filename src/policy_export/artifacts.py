@@ -134,7 +134,7 @@ def _onnx_info_onnxruntime(path: Path) -> ArtifactInfo:
     if METADATA_KEY not in props:
         raise _metadata_error(path, "ONNX file has no policy_export metadata")
 
-    def sig(arg: Any) -> TensorSig:
+    def sig(arg: Any) -> TensorSig:  # onnxruntime's NodeArg (pybind, untyped)
         dtype = arg.type.removeprefix("tensor(").removesuffix(")")
         return TensorSig(arg.name, dtype, tuple("?" if d is None else d for d in arg.shape))
 

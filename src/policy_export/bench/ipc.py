@@ -45,7 +45,7 @@ class WorkerProcess:
         child.close()
         self.conn = Connection(parent.detach())
 
-    def call(self, op: str, **args: Any) -> Any:
+    def call(self, op: str, **args: object) -> Any:  # Any: the op's JSON-like answer
         try:
             self.conn.send((op, args))
             status, payload = self.conn.recv()

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from multiprocessing.queues import Queue
     from multiprocessing.synchronize import Event
 
+    from policy_export.runtime import RealtimeClient
     from policy_export.spec import PolicySpec
 
 #: A chunk further than this from the robot's first chunk (same observation) is another model's.
@@ -136,8 +137,8 @@ class _Robot:
             "refused_replicas": 0,
         }
         self.replicas_used: list[str] = []
-        self.client: Any = None  # PolicyClient
-        self.realtime: Any = None  # RealtimeClient around it
+        self.client: Any = None  # PolicyClient from connect() on: the run methods use it unchecked
+        self.realtime: RealtimeClient | None = None  # around the client
         self.obs: dict[str, np.ndarray] = {}
         self.realtime_stats: dict[str, Any] = {}
         self.elapsed_s = plan.duration_s

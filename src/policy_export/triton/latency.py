@@ -16,7 +16,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from policy_export.triton.install import find_server
 from policy_export.triton.options import TritonOptions
 from policy_export.triton.repo import write_version
 from policy_export.triton.server import TritonServer
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -127,7 +130,7 @@ def measure(artifacts: list[Path], backend: str = "auto", requests: int = 50, ve
     return rows
 
 
-def render_table(rows: list[dict]) -> Any:
+def render_table(rows: list[dict]) -> Table:
     from rich.table import Table
 
     table = Table(title="Triton (nvidia-pytriton tritonserver, CPU, loopback): batch-1 request latency")

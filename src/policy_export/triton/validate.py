@@ -55,7 +55,7 @@ class ModelReport:
 def config_signature(cfg: ModelConfig) -> Signature:
     pb = model_config_pb2()
 
-    def wire(t: Any) -> WireTensor:
+    def wire(t: Any) -> WireTensor:  # a generated protobuf ModelInput/ModelOutput (untyped)
         m = _NAMED_INDEX.match(t.name)
         return WireTensor(t.name, m.group(1) if m else t.name, pb.DataType.Name(t.data_type), tuple(t.dims))
 
