@@ -142,7 +142,9 @@ def control_loop(
     return select_ms, missed
 
 
-def _row(client: str, merge: str, cfg: RealtimeBenchConfig, select_ms: list[float], missed: int, **rest: Any) -> dict:
+def _row(
+    client: str, merge: str, cfg: RealtimeBenchConfig, select_ms: list[float], missed: int, **rest: object
+) -> dict:
     row = {
         "client": client,
         "merge": merge,

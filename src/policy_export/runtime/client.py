@@ -150,7 +150,7 @@ class PolicyClient:
         )
 
     # -- the LeRobot-shaped API -----------------------------------------------------------
-    def predict_chunk(self, observation: Mapping[str, Any]) -> Any:
+    def predict_chunk(self, observation: Mapping[str, object]) -> Any:
         """The whole action chunk ``[B, chunk_size, action_dim]`` in robot units (no shim state).
 
         LeRobot's ``predict_action_chunk`` followed by its postprocessor.
@@ -158,7 +158,7 @@ class PolicyClient:
         prep = self.adapter(observation)
         return self._output(self.backend.infer(self.host.single(prep)), prep)
 
-    def select_action(self, observation: Mapping[str, Any]) -> Any:
+    def select_action(self, observation: Mapping[str, object]) -> Any:
         """The next action ``[B, action_dim]`` of every robot, in robot units.
 
         An observation without a batch axis is one robot; like LeRobot's pipeline the action
@@ -188,7 +188,7 @@ class PolicyClient:
 
     # -- plumbing -------------------------------------------------------------------------
     @staticmethod
-    def _output(array: np.ndarray, prep: Prepared) -> Any:
+    def _output(array: np.ndarray, prep: Prepared) -> Any:  # np.ndarray, or torch.Tensor (unnamed: no torch here)
         if prep.torch_input and "torch" in sys.modules:
             return sys.modules["torch"].from_numpy(array)
         return array

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -49,7 +48,7 @@ class Prepared:
     """
 
     adapter: ObservationAdapter
-    observation: Mapping[str, Any]
+    observation: Mapping[str, object]
     state: np.ndarray  # [B, state_dim] float32
     batch_size: int
     #: The observation's state was a torch tensor (actions then come back as one).
@@ -82,7 +81,7 @@ class ObservationAdapter:
         self.uint8 = metadata.image_format == "uint8"
         self.check_values = check_values
 
-    def __call__(self, observation: Mapping[str, Any]) -> Prepared:
+    def __call__(self, observation: Mapping[str, object]) -> Prepared:
         if not isinstance(observation, Mapping):
             raise BadInputError(
                 f"observation must be a dict with {self.spec.state_key!r} and camera keys, got {type(observation).__name__}"

@@ -178,7 +178,7 @@ class RealtimeClient:
     def state(self) -> State:
         return self._state
 
-    def select_action(self, observation: Mapping[str, Any]) -> Any:
+    def select_action(self, observation: Mapping[str, object]) -> Any:
         """This tick's action ``[1, action_dim]`` in robot units (numpy, or torch for torch input).
 
         Never calls the model or the network: reads the buffer, and posts the observation for
