@@ -63,12 +63,33 @@ class RolloutMode:
 
 
 class ReferenceRollout(AbstractContextManager["ReferenceRollout"]):
-    """LeRobot's stateful policy switched to one :class:`RolloutMode`, counting its chunk calls."""
+    """LeRobot's stateful policy switched to one :class:`RolloutMode`, counting its chunk calls.
 
-    calls: int = 0
+    The count is how rollout parity checks that the host side asked for a chunk exactly when
+    LeRobot did; it wraps ``predict_action_chunk`` on the instance (``select_action`` calls through
+    it), and ``__exit__`` must put the class's method back (``_stop_counting``).
+    """
 
-    @abstractmethod
-    def reset(self) -> None: ...
+    def __init__(self, ckpt: LoadedCheckpoint) -> None:
+        self.ckpt = ckpt
+        self.calls = 0
+
+    def _count_chunk_calls(self) -> None:
+        policy = self.ckpt.policy
+        original = type(policy).predict_action_chunk
+
+        def counted(batch: object, **kw: object) -> object:
+            self.calls += 1
+            return original(policy, batch, **kw)
+
+        policy.predict_action_chunk = counted  # instance attribute: select_action calls through it
+
+    def _stop_counting(self) -> None:
+        del self.ckpt.policy.predict_action_chunk
+        self.ckpt.policy.reset()
+
+    def reset(self) -> None:
+        self.ckpt.policy.reset()
 
     @abstractmethod
     def select_action(

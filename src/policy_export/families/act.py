@@ -98,9 +98,8 @@ class ACTRollout(ReferenceRollout):
     """LeRobot's ACT policy with its config switched to one mode (restored on exit), counting chunk calls."""
 
     def __init__(self, ckpt: LoadedCheckpoint, mode: RolloutMode) -> None:
-        self.ckpt = ckpt
+        super().__init__(ckpt)
         self.mode = mode
-        self.calls = 0
 
     def __enter__(self) -> ACTRollout:
         from lerobot.policies.act.modeling_act import ACTTemporalEnsembler
@@ -111,17 +110,8 @@ class ACTRollout(ReferenceRollout):
         cfg.temporal_ensemble_coeff = self.mode.config["temporal_ensemble_coeff"]
         if cfg.temporal_ensemble_coeff is not None:
             policy.temporal_ensembler = ACTTemporalEnsembler(cfg.temporal_ensemble_coeff, cfg.chunk_size)
-        original = type(policy).predict_action_chunk
-
-        def counted(batch: dict[str, torch.Tensor], **kw: object) -> torch.Tensor:
-            self.calls += 1
-            return original(policy, batch, **kw)
-
-        policy.predict_action_chunk = counted  # instance attribute: select_action calls through it
+        self._count_chunk_calls()
         return self
-
-    def reset(self) -> None:
-        self.ckpt.policy.reset()
 
     def select_action(
         self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
@@ -138,11 +128,10 @@ class ACTRollout(ReferenceRollout):
 
     def __exit__(self, *exc: object) -> None:
         policy, cfg = self.ckpt.policy, self.ckpt.policy.config
-        del policy.predict_action_chunk
         cfg.n_action_steps, cfg.temporal_ensemble_coeff, ensembler = self._saved
         if ensembler is None:
             if hasattr(policy, "temporal_ensembler"):
                 del policy.temporal_ensembler
         else:
             policy.temporal_ensembler = ensembler
-        policy.reset()
+        self._stop_counting()

@@ -190,24 +190,10 @@ class DiffusionFamily(Family):
 class DiffusionRollout(ReferenceRollout):
     """LeRobot's ``DiffusionPolicy.select_action(batch, noise=...)``, counting chunk predictions."""
 
-    def __init__(self, ckpt: LoadedCheckpoint) -> None:
-        self.ckpt = ckpt
-        self.calls = 0
-
     def __enter__(self) -> DiffusionRollout:
-        policy = self.ckpt.policy
-        original = type(policy).predict_action_chunk
-
-        def counted(batch: dict[str, torch.Tensor], **kw: object) -> torch.Tensor:
-            self.calls += 1
-            return original(policy, batch, **kw)
-
-        policy.predict_action_chunk = counted  # instance attribute: select_action calls through it
-        policy.reset()
-        return self
-
-    def reset(self) -> None:
+        self._count_chunk_calls()
         self.ckpt.policy.reset()
+        return self
 
     def select_action(
         self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
@@ -228,5 +214,4 @@ class DiffusionRollout(ReferenceRollout):
             return ckpt.postprocessor(action).detach().cpu().numpy().astype(np.float32)
 
     def __exit__(self, *exc: object) -> None:
-        del self.ckpt.policy.predict_action_chunk
-        self.ckpt.policy.reset()
+        self._stop_counting()
