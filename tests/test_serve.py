@@ -62,6 +62,10 @@ def test_server_goes_even_when_serve_is_killed_outright(repo):
         served.proc.kill()
         served.proc.wait(timeout=30)
         assert wait_until(lambda: not alive(server_pid), 30), "tritonserver outlived a SIGKILLed serve"
+        # Nothing can remove the temp folder of a SIGKILLed serve (no handler runs): this test made
+        # that folder an orphan, so it removes it rather than leave one in /tmp per run.
+        if served.workdir is not None:
+            shutil.rmtree(served.workdir, ignore_errors=True)
 
 
 def test_metrics_endpoint_counts_requests_queue_and_compute(repo, small_loaded):
