@@ -33,24 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from policy_export.demo import CheckpointRecipe, build_checkpoint
+from policy_export.demo import SMALL_RECIPE, CheckpointRecipe, build_checkpoint
 from policy_export.fleet.perf import find_perf_analyzer, run_perf_analyzer, write_input_data
 from policy_export.fleet.servers import variant_repo
 from policy_export.triton.server import die_with_parent, free_port
 
-#: The test suite's small ACT (tests/conftest.py SMALL): per-request overhead matters next to its compute.
-SMALL = CheckpointRecipe(
-    cameras={"top": (3, 96, 128)},
-    state_dim=6,
-    action_dim=5,
-    chunk_size=20,
-    n_action_steps=10,
-    dim_model=128,
-    dim_feedforward=256,
-    n_encoder_layers=2,
-    seed=1,
-)
-RECIPES: dict[str, CheckpointRecipe | None] = {"small": SMALL, "demo": None}
+RECIPES: dict[str, CheckpointRecipe | None] = {"small": SMALL_RECIPE, "demo": None}
 CLI = [sys.executable, "-m", "policy_export"]
 
 

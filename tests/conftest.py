@@ -17,19 +17,9 @@ import pytest
 # Read by torch's OpenMP pool when it first loads: keep the suite from taking every core of a shared machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+from policy_export.demo import SMALL_RECIPE as SMALL
 from policy_export.demo import CheckpointRecipe, build_checkpoint
 
-SMALL = CheckpointRecipe(
-    cameras={"top": (3, 96, 128)},
-    state_dim=6,
-    action_dim=5,
-    chunk_size=20,
-    n_action_steps=10,
-    dim_model=128,
-    dim_feedforward=256,
-    n_encoder_layers=2,
-    seed=1,
-)
 MULTICAM = CheckpointRecipe(
     cameras={"top": (3, 64, 80), "wrist": (3, 72, 96)},
     state_dim=10,

@@ -62,6 +62,21 @@ def _image_stats(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
+#: A small ACT (one 96x128 camera, chunk 20, dim 128): the test suite's workhorse and the fleet
+#: benchmark's "small" policy, where per-request overhead matters next to its compute.
+SMALL_RECIPE = CheckpointRecipe(
+    cameras={"top": (3, 96, 128)},
+    state_dim=6,
+    action_dim=5,
+    chunk_size=20,
+    n_action_steps=10,
+    dim_model=128,
+    dim_feedforward=256,
+    n_encoder_layers=2,
+    seed=1,
+)
+
+
 def _features(recipe: CheckpointRecipe | DiffusionRecipe) -> tuple[dict[str, Any], dict[str, Any]]:
     """LeRobot's input/output features for a recipe: one state, one camera per entry, one action."""
     from lerobot.configs.types import FeatureType, PolicyFeature
