@@ -37,8 +37,9 @@ Like ``act.py`` it imports nothing but torch: the network and the scheduler are 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -52,18 +53,6 @@ PREDICTION_TYPES = ("epsilon", "sample")
 def _f(x: Tensor | float) -> float:
     """A 0-d float32 scheduler value as the Python float a traced graph stores (exact: float32 -> float64 -> float32)."""
     return float(torch.as_tensor(x, dtype=torch.float32))
-
-
-class DenoiseStep(nn.Module):
-    """One scheduler step's constants: the timestep embedding and the update's scalars."""
-
-    time_embed: Tensor
-
-    def __init__(self, time_embed: Tensor, coeffs: dict[str, float], draws_noise: bool) -> None:
-        super().__init__()
-        self.register_buffer("time_embed", time_embed)  # [1, diffusion_step_embed_dim]
-        self.coeffs = coeffs
-        self.draws_noise = draws_noise
 
 
 def scheduler_steps(scheduler: Any, kind: str, num_inference_steps: int) -> list[tuple[int, dict[str, float], bool]]:
@@ -121,6 +110,158 @@ def scheduler_steps(scheduler: Any, kind: str, num_inference_steps: int) -> list
     return steps
 
 
+#: Columns of :class:`DenoisingLoop`'s per-step scalar table. The update is
+#: ``sample = c[2] * pred_original + c[3] * (sample for DDPM | pred_epsilon for DDIM)``.
+SQRT_BETA, SQRT_ALPHA, ORIG, OTHER, STD = range(5)
+_COLUMNS = {
+    "DDPM": ("sqrt_beta", "sqrt_alpha", "orig", "cur", "std"),
+    "DDIM": ("sqrt_beta", "sqrt_alpha", "prev_sqrt_alpha", "dir", "std"),
+}
+
+
+class ConditionalUnet1d(nn.Module):
+    """``DiffusionConditionalUnet1d.forward`` after its timestep encoder (precomputed per step)."""
+
+    # LeRobot's ModuleLists of module triples, duck-typed (unpacked below).
+    down_modules: Any
+    mid_modules: nn.ModuleList
+    up_modules: Any
+    final_conv: nn.Module
+
+    def __init__(self, unet: Any) -> None:
+        super().__init__()
+        self.down_modules = unet.down_modules
+        self.mid_modules = unet.mid_modules
+        self.up_modules = unet.up_modules
+        self.final_conv = unet.final_conv
+
+    def forward(self, x: Tensor, global_feature: Tensor) -> Tensor:
+        x = x.permute(0, 2, 1)  # "b t d -> b d t"
+        skips: list[Tensor] = []
+        for resnet, resnet2, downsample in self.down_modules:
+            x = resnet(x, global_feature)
+            x = resnet2(x, global_feature)
+            skips.append(x)
+            x = downsample(x)
+        for mid in self.mid_modules:
+            x = mid(x, global_feature)
+        for resnet, resnet2, upsample in self.up_modules:
+            x = torch.cat((x, skips.pop()), dim=1)
+            x = resnet(x, global_feature)
+            x = resnet2(x, global_feature)
+            x = upsample(x)
+        x = self.final_conv(x)
+        return x.permute(0, 2, 1)  # "b d t -> b t d"
+
+
+class DenoisingLoop(nn.Module):
+    """The scheduler loop as one loop over per-step tables, not one graph per step.
+
+    Why a table-driven loop: at LeRobot's default configuration (100 DDPM steps, a 250M
+    parameter U-Net) an unrolled graph holds 100 copies of the U-Net's ops; the ONNX
+    exporter needed over 30 minutes for it. Each step differs only in its timestep
+    embedding row, five scalars and which ``step_noise`` draw it adds, so those are
+    tables indexed by the step counter, and :func:`script_for_export` turns this Python
+    loop into one TorchScript ``prim::Loop`` (an ONNX ``Loop``) around one traced U-Net.
+    The arithmetic is the unrolled one's: the same float32 values multiply the same
+    tensors in the same order. A step that draws no noise (DDPM's last, ``t = 0``) has
+    ``std = 0`` and adds ``0 * draw``, which is ``+-0`` and leaves ``sample``'s value unchanged.
+    """
+
+    # TorchScript reads these as constants (class annotations would be strings here, which it cannot read).
+    __constants__ = ("n_steps", "ddpm", "epsilon", "clip", "draws")
+    if TYPE_CHECKING:  # the buffers, for mypy only, for the same reason
+        time_embeds: Tensor
+        coeffs: Tensor
+        draw_index: Tensor
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        time_embeds: Tensor,
+        coeffs: Sequence[dict[str, float]],
+        draws: Sequence[bool],
+        *,
+        kind: str,
+        epsilon: bool,
+        clip: float | None,
+    ) -> None:
+        super().__init__()
+        self.unet = unet
+        self.n_steps = len(coeffs)
+        self.ddpm = kind == "DDPM"
+        self.epsilon = epsilon
+        self.clip: float | None = clip
+        table = [[c.get(name, 0.0) for name in _COLUMNS[kind]] for c in coeffs]
+        self.register_buffer("time_embeds", time_embeds)  # [n_steps, diffusion_step_embed_dim * 4]
+        self.register_buffer("coeffs", torch.tensor(table, dtype=torch.float32))  # [n_steps, 5]
+        self.n_draws = sum(bool(d) for d in draws)
+        self.draws = self.n_draws > 0
+        index, seen = [], 0
+        for d in draws:  # which step_noise draw each step adds; a step that draws none re-reads a valid one (x 0)
+            index.append(min(seen, max(self.n_draws - 1, 0)))
+            seen += bool(d)
+        self.register_buffer("draw_index", torch.tensor(index, dtype=torch.long))
+
+    def forward(self, sample: Tensor, global_cond: Tensor, step_noise: Tensor) -> Tensor:
+        """``step_noise`` is read only when the scheduler draws (``self.draws``); callers without draws
+        pass any tensor (not None: an optional input becomes an ONNX Optional ONNX Runtime cannot load)."""
+        batch = global_cond.shape[0]
+        clip = self.clip
+        i = 0
+        while i < self.n_steps:  # not ``for ... in range``: the ONNX exporter unrolls constant-count for loops
+            c = self.coeffs[i]
+            time_embed = self.time_embeds[i].unsqueeze(0).expand(batch, -1)
+            global_feature = torch.cat([time_embed, global_cond], dim=-1)
+            model_output = self.unet(sample, global_feature)
+            # diffusers 0.42 DDPMScheduler.step / DDIMScheduler.step, term by term.
+            if self.epsilon:
+                pred_original = (sample - c[0] * model_output) / c[1]
+                pred_epsilon = model_output
+            else:
+                pred_original = model_output
+                pred_epsilon = (sample - c[1] * pred_original) / c[0]
+            if clip is not None:
+                pred_original = pred_original.clamp(-clip, clip)
+            if self.ddpm:
+                sample = c[2] * pred_original + c[3] * sample
+                if self.draws:
+                    sample = sample + c[4] * step_noise.index_select(1, self.draw_index[i].view(1)).squeeze(1)
+            else:
+                sample = c[2] * pred_original + c[3] * pred_epsilon
+            i += 1
+        return sample
+
+
+def script_for_export(core: DiffusionCore, example: Sequence[Tensor]) -> DiffusionCore:
+    """``core`` with its denoising loop as TorchScript (a traced U-Net inside a scripted loop),
+    so ``torch.onnx.export``'s tracer keeps the loop as ``prim::Loop`` instead of unrolling it.
+
+    ``example`` is the core's positional inputs, used only for the U-Net's trace shapes (the
+    batch axis stays symbolic: the trace records ``x.shape[0]`` as a size op).
+    """
+    loop = core.denoise
+    assert isinstance(loop, DenoisingLoop), "script_for_export takes an unscripted core"
+    n_cams = len(core.image_shapes)
+    noise = example[n_cams + 1]
+    with torch.no_grad():
+        state = core.state_normalizer(example[0])
+        global_cond = core._global_cond(state, example[1 : n_cams + 1])
+        feature = torch.cat([loop.time_embeds[:1].expand(noise.shape[0], -1), global_cond], dim=-1)
+        traced_unet = torch.jit.trace(loop.unet, (noise, feature), check_trace=False)
+    scripted = DenoisingLoop.__new__(DenoisingLoop)
+    nn.Module.__init__(scripted)
+    scripted.__dict__.update(
+        {k: v for k, v in loop.__dict__.items() if k not in ("_modules", "_buffers", "_parameters")}
+    )
+    scripted._buffers = dict(loop._buffers)
+    scripted.unet = traced_unet
+    out = copy.copy(core)
+    out._modules = dict(core._modules)
+    out.denoise = torch.jit.script(scripted)
+    return out
+
+
 class DiffusionCore(nn.Module):
     """``forward(state, *images, noise[, step_noise]) -> action_chunk`` for a trained Diffusion Policy.
 
@@ -135,10 +276,6 @@ class DiffusionCore(nn.Module):
     # LeRobot's submodules, duck-typed: this module imports nothing from LeRobot to name them. Any where
     # they are indexed or unpacked (one encoder or a ModuleList of them; ModuleLists of module triples).
     rgb_encoder: Any
-    down_modules: Any
-    mid_modules: nn.ModuleList
-    up_modules: Any
-    final_conv: nn.Module
 
     def __init__(
         self,
@@ -166,30 +303,33 @@ class DiffusionCore(nn.Module):
         self.separate_encoders = bool(cfg.use_separate_rgb_encoder_per_camera)
         self.rgb_encoder = diffusion_model.rgb_encoder
         unet = diffusion_model.unet
-        self.down_modules = unet.down_modules
-        self.mid_modules = unet.mid_modules
-        self.up_modules = unet.up_modules
-        self.final_conv = unet.final_conv
         self.state_normalizer = state_normalizer
         self.image_normalizers = nn.ModuleList(image_normalizers)
         self.action_unnormalizer = action_unnormalizer
-        self.clip = float(cfg.clip_sample_range) if cfg.clip_sample else None
-        self.epsilon = cfg.prediction_type == "epsilon"
         self.kind = str(cfg.noise_scheduler_type)
         self.crop = self._crop_box(cfg.crop_shape)
 
         num_steps = int(diffusion_model.num_inference_steps)
         param = next(diffusion_model.parameters())
-        steps = []
+        steps = scheduler_steps(diffusion_model.noise_scheduler, self.kind, num_steps)
         with torch.no_grad():
-            for t, coeffs, draws in scheduler_steps(diffusion_model.noise_scheduler, self.kind, num_steps):
-                # The U-Net's timestep encoder sees torch.full((B,), t, long) in LeRobot; it does not
-                # depend on the observation, so it is a per-step constant here (computed at batch 1).
-                t_in = torch.full((1,), t, dtype=torch.long, device=param.device)
-                steps.append(DenoiseStep(unet.diffusion_step_encoder(t_in).clone(), coeffs, draws))
-        self.steps = nn.ModuleList(steps)  # registered, so the buffers follow .to()/.eval()
-        self._steps: list[DenoiseStep] = steps  # the same modules, typed, for the loop
-        self.n_draws = sum(s.draws_noise for s in steps)
+            # The U-Net's timestep encoder sees torch.full((B,), t, long) in LeRobot; it does not
+            # depend on the observation, so it is a per-step constant here (computed at batch 1).
+            embeds = [
+                unet.diffusion_step_encoder(torch.full((1,), t, dtype=torch.long, device=param.device)).clone()
+                for t, _, _ in steps
+            ]
+        loop = DenoisingLoop(
+            ConditionalUnet1d(unet),
+            torch.cat(embeds),
+            [c for _, c, _ in steps],
+            [d for _, _, d in steps],
+            kind=self.kind,
+            epsilon=cfg.prediction_type == "epsilon",
+            clip=float(cfg.clip_sample_range) if cfg.clip_sample else None,
+        )
+        self.denoise: nn.Module = loop  # a DenoisingLoop, or its scripted copy (script_for_export)
+        self.n_draws = loop.n_draws
 
     def _crop_box(self, crop_shape: Sequence[int] | None) -> tuple[int, int, int, int] | None:
         """torchvision's ``CenterCrop`` on a tensor (no padding: LeRobot checks the crop fits):
@@ -212,25 +352,6 @@ class DiffusionCore(nn.Module):
         x = torch.flatten(encoder.pool(encoder.backbone(x)), start_dim=1)
         return encoder.relu(encoder.out(x))
 
-    def _unet(self, x: Tensor, global_feature: Tensor) -> Tensor:
-        """``DiffusionConditionalUnet1d.forward`` after its timestep encoder (precomputed per step)."""
-        x = x.permute(0, 2, 1)  # "b t d -> b d t"
-        skips: list[Tensor] = []
-        for resnet, resnet2, downsample in self.down_modules:
-            x = resnet(x, global_feature)
-            x = resnet2(x, global_feature)
-            skips.append(x)
-            x = downsample(x)
-        for mid in self.mid_modules:
-            x = mid(x, global_feature)
-        for resnet, resnet2, upsample in self.up_modules:
-            x = torch.cat((x, skips.pop()), dim=1)
-            x = resnet(x, global_feature)
-            x = resnet2(x, global_feature)
-            x = upsample(x)
-        x = self.final_conv(x)
-        return x.permute(0, 2, 1)  # "b d t -> b t d"
-
     def _global_cond(self, state: Tensor, images: Sequence[Tensor]) -> Tensor:
         """``_prepare_global_conditioning``: per-camera features over (b s), concatenated camera-major."""
         batch, steps = state.shape[0], state.shape[1]
@@ -249,29 +370,7 @@ class DiffusionCore(nn.Module):
         n_cams = len(self.image_shapes)
         images, noise = inputs[:n_cams], inputs[n_cams]
         step_noise = inputs[n_cams + 1] if self.n_draws else None
-        batch = state.shape[0]
         global_cond = self._global_cond(self.state_normalizer(state), images)
-        sample = noise
-        draw = 0
-        for step in self._steps:
-            c = step.coeffs
-            global_feature = torch.cat([step.time_embed.expand(batch, -1), global_cond], dim=-1)
-            model_output = self._unet(sample, global_feature)
-            if self.epsilon:
-                pred_original = (sample - c["sqrt_beta"] * model_output) / c["sqrt_alpha"]
-                pred_epsilon = model_output
-            else:
-                pred_original = model_output
-                pred_epsilon = (sample - c["sqrt_alpha"] * pred_original) / c["sqrt_beta"]
-            if self.clip is not None:
-                pred_original = pred_original.clamp(-self.clip, self.clip)
-            if self.kind == "DDPM":
-                sample = c["orig"] * pred_original + c["cur"] * sample
-                if step.draws_noise:
-                    assert step_noise is not None
-                    sample = sample + c["std"] * step_noise[:, draw]
-                    draw += 1
-            else:
-                sample = c["prev_sqrt_alpha"] * pred_original + c["dir"] * pred_epsilon
+        sample = self.denoise(noise, global_cond, noise if step_noise is None else step_noise)
         start = self.n_obs_steps - 1
         return self.action_unnormalizer(sample[:, start : start + self.n_action_steps])

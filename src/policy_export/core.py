@@ -27,3 +27,10 @@ def build_core(ckpt: LoadedCheckpoint, image_format: str = "float32") -> torch.n
     from policy_export.families import family_for
 
     return family_for(ckpt.spec.policy_type).build_core(ckpt, image_format)
+
+
+def for_tracing(ckpt: LoadedCheckpoint, core: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> torch.nn.Module:
+    """What the TorchScript-based exporters trace for this core: the family decides (loops stay loops)."""
+    from policy_export.families import family_for
+
+    return family_for(ckpt.spec.policy_type).for_tracing(core, args)

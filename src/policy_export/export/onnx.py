@@ -106,6 +106,22 @@ def _export(
         )
 
 
+def _name_output_dims(model: onnx.ModelProto, dims: tuple[int, ...]) -> None:
+    """Write the output's fixed dims where the exporter left them symbolic.
+
+    Shape inference cannot see through an ONNX ``Loop`` (Diffusion's denoising loop), so the
+    legacy exporter names them (``Addaction_chunk_dim_1``); Triton configs and runtimes need
+    the numbers. Dims the exporter did write must already agree.
+    """
+    out = model.graph.output[0].type.tensor_type.shape.dim
+    for dim, want in zip(out[1:], dims, strict=True):
+        if dim.dim_value and dim.dim_value != want:
+            raise PolicyExportError(
+                f"exported action_chunk dim {dim.dim_value} != {want}; this is a bug in policy-export, please report it"
+            )
+        dim.dim_value = want
+
+
 def _batch_axis_is_symbolic(model: onnx.ModelProto) -> bool:
     return all(not vi.type.tensor_type.shape.dim[0].dim_value for vi in [*model.graph.input, *model.graph.output])
 
@@ -125,7 +141,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from policy_export.core import build_core, example_args
+    from policy_export.core import build_core, example_args, for_tracing
 
     if exporter not in ("auto", "dynamo", "legacy"):
         raise BadInputError(f"--exporter must be auto, dynamo or legacy, not {exporter!r}")
@@ -170,12 +186,13 @@ def export_onnx(
                     used = "legacy"
             if used == "legacy":
                 try:
-                    _export(core, args, tmp, names, "legacy", chosen_opset)
+                    _export(for_tracing(ckpt, core, args), args, tmp, names, "legacy", chosen_opset)
                 except Exception as exc:
                     after = f" (used because {fallback})" if fallback else ""
                     raise PolicyExportError(f"legacy ONNX export failed: {first_line(exc)}{after}") from exc
 
         model = onnx.load(str(tmp))
+        _name_output_dims(model, (ckpt.spec.chunk_size, ckpt.spec.action_dim))
         if not _batch_axis_is_symbolic(model):
             raise PolicyExportError(
                 f"{used} exporter froze the batch axis; this is a bug in policy-export, please report it"

@@ -1,7 +1,10 @@
 """Export the stateless core to TorchScript (``torch.jit.trace``) for libtorch hosts.
 
 Why tracing and not scripting: the core is one straight-line tensor program (no
-data-dependent control flow), and LeRobot's modules are not written to be scriptable.
+data-dependent control flow), and LeRobot's modules are not written to be scriptable. A
+family whose core loops (Diffusion's denoising steps) hands over a module with the loop
+already scripted around a traced body (``Family.for_tracing``), so the file holds one loop,
+not one copy of the network per step.
 Tracing records ``state.shape[0]`` as a size op, so the batch axis stays dynamic; we trace
 with a batch of 2 (like the ONNX export) and then prove it by running the *saved* file at
 batch sizes it was not traced with.
@@ -66,7 +69,7 @@ def export_torchscript(
     """Trace, save with metadata, reload the saved file and check it, then move into place."""
     import torch
 
-    from policy_export.core import build_core, example_args
+    from policy_export.core import build_core, example_args, for_tracing
 
     core = build_core(ckpt, image_format=image_format)
     args = example_args(ckpt, TRACE_BATCH, image_format)
@@ -83,7 +86,12 @@ def export_torchscript(
         with torch.inference_mode(False), torch.no_grad(), _quiet_tracer():
             try:
                 # check_trace would only re-run the trace batch; our check below uses other sizes.
-                traced = torch.jit.trace(core, args, check_trace=False)
+                module = for_tracing(ckpt, core, args)
+                traced = (
+                    module
+                    if isinstance(module, torch.jit.ScriptModule)
+                    else torch.jit.trace(module, args, check_trace=False)
+                )
             except Exception as exc:
                 raise PolicyExportError(f"torch.jit.trace failed: {first_line(exc)}") from exc
         torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: meta.to_json()})

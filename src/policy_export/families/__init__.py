@@ -118,6 +118,15 @@ class Family(ABC):
     def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> torch.nn.Module:
         """The eval-mode stateless core (a ``torch.nn.Module``) with normalization baked in."""
 
+    def for_tracing(self, core: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> torch.nn.Module:
+        """What the TorchScript-based exporters (``torch.jit.trace``, ONNX's legacy exporter) trace.
+
+        The core itself for a straight-line network. A family whose core loops (Diffusion's
+        denoising steps) returns a ``torch.jit.ScriptModule`` in which the loop is kept as a
+        loop; the exporters use it as it is instead of tracing (and so unrolling) ``core``.
+        """
+        return core
+
     @abstractmethod
     def reference_chunk(self, ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:
         """LeRobot's preprocessor -> chunk prediction -> postprocessor on the core's inputs."""
