@@ -106,6 +106,57 @@ def _export(
         )
 
 
+def _subgraphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    for node in graph.node:
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield sub
+                yield from _subgraphs(sub)
+
+
+def _share_identical_initializers(model: onnx.ModelProto) -> None:
+    """Point every use of a byte-identical initializer at one copy, in subgraphs too.
+
+    Why: ONNX Runtime shares identical initializers itself, but not when a ``Loop`` body uses
+    them (Diffusion's U-Net): it then prints one warning per tensor at every session start
+    ("Implicit input name ... cannot be safely updated"). Freshly initialised or frozen norm
+    layers (all ones, all zeros) are the usual duplicates. Straight-line graphs are left as
+    the exporter wrote them.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    subgraphs = list(_subgraphs(graph))
+    if not subgraphs:
+        return
+    first: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for init in graph.initializer:
+        key = (init.data_type, tuple(init.dims), numpy_helper.to_array(init).tobytes())
+        if key in first:
+            rename[init.name] = first[key]
+        else:
+            first[key] = init.name
+            keep.append(init)
+    # The legacy exporter already shares some: it writes those as top-level Identity nodes of
+    # an initializer, which ONNX Runtime folds back into duplicate initializers.
+    copies = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in first.values()]
+    for node in copies:
+        rename[node.output[0]] = node.input[0]
+    if not rename:
+        return
+    for g in [graph, *subgraphs]:
+        for node in g.node:
+            node.input[:] = [rename.get(name, name) for name in node.input]
+    # Rebuilt after the renames: extend() copies messages, so the subgraphs above would be stale.
+    kept_nodes = [n for n in graph.node if n not in copies]
+    del graph.node[:]
+    graph.node.extend(kept_nodes)
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
 def _name_output_dims(model: onnx.ModelProto, dims: tuple[int, ...]) -> None:
     """Write the output's fixed dims where the exporter left them symbolic.
 
@@ -193,6 +244,7 @@ def export_onnx(
 
         model = onnx.load(str(tmp))
         _name_output_dims(model, (ckpt.spec.chunk_size, ckpt.spec.action_dim))
+        _share_identical_initializers(model)
         if not _batch_axis_is_symbolic(model):
             raise PolicyExportError(
                 f"{used} exporter froze the batch axis; this is a bug in policy-export, please report it"
