@@ -7,8 +7,8 @@ This module re-expresses one chunk prediction (``generate_actions``) as a pure f
     forward(state, *images, noise[, step_noise]) -> action_chunk
 
 with the eval-mode center crop, normalization, the image encoders, the whole denoising
-loop over the checkpoint's scheduler and ``num_inference_steps`` (unrolled: one graph,
-every step's constants baked in) and the unnormalization inside. The history lives on the
+loop over the checkpoint's scheduler and ``num_inference_steps`` (a loop over per-step
+tables, exported as one loop: :class:`DenoisingLoop`) and the unnormalization inside. The history lives on the
 host (:mod:`policy_export.runtime.history`), so one served model can batch many robots.
 
 Randomness is an input, never an op in the graph:
@@ -29,7 +29,7 @@ Randomness is an input, never an op in the graph:
 Op order follows LeRobot's and diffusers' term by term (see the comments), because float32
 results change with reordering and this core is meant to be equal to LeRobot's, not close.
 The scheduler's per-step scalars are computed here once, with the scheduler's own tensors
-and the same 0-d float32 arithmetic ``scheduler.step`` performs.
+and the same 0-d float32 arithmetic ``scheduler.step`` performs, and stored as a float32 table.
 
 Like ``act.py`` it imports nothing but torch: the network and the scheduler are passed in
 (duck-typed).
@@ -119,21 +119,80 @@ _COLUMNS = {
 }
 
 
+class Conv1dAsMatMul(nn.Module):
+    """An ``nn.Conv1d`` (groups 1, dilation 1, zero padding) as one matrix product over the whole batch.
+
+    Why: the U-Net's sequences are short (``horizon`` 16, then 8 and 4) and its kernels large
+    (2048 x 2048 x 5 at the default size). ONNX Runtime's and oneDNN's convolutions run one
+    GEMM per sample with N = sequence length, so at batch 8 every step streams the 1 GB of
+    weights 8 times. Here the k shifted views of the padded input are stacked (im2col) and
+    multiplied once: ``[B, L, k*C] @ [k*C, C_out]`` is a single GEMM with M = B*L that reads
+    the weights once per step. Measured at the default size, batch 8, 2 cores: a chunk took
+    24.8 s in ONNX Runtime with Conv and 12.3 s with this (batch 1: 3.7 s and 4.7 s; see
+    BENCHMARKS.md). Same products and sums as the convolution, summed in another order
+    (float32 round-off; parity with LeRobot stays within 1e-4).
+    """
+
+    if TYPE_CHECKING:  # buffers
+        weight: Tensor
+        bias: Tensor | None
+
+    def __init__(self, conv: nn.Conv1d) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.dilation[0] != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"Conv1dAsMatMul takes plain convolutions, not {conv}")
+        self.kernel = int(conv.kernel_size[0])
+        self.stride = int(conv.stride[0])
+        self.pad = int(conv.padding[0])
+        with torch.no_grad():
+            # [C_out, C_in, k] -> [k * C_in, C_out], rows ordered (tap, channel) like the stacked views.
+            weight = conv.weight.detach().permute(2, 1, 0).reshape(-1, conv.out_channels).contiguous()
+        self.register_buffer("weight", weight)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, C_in, L] -> [B, C_out, L_out]
+        # Channels last before stacking, so the product's left side is [B, L_out, k*C_in] as laid out:
+        # a transposed left side would make ONNX Runtime fuse the transpose into a per-sample GEMM again.
+        x = x.transpose(1, 2)
+        if self.pad:
+            x = nn.functional.pad(x, (0, 0, self.pad, self.pad))
+        length = (x.shape[1] - self.kernel) // self.stride + 1
+        span = self.stride * (length - 1) + 1
+        cols = torch.cat([x[:, j : j + span : self.stride] for j in range(self.kernel)], dim=2)
+        y = torch.matmul(cols, self.weight)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.transpose(1, 2)
+
+
+def _with_matmul_convs(modules: Any) -> Any:
+    """A copy of ``modules`` (LeRobot's, left untouched) with every ``nn.Conv1d`` as :class:`Conv1dAsMatMul`.
+
+    Parameters are shared, not copied (the memo), except the re-laid-out conv weights."""
+    shared = {id(t): t for t in [*modules.parameters(), *modules.buffers()]}
+    out = copy.deepcopy(modules, shared)
+    for child in list(out.modules()):
+        for attr, sub in list(child.named_children()):
+            if type(sub) is nn.Conv1d:
+                setattr(child, attr, Conv1dAsMatMul(sub))
+    return out
+
+
 class ConditionalUnet1d(nn.Module):
     """``DiffusionConditionalUnet1d.forward`` after its timestep encoder (precomputed per step)."""
 
     # LeRobot's ModuleLists of module triples, duck-typed (unpacked below).
     down_modules: Any
-    mid_modules: nn.ModuleList
+    mid_modules: Any
     up_modules: Any
     final_conv: nn.Module
 
     def __init__(self, unet: Any) -> None:
         super().__init__()
-        self.down_modules = unet.down_modules
-        self.mid_modules = unet.mid_modules
-        self.up_modules = unet.up_modules
-        self.final_conv = unet.final_conv
+        self.down_modules = _with_matmul_convs(unet.down_modules)
+        self.mid_modules = _with_matmul_convs(unet.mid_modules)
+        self.up_modules = _with_matmul_convs(unet.up_modules)
+        self.final_conv = _with_matmul_convs(unet.final_conv)
 
     def forward(self, x: Tensor, global_feature: Tensor) -> Tensor:
         x = x.permute(0, 2, 1)  # "b t d -> b d t"
