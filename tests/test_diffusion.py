@@ -86,7 +86,8 @@ def test_onnx_and_torchscript_verify_and_rollout_with_resets(ddpm_ckpt, ddpm_loa
     )
     assert res.exit_code == 0, res.output
     (pt,) = (tmp_path / "out").glob("*.pt")
-    _assert_one_denoising_loop(ddpm_onnx, pt, ddpm_loaded.policy.diffusion.unet, capfd)
+    steps = ddpm_loaded.spec.family["num_inference_steps"]
+    _assert_one_denoising_loop(ddpm_onnx, pt, ddpm_loaded.policy.diffusion.unet, steps, capfd)
     report = tmp_path / "parity.json"
     res = runner.invoke(
         app,
@@ -120,7 +121,7 @@ def test_onnx_and_torchscript_verify_and_rollout_with_resets(ddpm_ckpt, ddpm_loa
     assert r["resets"] == [0, 51] and r["lerobot_chunk_calls"] == r["client_core_calls"] == 21
 
 
-def _assert_one_denoising_loop(onnx_path: Path, pt_path: Path, unet, capfd) -> None:
+def _assert_one_denoising_loop(onnx_path: Path, pt_path: Path, unet, steps: int, capfd) -> None:
     """Both files hold the denoising loop once, around one U-Net, not one U-Net per step: the
     U-Net's convolutions (one MatMul each, Conv1dAsMatMul) appear once, inside the loop body."""
     import onnx
@@ -131,6 +132,9 @@ def _assert_one_denoising_loop(onnx_path: Path, pt_path: Path, unet, capfd) -> N
     body = next(a.g for a in loop.attribute if a.name == "body")
     n_convs = sum(type(m) is torch.nn.Conv1d for m in unet.modules())
     assert sum(n.op_type == "MatMul" for n in body.node) == n_convs > 0
+    # A counted loop: the trip count is the number of denoising steps (TensorRT imports it as such).
+    trip = next(n for n in graph.node if n.output[0] == loop.input[0])
+    assert trip.op_type == "Constant" and int(onnx.numpy_helper.to_array(trip.attribute[0].t)) == steps
 
     # ONNX Runtime loads it without one "Implicit input name ... cannot be safely updated" warning per
     # shared tensor (the tiny policy's fresh norm layers are byte-identical; _share_identical_initializers).

@@ -228,7 +228,7 @@ class DenoisingLoop(nn.Module):
     """
 
     # TorchScript reads these as constants (class annotations would be strings here, which it cannot read).
-    __constants__ = ("n_steps", "ddpm", "epsilon", "clip", "draws")
+    __constants__ = ("ddpm", "epsilon", "clip", "draws")
     if TYPE_CHECKING:  # the buffers, for mypy only, for the same reason
         time_embeds: Tensor
         coeffs: Tensor
@@ -247,7 +247,6 @@ class DenoisingLoop(nn.Module):
     ) -> None:
         super().__init__()
         self.unet = unet
-        self.n_steps = len(coeffs)
         self.ddpm = kind == "DDPM"
         self.epsilon = epsilon
         self.clip: float | None = clip
@@ -267,8 +266,12 @@ class DenoisingLoop(nn.Module):
         pass any tensor (not None: an optional input becomes an ONNX Optional ONNX Runtime cannot load)."""
         batch = global_cond.shape[0]
         clip = self.clip
-        i = 0
-        while i < self.n_steps:  # not ``for ... in range``: the ONNX exporter unrolls constant-count for loops
+        # The count is the table's row count, not a Python int: the ONNX exporter unrolls a loop over
+        # a constant, and keeps this one as a Loop with the step count as its trip count (which
+        # TensorRT imports as a counted loop).
+        for i in range(
+            self.coeffs.shape[0]
+        ):  # not ``for ... in range``: the ONNX exporter unrolls constant-count for loops
             c = self.coeffs[i]
             time_embed = self.time_embeds[i].unsqueeze(0).expand(batch, -1)
             global_feature = torch.cat([time_embed, global_cond], dim=-1)
@@ -288,7 +291,6 @@ class DenoisingLoop(nn.Module):
                     sample = sample + c[4] * step_noise.index_select(1, self.draw_index[i].view(1)).squeeze(1)
             else:
                 sample = c[2] * pred_original + c[3] * pred_epsilon
-            i += 1
         return sample
 
 
