@@ -110,9 +110,9 @@ def scheduler_steps(scheduler: Any, kind: str, num_inference_steps: int) -> list
     return steps
 
 
-#: Columns of :class:`DenoisingLoop`'s per-step scalar table. The update is
-#: ``sample = c[2] * pred_original + c[3] * (sample for DDPM | pred_epsilon for DDIM)``.
-SQRT_BETA, SQRT_ALPHA, ORIG, OTHER, STD = range(5)
+#: Columns of :class:`DenoisingLoop`'s per-step scalar table ``c``, indexed by number in the loop
+#: (TorchScript cannot read module-level ints). The update is ``sample = c[2] * pred_original +
+#: c[3] * (sample for DDPM | pred_epsilon for DDIM)``, plus ``c[4] * draw`` for DDPM.
 _COLUMNS = {
     "DDPM": ("sqrt_beta", "sqrt_alpha", "orig", "cur", "std"),
     "DDIM": ("sqrt_beta", "sqrt_alpha", "prev_sqrt_alpha", "dir", "std"),
@@ -127,9 +127,9 @@ class Conv1dAsMatMul(nn.Module):
     GEMM per sample with N = sequence length, so at batch 8 every step streams the 1 GB of
     weights 8 times. Here the k shifted views of the padded input are stacked (im2col) and
     multiplied once: ``[B, L, k*C] @ [k*C, C_out]`` is a single GEMM with M = B*L that reads
-    the weights once per step. Measured at the default size, batch 8, 2 cores: a chunk took
-    24.8 s in ONNX Runtime with Conv and 12.3 s with this (batch 1: 3.7 s and 4.7 s; see
-    BENCHMARKS.md). Same products and sums as the convolution, summed in another order
+    the weights once per step. At the default size on 2 cores, ONNX Runtime took 24.8 s a chunk
+    at batch 8 with Conv and 9.5-12.3 s with this; batch 1 stayed at ~3.7-4.7 s (BENCHMARKS.md,
+    Diffusion Policy). Same products and sums as the convolution, summed in another order
     (float32 round-off; parity with LeRobot stays within 1e-4).
     """
 
@@ -310,16 +310,15 @@ def script_for_export(core: DiffusionCore, example: Sequence[Tensor]) -> Diffusi
         global_cond = core._global_cond(state, example[1 : n_cams + 1])
         feature = torch.cat([loop.time_embeds[:1].expand(noise.shape[0], -1), global_cond], dim=-1)
         traced_unet = torch.jit.trace(loop.unet, (noise, feature), check_trace=False)
-    scripted = DenoisingLoop.__new__(DenoisingLoop)
-    nn.Module.__init__(scripted)
-    scripted.__dict__.update(
-        {k: v for k, v in loop.__dict__.items() if k not in ("_modules", "_buffers", "_parameters")}
-    )
-    scripted._buffers = dict(loop._buffers)
-    scripted.unet = traced_unet
-    out = copy.copy(core)
-    out._modules = dict(core._modules)
-    out.denoise = torch.jit.script(scripted)
+    return _replaced(core, denoise=torch.jit.script(_replaced(loop, unet=traced_unet)))
+
+
+def _replaced(module: nn.Module, **children: nn.Module) -> Any:
+    """A shallow copy of ``module`` with some children swapped; ``module`` itself is untouched."""
+    out = copy.copy(module)
+    out._modules = dict(module._modules)
+    for name, child in children.items():
+        setattr(out, name, child)
     return out
 
 

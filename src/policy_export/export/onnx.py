@@ -150,7 +150,8 @@ def _share_identical_initializers(model: onnx.ModelProto) -> None:
         for node in g.node:
             node.input[:] = [rename.get(name, name) for name in node.input]
     # Rebuilt after the renames: extend() copies messages, so the subgraphs above would be stale.
-    kept_nodes = [n for n in graph.node if n not in copies]
+    dropped = {n.output[0] for n in copies}  # output names are unique in a graph
+    kept_nodes = [n for n in graph.node if not n.output or n.output[0] not in dropped]
     del graph.node[:]
     graph.node.extend(kept_nodes)
     del graph.initializer[:]
