@@ -454,6 +454,76 @@ def test_bad_observations_are_one_line():
         rt.select_action(bad)
 
 
+BAD_STEP = 999  # written into a bad observation's state: the fake backend would record it if it ever ran
+
+
+def _bad(kind: str) -> dict[str, np.ndarray]:
+    obs = _obs(BAD_STEP)
+    if kind == "nan state":
+        obs[STATE_KEY] = np.array([BAD_STEP, np.nan], np.float32)
+    elif kind == "inf in a float frame":
+        frame = np.full((3, 4, 5), 0.5, np.float32)
+        frame[1, 2, 3] = np.inf
+        obs[CAM_KEY] = frame
+    elif kind == "0-255 float frame":
+        obs[CAM_KEY] = np.full((4, 5, 3), 200.0, np.float32)
+    elif kind == "wrong frame shape":
+        obs[CAM_KEY] = np.zeros((4, 6, 3), np.uint8)
+    elif kind == "int16 frame":
+        obs[CAM_KEY] = np.full((4, 5, 3), 7, np.int16)
+    elif kind == "bool state":
+        obs[STATE_KEY] = np.array([True, False])
+    return obs
+
+
+BAD_KINDS = ("nan state", "inf in a float frame", "0-255 float frame", "wrong frame shape", "int16 frame", "bool state")
+BAD_MESSAGES = {
+    "nan state": r"observation\.state: NaN or inf",
+    "inf in a float frame": r"observation\.images\.top: NaN or inf in the image",
+    "0-255 float frame": r"float image values in \[200, 200\], outside \[0, 1\]",
+    "wrong frame shape": r"image shape \(4, 6, 3\) is neither",
+    "int16 frame": r"image dtype int16 is not supported",
+    "bool state": r"observation\.state: dtype bool is not a real number type",
+}
+
+
+@pytest.mark.parametrize("kind", BAD_KINDS)
+@pytest.mark.parametrize("merge", ["replace", "ensemble"])
+def test_a_bad_observation_raises_on_its_own_tick_and_no_action_comes_from_it(kind, merge):
+    """Issue 18 item 6: raised at the tick it was given, whether or not that tick asks for a chunk and
+    however busy the worker is (it used to be raised a tick late by the worker, or never when no
+    chunk was asked for); the loop then carries on, and no chunk is ever computed from it."""
+    fps = 10.0
+    meta = _metadata() if merge == "replace" else _metadata(chunk_size=8, n_action_steps=1, coeff=0.3)
+    rt, backend, clock, _ = _client(meta, latency=0.25, fps=fps, merge=merge)
+    _run(rt, clock, 6, fps)
+    # Steps 6 (replace: buffer full, no chunk wanted; ensemble: the worker is busy) and 7 (chunk wanted).
+    for k in (6, 7):
+        clock.set(k / fps)
+        calls = len(backend.calls)
+        with pytest.raises(BadInputError, match=BAD_MESSAGES[kind]) as err:
+            rt.select_action(_bad(kind))
+        assert "\n" not in str(err.value)
+        assert len(backend.calls) == calls  # nothing ran on this tick because of it
+        out = _run(rt, clock, 1, fps, start=k)  # the same tick, retried with a good observation
+        assert out[0][1].step == k  # the bad observation took no step
+    out = _run(rt, clock, 30, fps, start=8)  # nothing is raised late, and the loop streams on
+    assert BAD_STEP not in backend.calls
+    assert rt.stats()["fallback_ticks"] == 0 and rt.state is State.STREAMING
+
+
+def test_checks_off_still_refuse_what_cannot_be_converted():
+    worker = InlineWorker()
+    backend = ScriptedBackend(_metadata(), worker)
+    clock = ManualClock()
+    rt = RealtimeClient(PolicyClient(backend, check_inputs=False), 10.0, clock=clock, worker=worker)
+    _run(rt, clock, 3, 10.0)
+    clock.set(0.3)
+    rt.select_action(_bad("0-255 float frame"))  # values unchecked, as asked
+    with pytest.raises(BadInputError, match="image dtype int16 is not supported"):
+        rt.select_action(_bad("int16 frame"))  # the dtype is structure, not a value
+
+
 def test_settings_from_env():
     env = {
         "INFERENCE_FPS": "30",
