@@ -248,8 +248,9 @@ def test_zero_latency_realtime_equals_policy_client_step_for_step(artifact, requ
     # buffer_time_s 0: ask for a chunk only when the buffer is dry, i.e. when LeRobot's queue is.
     worker, clock = InlineWorker(), ManualClock()
     merge = "ensemble" if spec.temporal_ensemble_coeff is not None else "replace"
+    pacing = {"buffer_time_s": 0.0} if merge == "replace" else {}  # ensembling asks at every step anyway
     with RealtimeClient(
-        PolicyClient.from_artifact(path), 30.0, buffer_time_s=0.0, merge=merge, clock=clock, worker=worker
+        PolicyClient.from_artifact(path), 30.0, merge=merge, clock=clock, worker=worker, **pacing
     ) as rt:
         for e, episode in enumerate(episodes):
             rt.reset()
@@ -429,6 +430,14 @@ def test_reset_waits_for_a_fresh_chunk_and_ignores_the_old_episodes():
         ({"fps": -30}, r"fps \(INFERENCE_FPS\) must be > 0"),
         ({"buffer_time_s": 2.0}, r"buffer_time_s 2 is longer than a chunk's playback \(10 actions at 10 Hz = 1 s\)"),
         ({"merge": "ensemble"}, "merge='ensemble' needs the model's temporal_ensemble_coeff"),
+        (
+            {"merge": "ensemble", "buffer_time_s": 0.3, "meta": _metadata(8, 1, 0.3)},
+            r"buffer_time_s 0\.3 \(INFERENCE_BUFFER_TIME_S\) has no effect with merge='ensemble': .* every step",
+        ),
+        (
+            {"buffer_time_s": 5.0, "meta": _metadata(8, 1, 0.3)},  # longer than a chunk, merge by default
+            r"buffer_time_s 5 .* no effect with merge='ensemble' \(the model ensembles, so merge defaults to",
+        ),
         ({"reconnect_max_backoff_s": 0.1}, "the backoff only grows"),
         ({"max_offline_s": float("nan")}, "max_offline_s .* must be a number"),
         ({"buffer": 1}, "unknown RealtimeClient setting"),

@@ -91,7 +91,17 @@ class RealtimeClient:
         # A queue model plays n_action_steps of each chunk; an ensembling one (n_action_steps 1) all of it.
         horizon = spec.chunk_size if coeff is not None else spec.n_action_steps
         playback = horizon / settings.fps
-        if settings.buffer_time_s is None:
+        if merge is Merge.ENSEMBLE and settings.buffer_time_s is not None:
+            # Refused rather than ignored: whoever set it believes it paces requests, and here nothing does.
+            why = "" if settings.merge else " (the model ensembles, so merge defaults to 'ensemble')"
+            raise BadInputError(
+                f"buffer_time_s {settings.buffer_time_s:g} (INFERENCE_BUFFER_TIME_S) has no effect with "
+                f"merge='ensemble'{why}: ensembling asks for a new chunk at every step; leave buffer_time_s unset, "
+                "or use merge='replace' to ask by buffered playback"
+            )
+        if merge is Merge.ENSEMBLE:
+            self.buffer_time_s = 0.0  # not a setting here: a chunk is wanted at every step (_wants)
+        elif settings.buffer_time_s is None:
             self.buffer_time_s = min(DEFAULT_BUFFER_TIME_S, playback / 2)
         elif merge is Merge.REPLACE and settings.buffer_time_s > playback:
             raise BadInputError(
@@ -273,7 +283,9 @@ class RealtimeClient:
         s = self.settings
         return (
             f"RealtimeClient({self.client.backend.name}, {s.fps:g} Hz, merge={self.merge.value}, "
-            f"fallback={s.fallback.value}, buffer_time_s={self.buffer_time_s:.3g}, state={self._state.value})"
+            f"fallback={s.fallback.value}, "
+            + ("asks every step" if self.merge is Merge.ENSEMBLE else f"buffer_time_s={self.buffer_time_s:.3g}")
+            + f", state={self._state.value})"
         )
 
     # -- internals ----------------------------------------------------------------------------------
