@@ -183,13 +183,9 @@ def render_table(report: VerifyReport) -> Table:
 
 def report_inputs(report: VerifyReport) -> list[Path]:
     """What the run read: a report written over any of these would destroy the evidence it describes."""
-    paths = [Path(report.checkpoint)]
-    for c in report.checks:
-        art = Path(c.artifact)
-        paths.append(art)
-        if art.suffix == ".plan":
-            paths.append(art.with_name(art.name + ".json"))  # the TensorRT sidecar
-    return paths
+    from policy_export.input_files import files_read
+
+    return files_read(Path(report.checkpoint), [Path(c.artifact) for c in report.checks])
 
 
 def write_json(report: VerifyReport, path: Path, force: bool = False) -> None:

@@ -36,6 +36,7 @@ from policy_export.export_report import (
     parse_formats,
 )
 from policy_export.fsutil import check_report_writable, check_writable, write_report_atomic
+from policy_export.input_files import files_read
 
 if TYPE_CHECKING:
     from policy_export.checkpoint import LoadedCheckpoint
@@ -65,9 +66,10 @@ def run_export_pipeline(
         raise BadInputError("--batch-sizes, --samples and --max-batch must be positive integers")
     formats = parse_formats(",".join(formats))
     paths = {f: out_dir / FILE_NAMES[f] for f in formats}
+    inputs = files_read(checkpoint)
     for fmt, path in paths.items():  # refuse to clobber before any slow work
-        check_writable(path, force, f"{fmt} artifact", inputs=[checkpoint])
-    check_report_writable(out_dir / REPORT_NAME, force, "export report", inputs=[checkpoint])
+        check_writable(path, force, f"{fmt} artifact", inputs=inputs)
+    check_report_writable(out_dir / REPORT_NAME, force, "export report", inputs=inputs)
     report = PipelineReport(
         checkpoint=str(checkpoint),
         out_dir=str(out_dir),
@@ -88,7 +90,7 @@ def run_export_pipeline(
             out_dir / REPORT_NAME,
             json.dumps(report.to_dict(), indent=2, default=str) + "\n",
             force,
-            inputs=[checkpoint],
+            inputs=inputs,
             what="export report",
         )
     return report

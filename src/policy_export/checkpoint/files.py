@@ -94,10 +94,52 @@ def _check_files(root: Path) -> None:
         for step in steps:
             state_file = step.get("state_file")
             if state_file:
-                spath = root / state_file
+                spath = state_file_path(root, jpath, state_file)
                 if not spath.is_file():
                     raise BadInputError(f"{spath}: missing (named by {jpath.name}); the checkpoint is partial")
                 _check_safetensors(spath)
+
+
+PROCESSOR_JSONS = ("policy_preprocessor.json", "policy_postprocessor.json")
+
+
+def state_file_path(root: Path, jpath: Path, value: object) -> Path:
+    """Where a processor step's ``state_file`` is, refused unless it is inside the checkpoint folder.
+
+    LeRobot joins the name to the folder as it is, so ``..``, an absolute path or a link out
+    would make the checkpoint read (and a later ``--output`` could replace) a file that is not
+    part of it; ``save_pretrained`` only ever writes plain names beside the JSON.
+    """
+    if not isinstance(value, str) or not value:
+        raise BadInputError(f"{jpath}: a step's state_file must be a file name, got {value!r}; re-save the checkpoint")
+    spath = root / value
+    real, home = Path(os.path.realpath(spath)), Path(os.path.realpath(root))
+    if Path(value).is_absolute() or not real.is_relative_to(home):
+        raise BadInputError(
+            f"{jpath}: state_file {value!r} resolves outside the checkpoint folder ({real}); "
+            f"copy the file into {root} and name it there (as save_pretrained writes it)"
+        )
+    return spath
+
+
+def checkpoint_files(root: Path) -> list[Path]:
+    """The checkpoint folder and every file a load reads, wherever the processor JSONs point.
+
+    Best effort and never raising: it feeds the no-clobber guard, which runs before the
+    checks above; a state file named outside the folder is listed (so an output there is
+    refused as an input) and then refused by :func:`state_file_path` when loading.
+    """
+    files = [root, root / "config.json", root / "model.safetensors"]
+    for name in PROCESSOR_JSONS:
+        jpath = root / name
+        files.append(jpath)
+        try:
+            steps = json.loads(jpath.read_text()).get("steps", [])
+            named = [s.get("state_file") for s in steps if isinstance(s, dict)]
+        except (OSError, ValueError, AttributeError):
+            continue
+        files.extend(root / n for n in named if isinstance(n, str) and n)
+    return files
 
 
 def _check_safetensors(path: Path) -> None:

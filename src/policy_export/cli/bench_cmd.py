@@ -68,6 +68,7 @@ def bench(
     from policy_export.bench.results import to_json_dict
     from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK
     from policy_export.fsutil import check_report_writable
+    from policy_export.input_files import files_read
 
     config = BenchConfig(
         checkpoint=checkpoint,
@@ -81,7 +82,7 @@ def bench(
         ceiling_seconds=ceiling_seconds,
         max_background=max_background,
     )
-    inputs = [checkpoint, *config.artifacts]
+    inputs = files_read(checkpoint, config.artifacts)
     for out, what in ((json_path, "JSON report"), (plot, "plot")):
         if out is not None:
             check_report_writable(out, force, what, inputs)  # fail now, not after minutes of timing

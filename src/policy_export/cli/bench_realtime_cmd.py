@@ -39,6 +39,7 @@ def bench_realtime(
     from policy_export.bench.realtime import RealtimeBenchConfig, render_table, run_realtime_bench
     from policy_export.errors import BadInputError
     from policy_export.fsutil import check_writable, write_text_atomic
+    from policy_export.input_files import artifact_files
 
     if not artifact.is_file():
         raise BadInputError(f"--artifact {artifact}: no such file; export one first (policy-export onnx ...)")
@@ -51,7 +52,7 @@ def bench_realtime(
     if json_path is not None and json_path.is_dir():
         raise BadInputError(f"--json {json_path}: is a directory; give a file name")
     if json_path is not None:
-        check_writable(json_path, True, "JSON report", inputs=[artifact])  # an input is never overwritten
+        check_writable(json_path, True, "JSON report", inputs=artifact_files(artifact))  # an input is never overwritten
     cfg = RealtimeBenchConfig(
         artifact=artifact, fps=fps, steps=steps, merge=merge, triton_url=triton_url, model=model, seed=seed
     )
@@ -60,5 +61,5 @@ def bench_realtime(
     )
     console.print(render_table(report))
     if json_path:
-        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n", inputs=[artifact])
+        write_text_atomic(json_path, json.dumps(report, indent=2) + "\n", inputs=artifact_files(artifact))
         console.print(f"wrote {json_path}")

@@ -36,14 +36,16 @@ def bench_triton(
     """
     from policy_export.errors import BadInputError
     from policy_export.fsutil import check_writable, write_text_atomic
+    from policy_export.input_files import files_read
     from policy_export.triton.latency import measure, render_table
 
     if requests < 1:
         raise BadInputError(f"--requests must be >= 1, got {requests}")
     if json_path:
-        check_writable(json_path, True, "JSON report", inputs=artifact)  # an input is never overwritten
+        # An input is never overwritten.
+        check_writable(json_path, True, "JSON report", inputs=files_read(None, artifact))
     rows = measure(artifact, backend.value, requests, venv)
     console.print(render_table(rows))
     if json_path:
-        write_text_atomic(json_path, json.dumps(rows, indent=2) + "\n", inputs=artifact)
+        write_text_atomic(json_path, json.dumps(rows, indent=2) + "\n", inputs=files_read(None, artifact))
         console.print(f"wrote {json_path}")

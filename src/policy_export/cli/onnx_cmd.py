@@ -37,8 +37,9 @@ def onnx(
 
     from policy_export.export.onnx import export_onnx
     from policy_export.fsutil import check_writable
+    from policy_export.input_files import files_read
 
-    check_writable(output, force, "ONNX file", inputs=[checkpoint])  # before the slow load
+    check_writable(output, force, "ONNX file", inputs=files_read(checkpoint))  # before the slow load
     ckpt = load(checkpoint)
     with status(f"exporting {output.name}"):
         res = export_onnx(

@@ -24,8 +24,9 @@ def torchscript(
     """
     from policy_export.export.torchscript import export_torchscript
     from policy_export.fsutil import check_writable
+    from policy_export.input_files import files_read
 
-    check_writable(output, force, "TorchScript file", inputs=[checkpoint])  # before the slow load
+    check_writable(output, force, "TorchScript file", inputs=files_read(checkpoint))  # before the slow load
     ckpt = load(checkpoint)
     with status(f"tracing {output.name}"):
         res = export_torchscript(ckpt, output, force=force, image_format=image_format)

@@ -85,6 +85,7 @@ def verify(
     from rich.progress import Progress
 
     from policy_export.fsutil import check_report_writable
+    from policy_export.input_files import files_read
     from policy_export.parity_report import render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
@@ -92,7 +93,7 @@ def verify(
     if rollout and rollout < 2:
         raise typer.BadParameter(f"--rollout takes the number of control steps (>= 2), got {rollout}")
     overrides = _parse_atol_overrides(artifact_tolerance or [])
-    inputs = [checkpoint, *artifact, *(a.with_name(a.name + ".json") for a in artifact if a.suffix == ".plan")]
+    inputs = files_read(checkpoint, artifact)
     for out, what in ((report, "JSON report"), (junit, "JUnit report")):
         if out is not None:
             check_report_writable(out, force, what, inputs)  # fail now, not after the whole run

@@ -26,6 +26,7 @@ from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.enums import ArtifactKind, ImageFormat, Precision
 from policy_export.errors import BadInputError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
+from policy_export.input_files import files_read
 from policy_export.spec import METADATA_KEY, ArtifactMetadata
 from policy_export.versions import library_versions
 
@@ -211,7 +212,7 @@ def export_onnx(
     names = ckpt.spec.input_names
     chosen_opset = opset or DEFAULT_OPSET
 
-    with atomic_output(output, force=force, what="ONNX file", inputs=[ckpt.path]) as tmp:
+    with atomic_output(output, force=force, what="ONNX file", inputs=files_read(ckpt.path)) as tmp:
         used, fallback = exporter, None
         if exporter == "auto":
             from policy_export.families import family_for

@@ -31,6 +31,7 @@ from policy_export.artifacts import inspect_artifact, tensorrt_sidecar
 from policy_export.enums import ArtifactKind, Precision
 from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
 from policy_export.fsutil import atomic_output, check_writable
+from policy_export.input_files import artifact_files
 from policy_export.spec import ArtifactMetadata
 from policy_export.tensorrt_host import disable_polygraphy_autoinstall, host_info, tensorrt_unavailable_reason
 from policy_export.versions import library_versions
@@ -90,7 +91,7 @@ def build_tensorrt(
             f"{onnx_path}: this ONNX file is fp16; build an fp32 plan from the fp32 ONNX, or pass --precision fp16"
         )
     sidecar = tensorrt_sidecar(output)
-    inputs = [onnx_path, *([timing_cache] if timing_cache else [])]
+    inputs = [*artifact_files(onnx_path), *([timing_cache] if timing_cache else [])]
     check_writable(output, force, "TensorRT plan", inputs)
     check_writable(sidecar, force, "TensorRT sidecar", inputs)
     reason = tensorrt_unavailable_reason()

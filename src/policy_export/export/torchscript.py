@@ -28,6 +28,7 @@ from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.enums import ArtifactKind, ImageFormat, Precision
 from policy_export.errors import ParityError, PolicyExportError, first_line
 from policy_export.fsutil import atomic_output
+from policy_export.input_files import files_read
 from policy_export.spec import ArtifactMetadata
 from policy_export.versions import library_versions
 
@@ -82,7 +83,7 @@ def export_torchscript(
         opset=None,
         versions=library_versions(),
     )
-    with atomic_output(output, force=force, what="TorchScript file", inputs=[ckpt.path]) as tmp:
+    with atomic_output(output, force=force, what="TorchScript file", inputs=files_read(ckpt.path)) as tmp:
         with torch.inference_mode(False), torch.no_grad(), _quiet_tracer():
             try:
                 # check_trace would only re-run the trace batch; our check below uses other sizes.

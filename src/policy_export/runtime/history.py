@@ -16,7 +16,7 @@ caller (``noise_source(rows) -> {name: array}``), one fresh draw per chunk predi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -130,16 +130,41 @@ class HistoryHost(Host):
     def draw_noise(self, rows: int) -> dict[str, np.ndarray]:
         """Fresh standard-normal inputs for ``rows`` robots (from ``noise_source`` when given)."""
         if self.noise_source is not None:
-            noise = self.noise_source(rows)
-            for name, shape in self.settings.noise_inputs:
-                got = tuple(np.shape(noise[name])) if name in noise else ()
-                if got != (rows, *shape):
-                    raise BadInputError(f"noise_source gave {name} of shape {list(got)}, expected {[rows, *shape]}")
-            return {name: np.asarray(noise[name], np.float32) for name, _ in self.settings.noise_inputs}
+            return self._checked_noise(self.noise_source(rows), rows)
         return {
             name: self.rng.standard_normal((rows, *shape), dtype=np.float32)
             for name, shape in self.settings.noise_inputs
         }
+
+    def _checked_noise(self, noise: object, rows: int) -> dict[str, np.ndarray]:
+        """A caller's draw, refused unless it is what the core takes: the shape, numbers, and finite.
+
+        NaN or inf in the initial sample runs through every denoising step into the actions
+        (all NaN, or a plausible chunk from a wrong sample), so it is never passed on, whatever
+        ``check_inputs`` says: unlike a sensor reading, noise is never legitimately NaN.
+        """
+        if not isinstance(noise, Mapping):
+            raise BadInputError(
+                f"noise_source returned a {type(noise).__name__}; it must return a dict of arrays "
+                f"({', '.join(n for n, _ in self.settings.noise_inputs)})"
+            )
+        out = {}
+        for name, shape in self.settings.noise_inputs:
+            got = tuple(np.shape(noise[name])) if name in noise else ()
+            if got != (rows, *shape):
+                raise BadInputError(f"noise_source gave {name} of shape {list(got)}, expected {[rows, *shape]}")
+            try:
+                value = np.asarray(noise[name], np.float32)
+            except (TypeError, ValueError) as exc:
+                raise BadInputError(f"noise_source gave {name} that is not numbers ({exc})") from None
+            if not np.isfinite(value).all():
+                bad = np.argwhere(~np.isfinite(value))[0].tolist()
+                raise BadInputError(
+                    f"noise_source gave {name} with NaN or inf at {bad}; it must draw finite standard-normal "
+                    "values (e.g. numpy's default_rng().standard_normal)"
+                )
+            out[name] = value
+        return out
 
     def builder(self, history: dict[str, np.ndarray]) -> FeedFn:
         batch = len(history["state"])

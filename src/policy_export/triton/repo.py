@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
 from policy_export.fsutil import atomic_directory, refuse_inputs
+from policy_export.input_files import artifact_files
 from policy_export.triton.backends import ServingBackend, backend_for, backend_from_config
 from policy_export.triton.config import build_config, render
 from policy_export.triton.lock import LOCK_WAIT_S, model_lock
@@ -276,8 +277,7 @@ def write_version(
         raise BadInputError(f"{repo}: --repo must be a folder")
     info = inspect_artifact(artifact)
     model_dir = repo / name
-    sidecar = [tensorrt_sidecar(artifact)] if info.kind == "tensorrt" else []
-    refuse_inputs(model_dir, [artifact, *sidecar], "model folder")
+    refuse_inputs(model_dir, artifact_files(artifact), "model folder")
     if not repo.exists():
         _plan(info, model_dir, name, version, options, force)  # refuse bad options before creating the repository
 

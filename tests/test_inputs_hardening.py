@@ -1,0 +1,148 @@
+"""Issue 18's input classes: every file a command reads is an input, noise and frames of the
+wrong kind are refused by name.
+
+Each test drives the real code path (the CLI, or the runtime client on a real exported
+artifact) and asserts what the user sees: one line, exit 2, and every input byte for byte as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from policy_export.cli.app import app
+from policy_export.errors import BadInputError
+from policy_export.runtime import PolicyClient
+
+runner = CliRunner()
+PRE = "policy_preprocessor.json"
+STATE = "policy_preprocessor_step_3_normalizer_processor.safetensors"
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one_line(output: str) -> str:
+    return " ".join(output.split())
+
+
+def _point_state_file(ckpt: Path, value: str) -> None:
+    """Make the preprocessor JSON name its normalizer state file as ``value`` (where the test put the file)."""
+    doc = json.loads((ckpt / PRE).read_text())
+    for step in doc["steps"]:
+        if step.get("state_file") == STATE:
+            step["state_file"] = value
+    (ckpt / PRE).write_text(json.dumps(doc, indent=2))
+
+
+@pytest.fixture
+def outside_state(small_ckpt: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A checkpoint whose preprocessor JSON places its state file outside the folder (``../stats.safetensors``)."""
+    ckpt = tmp_path / "run" / "pretrained_model"
+    shutil.copytree(small_ckpt, ckpt)
+    stats = tmp_path / "run" / "stats.safetensors"
+    (ckpt / STATE).rename(stats)
+    _point_state_file(ckpt, "../stats.safetensors")
+    return ckpt, stats
+
+
+# -- item 2: every file a command reads is an input ------------------------------------------------
+
+
+@pytest.mark.parametrize("force", [True, False])
+def test_onnx_output_on_a_state_file_outside_the_checkpoint_is_refused(outside_state, force):
+    """The reported break: ``onnx --output X --force`` where the JSON places a state file at X replaced it."""
+    ckpt, stats = outside_state
+    before = digest(stats)
+    res = runner.invoke(app, ["onnx", "-c", str(ckpt), "-o", str(stats), *(["--force"] if force else [])])
+    assert res.exit_code == 2, res.output
+    assert "inputs are never overwritten" in one_line(res.output), res.output
+    assert digest(stats) == before
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["dotdot", "absolute", "symlink"],
+)
+def test_a_state_file_outside_the_checkpoint_is_refused_naming_the_json_and_field(small_ckpt, tmp_path, where):
+    ckpt = tmp_path / "run" / "pretrained_model"
+    shutil.copytree(small_ckpt, ckpt)
+    stats = tmp_path / "elsewhere" / "stats.safetensors"
+    stats.parent.mkdir()
+    (ckpt / STATE).rename(stats)
+    if where == "dotdot":
+        _point_state_file(ckpt, "../../elsewhere/stats.safetensors")
+    elif where == "absolute":
+        _point_state_file(ckpt, str(stats))
+    else:  # the JSON is as training wrote it; the file itself is a link out of the folder
+        (ckpt / STATE).symlink_to(stats)
+    res = runner.invoke(app, ["inspect", "-c", str(ckpt)])
+    assert res.exit_code == 2, res.output
+    line = one_line(res.output)
+    assert PRE in line and "state_file" in line and "outside the checkpoint folder" in line, res.output
+    assert len(res.output.strip().splitlines()) <= 3  # one line (wrapped at most by the console)
+
+
+def test_verify_reports_never_overwrite_a_state_file_or_onnx_external_data(small_ckpt, small_onnx, tmp_path):
+    """verify reads the checkpoint's state files and an ONNX model's external data: both are inputs."""
+    import onnx
+
+    model = onnx.load(str(small_onnx))
+    art = tmp_path / "ext" / "policy.onnx"
+    art.parent.mkdir()
+    onnx.save_model(model, str(art), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    data = art.parent / "weights.bin"
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(small_ckpt, ckpt)
+    before = (digest(data), digest(ckpt / STATE))
+    for out in (data, ckpt / STATE):
+        res = runner.invoke(app, ["verify", "-c", str(ckpt), "-a", str(art), "--report", str(out), "--force"])
+        assert res.exit_code == 2 and "inputs are never overwritten" in one_line(res.output), res.output
+    assert (digest(data), digest(ckpt / STATE)) == before
+
+
+# -- item 8: a noise source returning NaN, integer frames of the wrong dtype -------------------------
+
+
+def test_a_noise_source_returning_nan_is_refused(ddpm_onnx):
+    with PolicyClient.from_artifact(ddpm_onnx, seed=0) as client:
+        spec = client.metadata.spec
+        obs = {spec.state_key: np.zeros(spec.state_dim, np.float32)}
+        for cam in spec.cameras:
+            obs[cam.key] = np.full(cam.shape, 0.5, np.float32)
+        shapes = {n.name: tuple(n.shape) for n in spec.noise_inputs}
+
+        def nan_noise(rows: int) -> dict[str, np.ndarray]:
+            out = {name: np.zeros((rows, *shape), np.float32) for name, shape in shapes.items()}
+            out["noise"][0, 1, 0] = np.nan
+            return out
+
+        client.host.noise_source = nan_noise  # type: ignore[attr-defined]
+        with pytest.raises(BadInputError, match=r"noise_source gave noise with NaN or inf at \[0, 1, 0\]") as err:
+            client.select_action(obs)
+        assert "\n" not in str(err.value)
+        client.host.noise_source = lambda rows: [np.zeros(1)]  # type: ignore[attr-defined]
+        with pytest.raises(BadInputError, match="must return a dict"):
+            client.select_action(obs)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint16, np.int64])
+@pytest.mark.parametrize("check_inputs", [True, False])
+def test_integer_frames_of_the_wrong_dtype_are_named_as_such(small_onnx, dtype, check_inputs):
+    with PolicyClient.from_artifact(small_onnx, check_inputs=check_inputs) as client:
+        spec = client.metadata.spec
+        c, h, w = spec.cameras[0].shape
+        obs = {
+            spec.state_key: np.zeros(spec.state_dim, np.float32),
+            spec.cameras[0].key: np.full((h, w, c), 200, dtype),  # 8-bit values in a wider integer type
+        }
+        with pytest.raises(BadInputError, match=rf"image dtype {np.dtype(dtype).name} .*uint8") as err:
+            client.select_action(obs)
+        assert "float image values" not in str(err.value) and "\n" not in str(err.value)
