@@ -9,7 +9,7 @@ TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 
 .PHONY: demo test lint clean triton-venv
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), f"need Python 3.12 (see .python-version), got {sys.version.split()[0]}"'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip

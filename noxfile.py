@@ -8,6 +8,7 @@ nox -s triton     # the Triton repository + real-server tests, with the server's
 nox -s bench_shim # per-step overhead of the host-side action shim (reports/bench-shim.json)
 nox -s bench      # BENCHMARKS.md: demo policy, every CPU backend vs LeRobot eager (reports/bench/)
 nox -s fleet      # BENCHMARKS.md fleet section: perf_analyzer + bench-fleet on real servers (reports/fleet/)
+nox -s robot_host # README's robot-host install from the package index, then a RealtimeClient loop (ARTIFACT=x.onnx)
 """
 
 from __future__ import annotations
@@ -244,3 +245,21 @@ def fleet(session: nox.Session) -> None:
         "python", "benchmarks/fleet.py", "--out", "reports/fleet", *session.posargs,
         env={"POLICY_EXPORT_TRITON_VENV": server_venv, "POLICY_EXPORT_PERF_TOOLS": PERF_TOOLS},
     )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def robot_host(session: nox.Session) -> None:
+    """The README's robot-host install done for real from the package index (tests/test_packaging.py does it
+    offline, with the test venv's numpy and onnxruntime): numpy + onnxruntime + the wheel with --no-deps,
+    then 300 ticks of a RealtimeClient loop on ARTIFACT (env: an ONNX file from `policy-export onnx`)."""
+    import glob
+    import tempfile
+
+    artifact = os.environ.get("ARTIFACT")
+    if not artifact:
+        session.error("set ARTIFACT=path/to/policy.onnx (export one with `policy-export onnx`)")
+    wheel_dir = tempfile.mkdtemp(prefix="policy-export-wheel-")
+    session.run("python", "-m", "pip", "wheel", "--no-deps", "--wheel-dir", wheel_dir, ".")
+    session.install("numpy", "onnxruntime")
+    session.install("--no-deps", *glob.glob(f"{wheel_dir}/policy_export-*.whl"))
+    session.run("python", "tests/robot_host_loop.py", os.path.abspath(artifact), "300")
