@@ -66,7 +66,7 @@ def serve(
 ) -> None:
     """Serve a model repository with Triton (the nvidia-pytriton tritonserver, CPU) on 127.0.0.1 until Ctrl-C.
 
-    The repository passes the offline check first. Endpoints are printed once every model is ready. Ctrl-C, SIGTERM and SIGHUP stop the server and remove its temporary folder; a server that stops by itself passes its exit code on.
+    The repository passes the offline check first. Endpoints are printed once every model is ready. Ctrl-C, SIGTERM and SIGHUP stop the server and remove its temporary folder, then exit 130, 143 or 129 (128 + the signal); a server that stops by itself passes its exit code on.
     """
     from policy_export.signals import Terminated
     from policy_export.triton.install import find_server
@@ -94,9 +94,12 @@ def serve(
     try:
         code = serve(server, ready)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM / SIGHUP as Terminated: the normal way to stop
-        how = "Ctrl-C" if not isinstance(exc, Terminated) or exc.signum == signal.SIGINT else exc.args[0]
+        signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
+        how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         console.print(f"stopped ({how}): tritonserver and its temporary folder are gone")
-        return
+        # 128 + the signal (130, 143, 129), as every command and the README's exit-code table say: a
+        # supervisor can tell "stopped on request" from a server that exited by itself (its own code).
+        raise typer.Exit(128 + signum) from None
     if code:
         console.print(f"tritonserver exited by itself with code {code}; last log lines:\n{server.final_log}")
         raise typer.Exit(code)
