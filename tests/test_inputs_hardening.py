@@ -146,3 +146,100 @@ def test_integer_frames_of_the_wrong_dtype_are_named_as_such(small_onnx, dtype, 
         with pytest.raises(BadInputError, match=rf"image dtype {np.dtype(dtype).name} .*uint8") as err:
             client.select_action(obs)
         assert "float image values" not in str(err.value) and "\n" not in str(err.value)
+
+
+# -- item 7: names and locks ---------------------------------------------------------------------
+
+
+def _tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.mark.parametrize("name", ["act\n", "act\r\n", "act/x", "-act", "a" * 201, "act "])
+def test_a_bad_name_is_one_line_naming_it_and_leaves_nothing_behind(small_onnx, tmp_path, name):
+    existing = tmp_path / "repo"
+    existing.mkdir()
+    for repo in (tmp_path / "new-repo", existing):
+        res = runner.invoke(app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--name", name])
+        assert res.exit_code == 2, (name, res.output)
+        assert "--name" in res.output and len(res.output.strip().splitlines()) <= 2, res.output
+    assert _tree(tmp_path) == ["repo"]  # no lock file, no model folder, no new repository
+
+
+def test_a_dangling_symlink_where_the_lock_goes_creates_nothing_outside(small_onnx, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    victim = tmp_path / "outside" / "victim"
+    victim.parent.mkdir()
+    (repo / ".act.lock").symlink_to(victim)
+    res = runner.invoke(app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--name", "act"])
+    assert res.exit_code == 2, res.output
+    assert ".act.lock" in res.output and "symbolic link" in one_line(res.output), res.output
+    assert not victim.exists() and not (repo / "act").exists()
+
+
+_KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+import policy_export.fsutil as fsutil
+import policy_export.triton.repo as repo_mod
+
+where = sys.argv[4]
+if where == "staging":  # killed while the new model folder is being built
+    def killed(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)
+    repo_mod.check_model = killed
+else:  # killed between the two renames: the original is moved aside, the new one not yet in place
+    real_replace = os.replace
+    def replace(src, dst):
+        if str(src).endswith(".partial"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_replace(src, dst)
+    fsutil.os.replace = replace
+repo_mod.write_version(Path(sys.argv[1]), Path(sys.argv[2]), "act", int(sys.argv[3]))
+"""
+
+
+@pytest.mark.parametrize("where", ["staging", "between-renames"])
+def test_a_writer_killed_by_sigkill_is_cleaned_up_by_the_next(small_onnx, tmp_path, where):
+    import subprocess
+    import sys
+
+    from policy_export.triton.repo import write_version
+
+    repo = tmp_path / "repo"
+    write_version(small_onnx, repo, "act", 1, {"version_policy": "all"})
+    v1 = digest(repo / "act" / "1" / "model.onnx")
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_WRITER, str(small_onnx), str(repo), "2", where], capture_output=True, timeout=300
+    )
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".act.")]
+    assert any(n.endswith(".partial") for n in leftovers), leftovers  # what a killed writer leaves
+    if where == "between-renames":
+        assert not (repo / "act").exists() and any(n.endswith(".old") for n in leftovers), leftovers
+
+    res = runner.invoke(
+        app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--name", "act", "--version", "3"]
+    )
+    assert res.exit_code == 0, res.output
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".act.")] == []
+    assert sorted(p.name for p in (repo / "act").iterdir() if p.is_dir()) == ["1", "3"]
+    assert digest(repo / "act" / "1" / "model.onnx") == v1
+
+
+def test_staging_folders_of_a_same_named_model_in_a_sibling_repository_are_not_touched(small_onnx, tmp_path):
+    """Two repositories in one folder share it as their staging root: each cleans only its own."""
+    from policy_export.fsutil import _staging_prefix, remove_stale_staging
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    other = tmp_path / f"{_staging_prefix(b / 'act')}abcdefgh.partial"
+    other.mkdir()  # a live writer of b/act, as far as a/act's writer can tell
+    also_other = tmp_path / f"{_staging_prefix(a / 'act.v2')}abcdefgh.partial"
+    also_other.mkdir()
+    mine = tmp_path / f"{_staging_prefix(a / 'act')}abcdefgh.partial"
+    mine.mkdir()
+    assert remove_stale_staging(a / "act", tmp_path) == [mine]
+    assert other.exists() and also_other.exists() and not mine.exists()

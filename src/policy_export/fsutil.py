@@ -13,11 +13,13 @@ it was never meant to let ``--report`` land on ``model.safetensors``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from policy_export.errors import BadInputError
@@ -194,20 +196,22 @@ def atomic_directory(path: Path, staging_root: Path | None = None) -> Iterator[P
     The temp folder (``.<name>.*.partial``) and the displaced original (``.<name>.*.old``)
     live in ``staging_root`` (default: beside ``path``), which must be on the same
     filesystem so both renames are atomic. If the second rename fails, the original is put
-    back: an interrupted or failed write leaves ``path`` exactly as it was.
+    back: an interrupted or failed write leaves ``path`` exactly as it was. A writer killed
+    outright (SIGKILL) runs none of this: :func:`remove_stale_staging` cleans up after it.
     """
     root = staging_root or path.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BadInputError(f"{root}: cannot create the output folder ({exc.strerror})") from exc
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=root))
+    prefix = _staging_prefix(path)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".partial", dir=root))
     old: Path | None = None
     try:
         yield tmp
         _publish(tmp, 0o777)
         if path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=root))
+            old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=root))
             os.replace(path, old)
         os.replace(tmp, path)
     finally:
@@ -217,6 +221,53 @@ def atomic_directory(path: Path, staging_root: Path | None = None) -> Iterator[P
             shutil.rmtree(old, ignore_errors=True)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _staging_prefix(path: Path) -> str:
+    """``.NAME.TAG.``: the start of every staging folder :func:`atomic_directory` makes for ``path``.
+
+    TAG hashes where ``path`` really is, so two repositories in one folder that both hold a
+    model ``act`` (sharing that folder as their staging root) never take each other's staging
+    folders for their own.
+    """
+    where = os.path.join(os.path.realpath(path.parent), path.name)
+    return f".{path.name}.{hashlib.sha256(where.encode()).hexdigest()[:8]}."
+
+
+def _staging_pattern(path: Path) -> re.Pattern[str]:
+    """Exactly the names of ``path``'s staging folders (``mkdtemp`` adds 8 random characters), so
+    another model whose name starts with this one's (``act`` and ``act.v2``) never matches."""
+    return re.compile(rf"{re.escape(_staging_prefix(path))}[a-z0-9_]{{8}}\.(partial|old)")
+
+
+def remove_stale_staging(
+    path: Path, staging_root: Path | None = None, on_remove: Callable[[str], None] | None = None
+) -> list[Path]:
+    """Clean up after an :func:`atomic_directory` writer of ``path`` that was killed (SIGKILL, power loss).
+
+    Only call it while holding the lock every writer of ``path`` takes: then no staging folder
+    of ``path`` belongs to a live writer. A ``.partial`` folder is removed. A ``.old`` folder is
+    the original moved aside by a writer killed between its two renames: when ``path`` is gone it
+    is put back (the write never happened), otherwise it is removed. Returns what was cleaned.
+    """
+    root = staging_root or path.parent
+    pattern = _staging_pattern(path)
+    try:
+        stale = sorted(p for p in root.iterdir() if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+    except OSError:
+        return []
+    olds = [p for p in stale if p.name.endswith(".old")]
+    if olds and not path.exists():
+        newest = max(olds, key=lambda p: p.stat().st_mtime)
+        os.replace(newest, path)
+        stale.remove(newest)
+        if on_remove is not None:
+            on_remove(f"restored {path} from {newest.name}, left by a write that was killed half-way")
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+        if on_remove is not None:
+            on_remove(f"removed {p.name}, left by a write to {path.name} that was killed")
+    return stale
 
 
 def write_text_atomic(path: Path, text: str, force: bool = True, inputs: Iterable[Path | str] = ()) -> None:

@@ -50,7 +50,7 @@ def split_url(url: str, protocol: str | None) -> tuple[str, str]:
     if protocol not in PROTOCOLS:
         raise BadInputError(f"Triton protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
     address = address.rstrip("/")
-    if not _HOST_PORT.match(address):
+    if not _HOST_PORT.fullmatch(address):
         raise BadInputError(
             f"Triton URL {url!r}: expected host:port (e.g. 127.0.0.1:8001), optionally after grpc:// or http://"
         )

@@ -7,6 +7,7 @@ from the repository as it is under the lock (:mod:`policy_export.triton.repo`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -43,8 +44,15 @@ def model_lock(
 
     path = lock_path(repo, name)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        # O_NOFOLLOW: a (dangling) symlink planted where the lock goes would make O_CREAT create its
+        # target, a file anywhere outside the repository; refused instead (ELOOP).
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BadInputError(
+                f"{path}: is a symbolic link where the model's lock file goes; a lock is never created through "
+                "a link (it could point outside the repository): remove the link and run again"
+            ) from exc
         raise BadInputError(
             f"{path}: cannot create the model's lock file ({exc.strerror}); check the repository's permissions"
         ) from exc

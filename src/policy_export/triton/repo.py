@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
-from policy_export.fsutil import atomic_directory, refuse_inputs
+from policy_export.fsutil import atomic_directory, refuse_inputs, remove_stale_staging
 from policy_export.input_files import artifact_files
 from policy_export.triton.backends import ServingBackend, backend_for, backend_from_config
 from policy_export.triton.config import build_config, render
@@ -60,7 +60,8 @@ from policy_export.triton.validate import (
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
 
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+#: Matched with ``fullmatch``: ``$`` after ``match`` also accepts a trailing newline ("act\n" made ``.act\n.lock``).
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
 @dataclass
@@ -267,8 +268,11 @@ def write_version(
     under the lock: a writer that read it before another's swap would otherwise rebuild the
     model without that writer's version.
     """
-    if not _MODEL_NAME.match(name):
-        raise BadInputError(f"--name {name!r}: use letters, digits, '_', '-', '.' (starting with a letter or digit)")
+    if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
+        raise BadInputError(
+            f"--name {name!r}: use up to 200 letters, digits, '_', '-', '.' (starting with a letter or digit), "
+            "nothing else (no spaces, slashes or newlines)"
+        )
     if not 1 <= version <= MAX_VERSION:
         raise BadInputError(
             f"--version {version}: Triton versions are integers >= 1 and <= {MAX_VERSION} (int64; larger ones crash the server)"
@@ -283,6 +287,7 @@ def write_version(
 
     repo.mkdir(parents=True, exist_ok=True)  # only now: a refused write leaves no folder behind
     with model_lock(repo, name, lock_wait_s, on_wait):
+        remove_stale_staging(model_dir, _staging_root(repo), on_wait)  # a writer killed by SIGKILL ran no cleanup
         plan = _plan(info, model_dir, name, version, options, force)
         spec = plan.spec
         with atomic_directory(model_dir, staging_root=_staging_root(repo)) as tmp:
