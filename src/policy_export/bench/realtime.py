@@ -20,6 +20,7 @@ drawing noise does not eat the loop's time.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policy_export.percentile import percentile
-from policy_export.runtime import Backend, Merge, PolicyClient, RealtimeClient
+from policy_export.runtime import Backend, InlineWorker, Merge, PolicyClient, RealtimeClient
 
 if TYPE_CHECKING:
     from policy_export.spec import PolicySpec
@@ -63,6 +64,14 @@ class RealtimeBenchConfig:
     model: str | None = None
     protocol: str | None = None
     seed: int = 0
+    #: Also compare the merges at one latency and find the fallback-free rate (virtual time).
+    compare_merges: bool = True
+    #: The latency of that comparison; None: the realtime run's median chunk latency.
+    sim_latency_ms: float | None = None
+    sim_steps: int = 300
+    #: The eager policy's chunk latency (``policy-export bench``'s eager figure), for its fallback-free rate.
+    eager_ms: float | None = None
+    rtc_queue_threshold: int | None = None
 
 
 class ToyRobot:
@@ -167,7 +176,9 @@ def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None]
     say("synchronous PolicyClient")
     with open_client(cfg) as sync:
         spec = sync.metadata.spec
-        merge = cfg.merge or (Merge.ENSEMBLE if spec.temporal_ensemble_coeff is not None else Merge.REPLACE)
+        rtc_model = "rtc_prev_chunk" in _input_names(sync.backend)
+        default = Merge.RTC if rtc_model else Merge.REPLACE
+        merge = cfg.merge or (Merge.ENSEMBLE if spec.temporal_ensemble_coeff is not None else default)
         if merge is Merge.ENSEMBLE and spec.temporal_ensemble_coeff is None:
             from policy_export.errors import BadInputError
 
@@ -221,7 +232,31 @@ def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None]
                 streaming_fraction=time_in["STREAMING"] / total if total > 0 else 0.0,
             )
         )
-    return {"results": results}
+    if not cfg.compare_merges:
+        return {"results": results}
+
+    # The merges side by side at one latency, and the fallback-free rate: virtual time, real chunks.
+    latency_ms = cfg.sim_latency_ms if cfg.sim_latency_ms is not None else results[-1]["chunk_ms_p50"]
+    latency_s = float(latency_ms or 0.0) / 1e3
+    with open_client(cfg) as client:
+        core = client.backend
+        say(f"merges at {latency_s * 1e3:.1f} ms per chunk (virtual time, {cfg.sim_steps} steps)")
+        merges = compare_merges(
+            core, cfg.fps, cfg.sim_steps, latency_s, cfg.seed, rtc_queue_threshold=cfg.rtc_queue_threshold
+        )
+        say("highest control rate with 0 fallback ticks (virtual time)")
+        robot = ToyRobot(spec, cfg.seed)
+        chunk = client.predict_chunk(robot.observe())
+        max_fps: dict[str, Any] = {
+            "merge": merge.value,
+            "ours": {"latency_ms": latency_s * 1e3, "fps": fallback_free_fps(core, merge, latency_s, chunk=chunk)},
+        }
+        if cfg.eager_ms is not None:
+            max_fps["eager"] = {
+                "latency_ms": cfg.eager_ms,
+                "fps": fallback_free_fps(core, merge, cfg.eager_ms / 1e3, chunk=chunk),
+            }
+    return {"results": results, "merges": merges, "max_fps": max_fps}
 
 
 def render_table(report: dict[str, Any]) -> Any:
@@ -257,4 +292,234 @@ def render_table(report: dict[str, Any]) -> Any:
             str(r["stale_dropped"]),
             "-" if r["streaming_fraction"] is None else f"{100 * r['streaming_fraction']:.1f}%",
         )
+    return table
+
+
+# -- merges compared at one latency, and the highest fallback-free control rate (virtual time) -----------
+
+#: Keys of every ``merges`` row (``bench-realtime --json``).
+MERGE_ROW_KEYS = (
+    "merge",
+    "latency_ms",
+    "delay_steps",
+    "steps",
+    "chunks",
+    "boundaries",
+    "boundary_jump_max",
+    "boundary_jump_mean",
+    "within_jump_max",
+    "fallback_ticks",
+)
+#: ACT's default ``temporal_ensemble_coeff``: the ensemble merge for a model that does not ensemble itself.
+DEFAULT_ENSEMBLE_COEFF = 0.01
+
+
+class _VirtualLatency(Backend):
+    """The real core, each call charged ``latency_s`` on the virtual worker's clock (not the wall clock)."""
+
+    def __init__(self, inner: Backend, worker: InlineWorker, latency_s: float) -> None:
+        self.inner, self.metadata, self.name, self.where = inner, inner.metadata, inner.name, inner.where
+        self.worker, self.latency_s = worker, latency_s
+
+    def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        out = self.inner.infer(feed)
+        self.worker.clock.advance(self.latency_s)
+        return out
+
+    def close(self) -> None:
+        """The inner core is shared by every simulation: its owner closes it."""
+
+
+class _Replay(Backend):
+    """One real chunk, returned again at every call: the fallback-free rate depends on the timing alone."""
+
+    def __init__(self, inner: Backend, chunk: np.ndarray) -> None:
+        self.inner, self.metadata, self.name, self.where = inner, inner.metadata, inner.name, inner.where
+        self.chunk = chunk
+
+    def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        return self.chunk
+
+    def close(self) -> None:
+        pass
+
+
+def boundary_jumps(actions: np.ndarray, chunks: list[int | None]) -> tuple[list[float], list[float]]:
+    """``max |a_t - a_{t-1}|`` over the action's dimensions at every step where the chunk the action came
+    from changed (where chunks meet), and at every other step (within a chunk), as two lists."""
+    at: list[float] = []
+    within: list[float] = []
+    for t in range(1, len(actions)):
+        jump = float(np.abs(actions[t] - actions[t - 1]).max())
+        (at if chunks[t] != chunks[t - 1] else within).append(jump)
+    return at, within
+
+
+def simulate(
+    core: Backend,
+    merge: Merge,
+    fps: float,
+    steps: int,
+    latency_s: float,
+    seed: int,
+    ensemble_coeff: float | None = None,
+    rtc_queue_threshold: int | None = None,
+) -> tuple[np.ndarray, list[int | None], dict[str, Any]]:
+    """One episode of the toy robot, closed loop, with every chunk taking ``latency_s`` in virtual time.
+
+    The chunks are the real core's; only the clock is simulated, so that every merge sees the same
+    latency exactly and the figures do not depend on the machine's load. The episode's first chunk
+    is taken at once (both clients wait for it by design)."""
+    from policy_export.runtime import InlineWorker, ManualClock
+
+    worker, clock = InlineWorker(), ManualClock()
+    client = PolicyClient(_VirtualLatency(core, worker, latency_s), seed=seed)
+    options: dict[str, Any] = {"merge": merge}
+    if merge is Merge.RTC and rtc_queue_threshold is not None:
+        options["rtc_queue_threshold"] = rtc_queue_threshold
+    rt = RealtimeClient(client, fps, clock=clock, worker=worker, ensemble_coeff=ensemble_coeff, **options)
+    robot = ToyRobot(core.metadata.spec, seed)
+    actions, chunks = [], []
+    for t in range(steps):
+        clock.set(t / fps)
+        action = np.asarray(rt.select_action(robot.observe()))[0]
+        robot.act(action)
+        actions.append(action)
+        chunks.append(None if rt.last_tick is None else rt.last_tick.chunk)
+        if t == 0:
+            worker.clock.set(0.0)  # the first chunk waited for: latency counts from here on
+    stats = rt.stats()
+    return np.stack(actions), chunks, stats
+
+
+def compare_merges(
+    core: Backend,
+    fps: float,
+    steps: int,
+    latency_s: float,
+    seed: int,
+    ensemble_coeff: float | None = None,
+    rtc_queue_threshold: int | None = None,
+) -> list[dict[str, Any]]:
+    """Every merge the model allows (rtc when its core takes RTC inputs, replace, ensemble) on the same
+    robot, observations and latency: the jump where chunks meet, beside the largest step within a chunk."""
+    spec = core.metadata.spec
+    coeff = ensemble_coeff if ensemble_coeff is not None else spec.temporal_ensemble_coeff or DEFAULT_ENSEMBLE_COEFF
+    merges = [Merge.REPLACE, Merge.ENSEMBLE]
+    if "rtc_prev_chunk" in _input_names(core):
+        merges.insert(0, Merge.RTC)
+    rows = []
+    for merge in merges:
+        actions, chunks, stats = simulate(
+            core,
+            merge,
+            fps,
+            steps,
+            latency_s,
+            seed,
+            ensemble_coeff=coeff if merge is Merge.ENSEMBLE else None,
+            rtc_queue_threshold=rtc_queue_threshold,
+        )
+        at, within = boundary_jumps(actions[1:], chunks[1:])  # from the first chunk's end of wait on
+        rows.append(
+            {
+                "merge": merge.value,
+                "latency_ms": latency_s * 1e3,
+                "delay_steps": math.ceil(latency_s * fps - 1e-9),
+                "steps": steps,
+                "chunks": stats["chunks_received"],
+                "boundaries": len(at),
+                "boundary_jump_max": max(at) if at else None,
+                "boundary_jump_mean": float(np.mean(at)) if at else None,
+                "within_jump_max": max(within) if within else None,
+                "fallback_ticks": stats["fallback_ticks"],
+            }
+        )
+    return [{k: r[k] for k in MERGE_ROW_KEYS} for r in rows]
+
+
+def _input_names(core: Backend) -> list[str]:
+    names = getattr(getattr(core, "runner", None), "input_names", None)
+    if names:
+        return list(names)
+    spec = core.metadata.spec
+    return list(spec.input_names)
+
+
+def fallback_free_fps(
+    core: Backend, merge: Merge, latency_s: float, *, chunk: np.ndarray, lo: float = 0.5, hi: float = 1000.0
+) -> float:
+    """The highest control rate at which the realtime client, with chunks taking ``latency_s``, runs
+    20 chunks' worth of steps with 0 fallback ticks (bisection, virtual time, a replayed real chunk)."""
+    from policy_export.runtime import InlineWorker, ManualClock
+
+    spec = core.metadata.spec
+    replay = _Replay(core, chunk)
+
+    def clean(fps: float) -> bool:
+        worker, clock = InlineWorker(), ManualClock()
+        client = PolicyClient(_VirtualLatency(replay, worker, latency_s))
+        coeff = DEFAULT_ENSEMBLE_COEFF if merge is Merge.ENSEMBLE and spec.temporal_ensemble_coeff is None else None
+        rt = RealtimeClient(client, fps, clock=clock, worker=worker, merge=merge, ensemble_coeff=coeff)
+        steps = min(20_000, int(20 * max(spec.chunk_size, latency_s * fps)) + 50)
+        robot = ToyRobot(spec, 0)
+        for t in range(steps):
+            clock.set(t / fps)
+            rt.select_action(robot.observe())
+            if t == 0:
+                worker.clock.set(0.0)
+        return int(rt.stats()["fallback_ticks"]) == 0
+
+    if not clean(lo):
+        return 0.0
+    for _ in range(40):
+        if hi / lo < 1.001:
+            break
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if clean(mid) else (lo, mid)
+    return lo
+
+
+def render_merges(report: dict[str, Any]) -> Any:
+    """The merges at one latency and the fallback-free rates, or None when they were not run."""
+    from rich.table import Table
+
+    if "merges" not in report:
+        return None
+
+    def num(value: float | None, fmt: str = ".4f") -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rows = report["merges"]
+    latency = rows[0]["latency_ms"] if rows else 0.0
+    table = Table(
+        title=f"where chunks meet: max |a_t - a_(t-1)| at {latency:.1f} ms per chunk "
+        f"({rows[0]['delay_steps'] if rows else 0} control steps), virtual time, same robot and observations"
+    )
+    for col in (
+        "merge",
+        "chunks",
+        "boundaries",
+        "boundary jump max",
+        "boundary jump mean",
+        "within-chunk max",
+        "fallback",
+    ):
+        table.add_column(col, justify="left" if col == "merge" else "right")
+    for r in rows:
+        table.add_row(
+            r["merge"],
+            str(r["chunks"]),
+            str(r["boundaries"]),
+            num(r["boundary_jump_max"]),
+            num(r["boundary_jump_mean"]),
+            num(r["within_jump_max"]),
+            str(r["fallback_ticks"]),
+        )
+    fps = report["max_fps"]
+    table.caption = f"highest control rate with 0 fallback ticks (merge {fps['merge']}): " + ", ".join(
+        f"{who} {fps[who]['fps']:.1f} Hz at {fps[who]['latency_ms']:.0f} ms per chunk"
+        for who in ("ours", "eager")
+        if who in fps
+    )
     return table

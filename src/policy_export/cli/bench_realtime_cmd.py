@@ -28,15 +28,37 @@ def bench_realtime(
         typer.Option(help="Realtime merge mode; default: ensemble when the artifact ensembles, else replace."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated robot's state and camera frames.")] = 0,
+    compare_merges: Annotated[
+        bool,
+        typer.Option(
+            help="Also run every merge (rtc when the model takes RTC inputs, replace, ensemble) at one latency in "
+            "virtual time and report the jump where chunks meet, and the highest control rate with 0 fallback ticks."
+        ),
+    ] = True,
+    sim_latency_ms: Annotated[
+        float | None, typer.Option(help="Latency of that comparison (default: the realtime run's median chunk).")
+    ] = None,
+    sim_steps: Annotated[int, typer.Option(help="Control steps of each merge's simulated episode.")] = 300,
+    eager_ms: Annotated[
+        float | None,
+        typer.Option(help="LeRobot eager chunk latency (from `policy-export bench`): its fallback-free rate too."),
+    ] = None,
+    rtc_queue_threshold: Annotated[
+        int | None, typer.Option(help="RTC: ask for a chunk with at most this many actions left (default 30).")
+    ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Drive a simulated robot at --fps, once with PolicyClient and once with RealtimeClient, on the same model.
 
     A missed tick is a tick whose select_action returned after that tick's deadline. The episode's first action (the first chunk, with the runtime's warm-up) is taken before the timed steps.
+
+    Then, in virtual time at one latency (the realtime run's median chunk, or --sim-latency-ms), every merge on the same robot: the jump max |a_t - a_(t-1)| where chunks meet, and the highest control rate with 0 fallback ticks (ours, and LeRobot eager's with --eager-ms).
+
+    Example: policy-export bench-realtime -a smolvla.onnx --fps 30 --steps 600 --eager-ms 2700 --json rt.json
     """
     import math
 
-    from policy_export.bench.realtime import RealtimeBenchConfig, render_table, run_realtime_bench
+    from policy_export.bench.realtime import RealtimeBenchConfig, render_merges, render_table, run_realtime_bench
     from policy_export.errors import BadInputError
     from policy_export.fsutil import check_writable, write_text_atomic
     from policy_export.input_files import artifact_files
@@ -47,6 +69,11 @@ def bench_realtime(
         raise BadInputError(f"--fps must be > 0, got {fps:g}")
     if steps < 1:
         raise BadInputError(f"--steps must be >= 1, got {steps}")
+    if sim_steps < 2:
+        raise BadInputError(f"--sim-steps must be >= 2, got {sim_steps}")
+    for name, value in (("--sim-latency-ms", sim_latency_ms), ("--eager-ms", eager_ms)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            raise BadInputError(f"{name} must be a latency in milliseconds >= 0, got {value:g}")
     if bool(triton_url) != bool(model):
         raise BadInputError("--triton-url and --model go together: the server's address and the model's name on it")
     if json_path is not None and json_path.is_dir():
@@ -54,12 +81,26 @@ def bench_realtime(
     if json_path is not None:
         check_writable(json_path, True, "JSON report", inputs=artifact_files(artifact))  # an input is never overwritten
     cfg = RealtimeBenchConfig(
-        artifact=artifact, fps=fps, steps=steps, merge=merge, triton_url=triton_url, model=model, seed=seed
+        artifact=artifact,
+        fps=fps,
+        steps=steps,
+        merge=merge,
+        triton_url=triton_url,
+        model=model,
+        seed=seed,
+        compare_merges=compare_merges,
+        sim_latency_ms=sim_latency_ms,
+        sim_steps=sim_steps,
+        eager_ms=eager_ms,
+        rtc_queue_threshold=rtc_queue_threshold,
     )
     report = run_realtime_bench(
         cfg, progress=lambda what: console.print(f"[dim]running {steps} steps at {fps:g} Hz: {what}[/]")
     )
     console.print(render_table(report))
+    merges_table = render_merges(report)
+    if merges_table is not None:
+        console.print(merges_table)
     if json_path:
         write_text_atomic(json_path, json.dumps(report, indent=2) + "\n", inputs=artifact_files(artifact))
         console.print(f"wrote {json_path}")

@@ -22,7 +22,8 @@ from policy_export.errors import BadInputError
 from policy_export.runtime.backends import CoreHandle, LocalCore
 from policy_export.runtime.host import host_for
 from policy_export.runtime.observation import ObservationAdapter, Prepared
-from policy_export.runtime.shim import ShimSettings
+from policy_export.runtime.rtc import RTCQueue, rtc_settings
+from policy_export.runtime.shim import ActionQueue, ShimSettings, TemporalEnsembler
 
 if TYPE_CHECKING:
     from policy_export.runtime.history import HistorySettings
@@ -54,6 +55,8 @@ class PolicyClient:
         *,
         check_inputs: bool = True,
         seed: int | None = None,
+        rtc: bool = False,
+        rtc_queue_threshold: int | None = None,
     ) -> None:
         self.backend = backend
         self.metadata = backend.metadata
@@ -65,7 +68,9 @@ class PolicyClient:
                 f"shim chunk_size {self.settings.chunk_size} != the model's {spec.chunk_size}; "
                 "leave settings=None to take them from the model"
             )
-        self.shim = self.host.make_shim()
+        self.shim: ActionQueue | TemporalEnsembler | RTCQueue = self.host.make_shim()
+        if rtc:  # LeRobot's RTC engine at zero latency: the leftover guides each chunk, which replaces the queue
+            self.shim = RTCQueue(rtc_settings(self.metadata, rtc_queue_threshold))
         self.adapter = ObservationAdapter(self.metadata, check_values=check_inputs)
 
     # -- construction -------------------------------------------------------------------
@@ -168,8 +173,11 @@ class PolicyClient:
         prep = self.adapter(observation)
         feed = self.host.feed(prep)
 
-        def predict(rows: np.ndarray) -> np.ndarray:
-            return self.backend.infer(feed(rows))
+        def predict(rows: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
+            inputs = feed(rows)
+            if extra:  # the shim's own inputs (RTC's leftover and delay)
+                inputs.update(extra)
+            return self.backend.infer(inputs)
 
         return self._output(self.shim.step(predict, prep.batch_size), prep)
 

@@ -58,6 +58,13 @@ class _ReplaceBuffer:
             return None
         return self.actions[t - self.start], self.arrived, self.start, 1
 
+    def leftover(self, t: int) -> np.ndarray | None:
+        """The buffered actions for steps ``t ..`` (RTC's unexecuted rest, LeRobot's ``get_left_over``);
+        None before the first chunk of the episode."""
+        if self.actions is None:
+            return None
+        return self.actions[max(0, t - self.start) :].copy()
+
 
 class _EnsembleBuffer:
     """Running ensembles for steps ``start ..``, aligned by control step across chunks."""

@@ -4,6 +4,7 @@ worker, folds in its events and runs the state machine (see :mod:`policy_export.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -16,6 +17,7 @@ import numpy as np
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.percentile import percentile
 from policy_export.runtime.client import PolicyClient
+from policy_export.runtime.host import FeedFn
 from policy_export.runtime.realtime.buffers import Tick, _EnsembleBuffer, _ReplaceBuffer
 from policy_export.runtime.realtime.link import (
     Worker,
@@ -42,6 +44,7 @@ from policy_export.runtime.realtime.settings import (
     State,
 )
 from policy_export.runtime.realtime.worker import Clock, MonotonicClock, ThreadWorker
+from policy_export.runtime.rtc import RTCSettings, rtc_feed, rtc_settings
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,10 @@ class RealtimeClient:
     ``fps`` and ``**options``: :class:`RealtimeSettings` (or pass ``settings=``).
     ``on_state_change(old, new, reason)`` is called on the caller's thread at the tick a
     transition is seen; every transition is also one log line. ``clock`` / ``worker``: see
-    :class:`ManualClock` and :class:`InlineWorker` (tests).
+    :class:`ManualClock` and :class:`InlineWorker` (tests). ``rtc=True`` is ``merge="rtc"``
+    (real-time chunking, for a model whose core takes RTC inputs: each request carries the buffer's
+    unexecuted rest and the expected delay; see :mod:`policy_export.runtime.rtc`).
+    ``ensemble_coeff``: ensemble with this coefficient a model that does not ensemble itself.
     """
 
     def __init__(
@@ -68,8 +74,18 @@ class RealtimeClient:
         on_state_change: StateCallback | None = None,
         clock: Clock | None = None,
         worker: Worker | None = None,
+        rtc: bool = False,
+        ensemble_coeff: float | None = None,
         **options: Any,
     ) -> None:
+        if rtc:  # shorthand for merge="rtc"
+            given = settings.merge if settings is not None else options.get("merge")
+            if given not in (None, Merge.RTC, "rtc"):
+                raise BadInputError(f"rtc=True with merge={given!r}: RTC is a merge of its own; give one of the two")
+            if settings is not None:
+                settings = dataclasses.replace(settings, merge=Merge.RTC)
+            else:
+                options["merge"] = Merge.RTC
         if settings is None:
             if fps is None:
                 raise BadInputError("RealtimeClient needs fps: the robot loop's control rate in Hz (INFERENCE_FPS)")
@@ -80,7 +96,8 @@ class RealtimeClient:
         self.client = client
         self.metadata = client.metadata
         spec = self.metadata.spec
-        coeff = spec.temporal_ensemble_coeff
+        # merge="ensemble" on a model that does not ensemble itself: the caller's coefficient (bench-realtime).
+        coeff = spec.temporal_ensemble_coeff if ensemble_coeff is None else float(ensemble_coeff)
         merge = settings.merge or (Merge.ENSEMBLE if coeff is not None else Merge.REPLACE)
         if merge is Merge.ENSEMBLE and coeff is None:
             raise BadInputError(
@@ -115,6 +132,12 @@ class RealtimeClient:
             if merge is Merge.ENSEMBLE and coeff is not None
             else _ReplaceBuffer(horizon)
         )
+        #: merge="rtc": the request rule and chunk geometry, and the delays (control steps) chunks really had.
+        self._rtc: RTCSettings | None = None
+        self._rtc_delays: deque[int] = deque(maxlen=LATENCY_RECENT)
+        if merge is Merge.RTC:
+            self._rtc = rtc_settings(self.metadata, settings.rtc_queue_threshold)
+            self._buffer = _ReplaceBuffer(spec.chunk_size)  # RTC's queue holds the whole chunk (ActionQueue)
         self.on_state_change = on_state_change
         self.clock: Clock = clock or MonotonicClock()
         self.worker: Worker = worker or ThreadWorker()
@@ -209,7 +232,7 @@ class RealtimeClient:
         feed = self.client.host.feed(prep)
         t = self._step
         if self._first:
-            self._link.mailbox.post(_Request(t, now, self._episode, feed))
+            self._link.mailbox.post(_Request(t, now, self._episode, self._guided(feed, t)))
             self.worker.kick(now)
             self._await_first(now)
             now = self.clock.now()
@@ -218,7 +241,7 @@ class RealtimeClient:
             self._apply(now)
             if self._wants(t, now):
                 self._want_since = now if self._want_since is None else self._want_since
-                self._link.mailbox.post(_Request(t, now, self._episode, feed))
+                self._link.mailbox.post(_Request(t, now, self._episode, self._guided(feed, t)))
                 self.worker.kick(now)
                 self._apply(now)
             else:
@@ -296,11 +319,37 @@ class RealtimeClient:
     def _wants(self, t: int, now: float) -> bool:
         if self.merge is Merge.ENSEMBLE:
             return True  # ensembling folds in a chunk at every step it can get one
+        if self._rtc is not None:
+            # LeRobot's RTC engine: ask with <= queue_threshold actions left (counting this step's);
+            # like replace, earlier when the server has been slower than that (LATENCY_MARGIN).
+            fresh = self._buffer.arrived + self.settings.max_action_age_s > now
+            left = self._buffer.remaining(t) if fresh else 0
+            margin = math.ceil(LATENCY_MARGIN * max(self._recent, default=0.0) * self.settings.fps)
+            return left <= max(self._rtc.queue_threshold, margin)
         # Playback that is still usable: buffered actions, up to the moment they grow too old.
         fresh_s = self._buffer.arrived + self.settings.max_action_age_s - now
         left_s = min(self._buffer.remaining(t) / self.settings.fps, fresh_s)
         ahead = max(self.buffer_time_s, LATENCY_MARGIN * max(self._recent, default=0.0))
         return left_s <= 0 or left_s < ahead
+
+    def _guided(self, feed: FeedFn, t: int) -> FeedFn:
+        """merge="rtc": the request carries the buffer's unexecuted rest from step ``t`` (robot units) and
+        the delay it expects, in control steps: the largest of the last chunks' (each the steps it was
+        late by, or its latency over the period rounded up, LeRobot's estimate; 0 before the first chunk). Built here, on the caller's
+        thread, so that the worker never reads the buffer."""
+        if self._rtc is None:
+            return feed
+        assert isinstance(self._buffer, _ReplaceBuffer)
+        r = self._rtc
+        delay = min(max(self._rtc_delays, default=0), r.chunk_size - 1)
+        extra = rtc_feed([self._buffer.leftover(t)], [delay], r.chunk_size, r.action_dim)
+
+        def build(rows: np.ndarray | None) -> dict[str, np.ndarray]:
+            inputs = feed(rows)
+            inputs.update(extra)
+            return inputs
+
+        return build
 
     def _await_first(self, now: float) -> None:
         deadline = now + self.settings.startup_timeout_s
@@ -327,6 +376,9 @@ class RealtimeClient:
                 if event.episode != self._episode:
                     continue  # asked for before reset(): another episode's observation
                 skipped = self._buffer.merge(event.actions, event.step, self._step, event.time)
+                if self._rtc is not None:  # control steps the chunk took: as counted, or as its latency says
+                    took = math.ceil(event.latency_s * self.settings.fps - 1e-9)
+                    self._rtc_delays.append(max(self._step - event.step, took))
                 with self._lock:
                     self._latencies.append(event.latency_s)
                     self._counts["chunks_received"] += 1

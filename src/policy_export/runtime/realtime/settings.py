@@ -31,6 +31,9 @@ class Merge(StrEnum):
 
     REPLACE = "replace"
     ENSEMBLE = "ensemble"
+    #: Real-time chunking (models with RTC inputs): the newest chunk replaces the buffer, computed
+    #: with the buffer's unexecuted rest and the expected delay as guidance (:mod:`policy_export.runtime.rtc`).
+    RTC = "rtc"
 
 
 class Fallback(StrEnum):
@@ -88,6 +91,8 @@ class RealtimeSettings:
     max_offline_s: float = 60.0
     #: The longest the first action of an episode may wait for the first chunk.
     startup_timeout_s: float = 30.0
+    #: merge="rtc": ask for a chunk when at most this many actions are buffered (None: LeRobot's 30).
+    rtc_queue_threshold: int | None = None
 
     def __post_init__(self) -> None:
         if self.merge is not None:
@@ -96,6 +101,12 @@ class RealtimeSettings:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("merge", "fallback") or (f.name == "buffer_time_s" and value is None):
+                continue
+            if f.name == "rtc_queue_threshold":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                    raise BadInputError(
+                        f"rtc_queue_threshold ({ENV[f.name]}) must be a whole number of actions >= 0, got {value!r}"
+                    )
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise BadInputError(f"{f.name} ({ENV[f.name]}) must be a number of seconds/Hz, got {value!r}")
@@ -123,6 +134,8 @@ class RealtimeSettings:
                 continue
             try:
                 values[name] = float(text)
+                if name == "rtc_queue_threshold" and values[name].is_integer():
+                    values[name] = int(values[name])
             except ValueError:
                 raise BadInputError(f"{var}={text!r}: give a number (seconds, or Hz for INFERENCE_FPS)") from None
         return cls(**values)
