@@ -11,7 +11,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from policy_export.bench.realtime import ROW_KEYS
+from policy_export.bench.realtime import MERGE_ROW_KEYS, ROW_KEYS
 from policy_export.cli.app import app
 
 runner = CliRunner()
@@ -31,10 +31,19 @@ def ensemble_onnx(ensemble_ckpt, tmp_path_factory):
 def test_bench_realtime_writes_both_clients_with_the_exact_schema(artifact, merge, request, tmp_path):
     path = request.getfixturevalue(artifact)
     out = tmp_path / "rt.json"
-    res = runner.invoke(app, ["bench-realtime", "-a", str(path), "--fps", "20", "--steps", "12", "--json", str(out)])
+    res = runner.invoke(
+        app,
+        ["bench-realtime", "-a", str(path), "--fps", "20", "--steps", "12", "--sim-steps", "30", "--json", str(out)],
+    )
     assert res.exit_code == 0, res.output
     report = json.loads(out.read_text())
-    assert list(report) == ["results"]
+    assert list(report) == ["results", "merges", "max_fps"]
+    # An ACT model has no RTC inputs: replace and ensemble, at the same (measured) latency.
+    assert [r["merge"] for r in report["merges"]] == ["replace", "ensemble"]
+    for r in report["merges"]:
+        assert tuple(r) == MERGE_ROW_KEYS and r["steps"] == 30 and r["chunks"] >= 1
+        assert r["latency_ms"] == report["merges"][0]["latency_ms"] > 0
+    assert report["max_fps"]["ours"]["fps"] > 0 and "eager" not in report["max_fps"]
     rows = report["results"]
     assert [r["client"] for r in rows] == ["sync", "realtime"]
     for row in rows:
@@ -61,6 +70,8 @@ def test_merge_ensemble_on_a_queue_model_is_one_line(small_onnx):
         (["--steps", "0"], "--steps must be >= 1"),
         (["--triton-url", "127.0.0.1:1"], "--triton-url and --model go together"),
         (["--merge", "average"], "average"),
+        (["--sim-steps", "1"], "--sim-steps must be >= 2"),
+        (["--eager-ms", "-3"], "--eager-ms must be a latency"),
     ],
 )
 def test_bad_input_exits_2_before_any_work(small_onnx, extra, message):

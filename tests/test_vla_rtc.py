@@ -300,3 +300,33 @@ def test_rtc_feed_and_queue_shapes():
     np.testing.assert_array_equal(q.pop()[1], np.arange(CHUNK * A, 2 * CHUNK * A).reshape(CHUNK, A)[3])
     with pytest.raises(BadInputError, match="expected"):
         q.push(np.zeros((1, CHUNK - 1, A)), np.arange(1))
+
+
+# -- bench-realtime's comparison, on the fake core -------------------------------------------------------
+
+
+def test_bench_boundary_jump_rtc_below_replace_and_ensemble_at_the_same_latency():
+    """bench-realtime's own figures (virtual time, one latency for all merges, the same toy robot)."""
+    from policy_export.bench.realtime import MERGE_ROW_KEYS, compare_merges
+
+    core = FakeVLACore()
+    core.input_names = ["state", "image", PREV_CHUNK, PREV_LEN, DELAY]  # the fake's signature, for the bench
+    infer = core.infer
+    core.infer = lambda feed: infer({**no_guidance(len(feed["state"]), CHUNK, A), **feed})  # type: ignore[method-assign]
+    rows = compare_merges(core, fps=10.0, steps=150, latency_s=0.35, seed=0, rtc_queue_threshold=8)
+    by = {r["merge"]: r for r in rows}
+    assert list(by) == ["rtc", "replace", "ensemble"] and all(tuple(r) == MERGE_ROW_KEYS for r in rows)
+    assert {r["delay_steps"] for r in rows} == {4} and all(r["fallback_ticks"] == 0 for r in rows)
+    assert by["rtc"]["boundaries"] > 5 and by["replace"]["boundaries"] > 5
+    assert by["rtc"]["boundary_jump_max"] < 0.5 * by["replace"]["boundary_jump_max"], rows
+
+
+def test_fallback_free_rate_follows_the_latency():
+    from policy_export.bench.realtime import fallback_free_fps
+
+    core = FakeVLACore()
+    chunk = core.infer({"state": np.zeros((1, S), np.float32), **no_guidance(1, CHUNK, A)})
+    fast = fallback_free_fps(core, "rtc", 0.1, chunk=chunk)  # type: ignore[arg-type]
+    slow = fallback_free_fps(core, "rtc", 1.0, chunk=chunk)  # type: ignore[arg-type]
+    # One request in flight: a chunk of 16 must outlast the next chunk's latency.
+    assert 0 < slow < fast and 5 < slow * 1.0 < 16 and 5 < fast * 0.1 < 16, (slow, fast)
