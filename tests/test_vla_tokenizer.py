@@ -121,8 +121,16 @@ def vlm_bos(tmp_path_factory) -> Path:
     return build_vlm_tokenizer(tmp_path_factory.mktemp("vlm_bos") / "SmolVLM-toy-bos", bos_template=True)
 
 
+@pytest.fixture(scope="module")
+def vlm_demo(tmp_path_factory) -> Path:
+    """The VLM folder the project's SmolVLA checkpoints point at (config, processor and tokenizer)."""
+    from policy_export.demo_smolvla import TINY_SMOLVLA, build_vlm_folder
+
+    return build_vlm_folder(tmp_path_factory.mktemp("vlm_demo") / "SmolVLM-demo", TINY_SMOLVLA.vlm)
+
+
 @pytest.mark.parametrize("padding", ["longest", "max_length"])
-@pytest.mark.parametrize("folder", ["vlm", "vlm_bos"])
+@pytest.mark.parametrize("folder", ["vlm", "vlm_bos", "vlm_demo"])
 def test_host_tokens_equal_lerobot_smolvla_preprocessor(folder, padding, request, tmp_path):
     vlm = request.getfixturevalue(folder)
     host = host_tokenizer(vlm, tmp_path, padding)
