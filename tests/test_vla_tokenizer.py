@@ -201,6 +201,26 @@ def test_missing_or_foreign_tokenizer_file_is_one_line(vlm, tmp_path):
         TaskTokenizer.for_artifact(tmp_path / "bad.onnx", TokenizerSettings(MAX_LENGTH, 2))
 
 
+def test_the_sidecar_written_at_export_is_what_the_robot_loads(vlm, tmp_path):
+    from policy_export import language
+    from policy_export.runtime import tokenizer
+
+    assert language.SIDECAR_SUFFIX == tokenizer.SIDECAR_SUFFIX
+    tok = language.load_vlm_tokenizer(vlm)
+
+    class Cfg:
+        vlm_model_name, tokenizer_max_length, pad_language_to = str(vlm), MAX_LENGTH, "longest"
+
+    fields = language.tokenizer_fields(Cfg, tok)  # sha256 of the resolved tokenizer, before any file exists
+    path = language.write_tokenizer_sidecar(tmp_path / "m.onnx", vlm, fields["sha256"])
+    assert path.name == "m.onnx.tokenizer.json"
+    host = TaskTokenizer.for_artifact(tmp_path / "m.onnx", TokenizerSettings.from_dict(fields))  # sha256 checked
+    ref_tokens, _, _ = lerobot_tokens(vlm, ["fold the towel"], "longest")
+    np.testing.assert_array_equal(host("fold the towel")[0], ref_tokens)
+    with pytest.raises(BadInputError, match="tokenizer changed"):
+        language.write_tokenizer_sidecar(tmp_path / "n.onnx", vlm, "0" * 64)
+
+
 def test_missing_vlm_folder_names_vlm_model_name(tmp_path):
     from policy_export.language import load_vlm_tokenizer
 

@@ -17,6 +17,9 @@ from typing import Any
 
 from policy_export.errors import BadInputError
 
+#: The tokenizer file beside an artifact; the robot side's ``runtime.tokenizer.SIDECAR_SUFFIX`` (same
+#: value, a test holds them together: runtime may not import this module, which imports transformers).
+SIDECAR_SUFFIX = ".tokenizer.json"
 #: LeRobot's SmolVLA preprocessor pads on the right (``processor_smolvla.py``).
 PADDING_SIDE = "right"
 
@@ -66,7 +69,9 @@ def tokenizer_fields(
 ) -> dict[str, Any]:
     """The host declaration's ``tokenizer`` entry (what :class:`~policy_export.runtime.tokenizer.TokenizerSettings`
     reads). ``cfg``: LeRobot's SmolVLA config; ``lang_length``: the core's fixed token axis (None: dynamic);
-    ``sha256``: of the file :func:`write_tokenizer_json` wrote."""
+    ``sha256``: of the tokenizer file (default: of what :func:`write_tokenizer_json` writes for ``tokenizer``)."""
+    if sha256 is None:
+        sha256 = hashlib.sha256(resolved_tokenizer_json(tokenizer).encode("utf-8")).hexdigest()
     pad = tokenizer.pad_token_id
     if pad is None:
         raise _vlm_error(cfg.vlm_model_name, "its tokenizer has no pad token (tokenizer_config.json: pad_token)")
@@ -88,3 +93,20 @@ def write_tokenizer_json(tokenizer: Any, path: Path) -> str:
     with atomic_output(path, force=True) as tmp:
         tmp.write_bytes(data)
     return hashlib.sha256(data).hexdigest()
+
+
+def write_tokenizer_sidecar(artifact: Path, vlm_model_name: str | Path, sha256: str | None = None) -> Path:
+    """Write ``<artifact>.tokenizer.json`` (what the robot's host loads) from the checkpoint's VLM folder;
+    refused when it would differ from the tokenizer the artifact's metadata recorded (``sha256``)."""
+    path = Path(str(artifact) + SIDECAR_SUFFIX)
+    data = resolved_tokenizer_json(load_vlm_tokenizer(vlm_model_name)).encode("utf-8")
+    digest = hashlib.sha256(data).hexdigest()
+    if sha256 is not None and digest != sha256:
+        raise _vlm_error(
+            vlm_model_name, "its tokenizer changed since the model's metadata was read; export again from this folder"
+        )
+    from policy_export.fsutil import atomic_output
+
+    with atomic_output(path, force=True, what="tokenizer file") as tmp:
+        tmp.write_bytes(data)
+    return path
