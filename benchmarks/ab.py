@@ -46,7 +46,7 @@ def make_runner(variant: dict[str, Any], feed: dict[str, np.ndarray], threads: i
 
         ckpt = load_checkpoint(variant["checkpoint"])
         if kind == "eager":
-            from policy_export.reference import eager_chunk
+            from policy_export.families import eager_chunk
 
             return lambda: eager_chunk(ckpt, feed)
         from policy_export.core import build_core

@@ -8,8 +8,8 @@ import torch
 
 from policy_export.checkpoint import load_checkpoint
 from policy_export.core import build_core
+from policy_export.families import eager_chunk
 from policy_export.inputs import checkpoint_inputs, random_inputs
-from policy_export.reference import eager_chunk
 
 
 def _core_out(core, spec, feed):

@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 from policy_export.cli.app import app
 from policy_export.compare import compare
 from policy_export.errors import BadInputError
+from policy_export.families import eager_chunk
 from policy_export.inputs import checkpoint_inputs
-from policy_export.reference import eager_chunk
 
 runner = CliRunner()
 ATOL = 1e-4
@@ -165,25 +165,34 @@ def test_ddim_two_cameras_history_rollout(ddim_loaded, tmp_path):
 
 
 def _history_host(n_obs: int, seed: int = 0, **kw):
-    from policy_export.runtime.history import HistoryHost, HistorySettings
-    from policy_export.spec import ArtifactMetadata, CameraSpec, NoiseInput, PolicySpec
+    from policy_export.runtime.host import Host
+    from policy_export.spec import (
+        BATCH,
+        ArtifactMetadata,
+        CameraSpec,
+        HostDecl,
+        PolicySpec,
+        Role,
+        Signature,
+        TensorDecl,
+        action_chunk_output,
+        observation_inputs,
+    )
 
+    cams = (CameraSpec("observation.images.top", "image", (3, 2, 2)),)
+    sig = Signature(
+        (
+            *observation_inputs(5, cams, lead=("n_obs",)),
+            TensorDecl("noise", Role.NOISE, (BATCH, "horizon", "action_dim")),
+        ),
+        (action_chunk_output(),),
+        {"state_dim": 5, "action_dim": 2, "chunk": 2, "n_obs": n_obs, "horizon": 4},
+    )
     spec = PolicySpec(
-        "diffusion",
-        "observation.state",
-        5,
-        "action",
-        1,
-        (CameraSpec("observation.images.top", "image", (3, 2, 2)),),
-        2,
-        2,
-        {},
-        "h",
-        n_obs_steps=n_obs,
-        noise_inputs=(NoiseInput("noise", (4, 2)),),
+        "diffusion", "observation.state", 5, "action", 2, cams, 2, 2, {}, "h", sig, HostDecl(history=n_obs)
     )
     meta = ArtifactMetadata(spec, "onnx")
-    return HistoryHost(meta, HistorySettings.from_spec(spec), seed=seed, **kw)
+    return Host(meta, seed=seed, **kw)
 
 
 class _Prep:

@@ -19,8 +19,8 @@ from test_runtime_shim import run_blocked
 
 from policy_export.compare import compare
 from policy_export.errors import BadInputError, UnavailableError
+from policy_export.families import eager_chunk
 from policy_export.inputs import checkpoint_inputs
-from policy_export.reference import eager_chunk
 from policy_export.runtime import PolicyClient, ShimSettings
 from policy_export.runtime.triton import check_signature, metadata_from_triton
 
@@ -238,7 +238,7 @@ def test_triton_metadata_and_signature_checks(small_onnx):
     }
     rebuilt = metadata_from_triton(loose, served, "here", "1")
     assert rebuilt.spec.cameras == meta.spec.cameras and rebuilt.spec.n_action_steps == 10
-    assert rebuilt.spec.temporal_ensemble_coeff is None
+    assert rebuilt.spec.host.ensemble_coeff is None
     assert metadata_from_triton(loose, served, "here", "2").spec.n_action_steps == 4  # per-version value wins
 
     with pytest.raises(BadInputError, match="no policy parameters"):
@@ -311,7 +311,7 @@ def test_triton_rollout_matches_lerobot_select_action(triton, small_loaded):
     from policy_export.rollout import rollout_modes, run_rollout
 
     (mode,) = rollout_modes(small_loaded)
-    assert mode.settings == ShimSettings.from_spec(small_loaded.spec)
+    assert ShimSettings.from_spec(mode.spec) == ShimSettings.from_spec(small_loaded.spec)
     with PolicyClient.from_triton(triton.grpc_url, "act", version=1) as client:
         trace = run_rollout(small_loaded, client, mode, steps=20, batch_size=2, seed=3, image_format="float32")
     assert trace.client_core_calls == trace.lerobot_chunk_calls == 3  # steps 0, 10 (queue dry), 11 (reset)

@@ -53,7 +53,7 @@ def _metadata(chunk_size: int = 20, n_action_steps: int = 10, coeff: float | Non
         "cameras": [{"key": CAM_KEY, "input_name": "image", "shape": [3, 4, 5]}],
         "chunk_size": chunk_size,
         "n_action_steps": n_action_steps,
-        "temporal_ensemble_coeff": coeff,
+        "temporal_ensemble_coeff": coeff,  # written as ACT-only code did (schema 1): read into today's
         "normalization": {},
         "norm_hash": "abc",
     }
@@ -247,7 +247,7 @@ def test_zero_latency_realtime_equals_policy_client_step_for_step(artifact, requ
             expected.append([sync.select_action(o) for o in episode])
     # buffer_time_s 0: ask for a chunk only when the buffer is dry, i.e. when LeRobot's queue is.
     worker, clock = InlineWorker(), ManualClock()
-    merge = "ensemble" if spec.temporal_ensemble_coeff is not None else "replace"
+    merge = "ensemble" if spec.host.ensemble_coeff is not None else "replace"
     pacing = {"buffer_time_s": 0.0} if merge == "replace" else {}  # ensembling asks at every step anyway
     with RealtimeClient(
         PolicyClient.from_artifact(path), 30.0, merge=merge, clock=clock, worker=worker, **pacing

@@ -86,7 +86,7 @@ def test_rollout_catches_a_shim_that_is_off(small_loaded, small_onnx, ensemble_l
 
     espec = ensemble_loaded.spec
     lerobot = rollout_modes(ensemble_loaded)[1]
-    assert lerobot.settings == ShimSettings(espec.chunk_size, 1, espec.temporal_ensemble_coeff)
+    assert ShimSettings.from_spec(lerobot.spec) == ShimSettings(espec.chunk_size, 1, espec.host.ensemble_coeff)
     with PolicyClient.from_artifact(ensemble_onnx, settings=ShimSettings(espec.chunk_size, 1, 0.5)) as client:
         trace = run_rollout(ensemble_loaded, client, lerobot, steps=8, batch_size=2, seed=0, image_format="float32")
     assert trace.client_core_calls == trace.lerobot_chunk_calls
@@ -152,7 +152,7 @@ def test_reset_steps_land_mid_queue():
 
 def test_rollout_modes_follow_the_checkpoint(small_loaded, ensemble_loaded):
     assert [m.label for m in rollout_modes(small_loaded)] == ["rollout queue n=10"]
-    assert [m.settings.mode for m in rollout_modes(ensemble_loaded)] == ["queue", "ensemble"]
+    assert [m.spec.host.merge for m in rollout_modes(ensemble_loaded)] == ["queue", "ensemble"]
 
 
 def test_verify_rollout_cli_reports_and_exit_codes(ensemble_ckpt, ensemble_onnx, tmp_path):

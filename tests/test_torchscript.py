@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from policy_export.artifacts import inspect_artifact, read_torchscript_metadata
 from policy_export.cli.app import app
+from policy_export.families import eager_chunk
 from policy_export.inputs import random_inputs
-from policy_export.reference import eager_chunk
 from policy_export.verify import verify_artifacts
 
 runner = CliRunner()

@@ -202,10 +202,10 @@ def test_check_cross_checks_metadata_json_flat_parameters_and_the_model_file(sma
         "ensembling switched on in the json only": (
             {
                 "version.1.metadata": params["version.1.metadata"].replace(
-                    '"temporal_ensemble_coeff": null', '"temporal_ensemble_coeff": 0.5'
+                    '"ensemble_coeff": null', '"ensemble_coeff": 0.5'
                 )
             },
-            "temporal_ensemble_coeff",
+            "says host",
         ),
         "broken json": ({"version.1.metadata": "{"}, "is not policy-export metadata"),
         "model-wide record a client falls back to": (

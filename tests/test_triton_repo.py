@@ -91,7 +91,8 @@ def test_onnx_config_comes_from_the_artifact_signature(small_onnx, tmp_path):
         }
     p = params(cfg)
     assert p["chunk_size"] == str(spec.chunk_size) and p["n_action_steps"] == str(spec.n_action_steps)
-    assert p["temporal_ensemble_coeff"] == "none" and spec.temporal_ensemble_coeff is None
+    assert json.loads(p["host"])["ensemble_coeff"] is None and spec.host.ensemble_coeff is None
+    assert "temporal_ensemble_coeff" not in p and json.loads(p["family"]) == spec.family == {}
     assert p["normalization_hash"] == p["version.1.normalization_hash"] == spec.norm_hash
     assert p["image_format"] == "float32" and p["input_names"] == "state,image" and p["output_names"] == "action_chunk"
     assert ArtifactMetadata.from_json(p["version.1.metadata"]) == info.metadata
@@ -400,22 +401,25 @@ def test_templates_ship_in_the_wheel(tmp_path):
 
 
 def test_ensembling_and_per_version_parameters(small_onnx):
-    """temporal_ensemble_coeff and per-version values reach the parameters a client reads."""
+    """The host declaration (ensembling) and per-version values reach the parameters a client reads."""
     import dataclasses
 
     from policy_export.triton.backends import backend_for
     from policy_export.triton.config import build_config
 
     info = inspect_artifact(small_onnx)
+    from policy_export.spec import HostDecl
+
     ensembling = dataclasses.replace(
-        info.metadata.spec, n_action_steps=1, family={"temporal_ensemble_coeff": 0.01}, norm_hash="abc"
+        info.metadata.spec, n_action_steps=1, host=HostDecl(ensemble_coeff=0.01), norm_hash="abc"
     )
     v2 = dataclasses.replace(info, metadata=dataclasses.replace(info.metadata, spec=ensembling))
     cfg, _ = build_config("act", {1: info, 2: v2}, backend_for("onnx"), TritonOptions())
     p = params(cfg)
-    assert (p["temporal_ensemble_coeff"], p["n_action_steps"], p["normalization_hash"]) == ("0.01", "1", "abc")
-    assert (p["version.1.temporal_ensemble_coeff"], p["version.1.n_action_steps"]) == ("none", "10")
-    assert p["version.2.temporal_ensemble_coeff"] == "0.01"
+    coeff = {k: json.loads(v)["ensemble_coeff"] for k, v in p.items() if k.endswith("host")}
+    assert (coeff["host"], p["n_action_steps"], p["normalization_hash"]) == (0.01, "1", "abc")
+    assert (coeff["version.1.host"], p["version.1.n_action_steps"]) == (None, "10")
+    assert coeff["version.2.host"] == 0.01
     assert ArtifactMetadata.from_json(p["version.2.metadata"]).spec == ensembling
 
 

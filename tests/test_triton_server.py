@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from policy_export.cli.app import app
 from policy_export.compare import compare
+from policy_export.families import eager_chunk
 from policy_export.inputs import checkpoint_inputs
-from policy_export.reference import eager_chunk
 from policy_export.tolerances import default_atol
 from policy_export.triton.schema import FIELDS_NEWER_THAN_SERVER
 

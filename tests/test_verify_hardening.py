@@ -26,9 +26,10 @@ def with_metadata(src: Path, dst: Path, **spec_changes: object) -> Path:
     for prop in model.metadata_props:
         if prop.key == METADATA_KEY:
             meta = json.loads(prop.value)
-            family = meta["spec"].get("family", {})
+            spec = meta["spec"]
             for key, value in spec_changes.items():
-                (family if key in family else meta["spec"])[key] = value
+                part, _, name = key.rpartition(".")  # "host.ensemble_coeff": a field of the host declaration
+                (spec[part] if part else spec)[name or key] = value
             prop.value = json.dumps(meta, sort_keys=True)
     onnx.save(model, str(dst))
     return dst
@@ -63,9 +64,9 @@ def test_rollout_refuses_an_artifact_whose_shim_settings_differ(small_ckpt, smal
     assert "carries n_action_steps 5 (checkpoint: 10), which PolicyClient would run" in line, res.output
     assert "Parity vs LeRobot eager" not in res.output  # refused before any check ran
 
-    ens = with_metadata(small_onnx, tmp_path / "ens.onnx", n_action_steps=1, temporal_ensemble_coeff=0.01)
+    ens = with_metadata(small_onnx, tmp_path / "ens.onnx", **{"n_action_steps": 1, "host.ensemble_coeff": 0.01})
     res = verify("-c", small_ckpt, "-a", ens, "--batch-sizes", "1", "--samples", "1", "--rollout", 4)
-    assert res.exit_code == 2 and "temporal_ensemble_coeff 0.01 (checkpoint: None)" in one_line(res.output)
+    assert res.exit_code == 2 and "host.ensemble_coeff 0.01 (checkpoint: None)" in one_line(res.output)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from policy_export.declarations import family_problems
+from policy_export.dtypes import numpy_name
 from policy_export.enums import ArtifactKind
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.spec import METADATA_KEY, ArtifactMetadata, PolicySpec
@@ -77,11 +79,57 @@ def _metadata_error(path: Path, why: str) -> BadInputError:
 
 
 def _parse_metadata(path: Path, text: str | bytes, where: str) -> ArtifactMetadata:
-    """Metadata from any artifact kind; a damaged or foreign record is one line, not a KeyError trace."""
+    """Metadata from any artifact kind; a damaged or foreign record is one line, not a KeyError trace.
+
+    Every field's type and bounds are checked here (``ArtifactMetadata.from_json``), and the
+    family's own fields against its declared rules, before anything is sized from them.
+    """
     try:
-        return ArtifactMetadata.from_json(text.decode() if isinstance(text, bytes) else text)
+        meta = ArtifactMetadata.from_json(text.decode() if isinstance(text, bytes) else text)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise _metadata_error(path, f"{where} is unreadable ({type(exc).__name__}: {exc})") from exc
+    problems = family_problems(meta)
+    if problems:
+        raise BadInputError(f"{path}: {where}: {problems[0]}; re-export the artifact (it was edited or damaged)")
+    return meta
+
+
+def _same_dtype(graph: str, declared: str) -> bool:
+    return numpy_name(graph) == numpy_name(declared)
+
+
+def check_graph_signature(path: Path, meta: ArtifactMetadata, inputs: list[TensorSig], outputs: list[TensorSig]) -> None:
+    """The metadata must describe the graph it rides on: input and output names in order, dtypes,
+    and every fixed dim (``action_dim``, chunk and step counts, image sizes). A disagreement is
+    one line naming the field: a client sized from the metadata would otherwise mix widths
+    (actions of one width, fallbacks of another) or allocate for a chunk the graph never returns."""
+    declared = [
+        *((n, meta.input_dtypes()[n], s) for n, s in meta.input_shapes().items()),
+        *((n, meta.output_dtypes()[n], s) for n, s in meta.output_shapes().items()),
+    ]
+    graph = [*inputs, *outputs]
+    names = [d[0] for d in declared]
+    if [g.name for g in inputs] != list(meta.input_shapes()) or [g.name for g in outputs] != list(meta.output_shapes()):
+        raise BadInputError(
+            f"{path}: metadata declares tensors {names}, the graph has {[g.name for g in graph]} "
+            "(spec.signature); re-export the artifact"
+        )
+    fields = {"action_chunk": ("chunk_size", "action_dim")}
+    for (name, dtype, shape), g in zip(declared, graph, strict=True):
+        if not _same_dtype(g.dtype, dtype) and not (meta.precision == "fp16" and g.dtype in ("float16",)):
+            raise BadInputError(f"{path}: metadata says {name} is {dtype}, the graph's {name} is {g.dtype}; re-export it")
+        if len(g.shape) != len(shape):
+            raise BadInputError(
+                f"{path}: metadata says {name} has shape {list(shape)}, the graph's has {list(g.shape)}; re-export it"
+            )
+        for i, (want, got) in enumerate(zip(shape[1:], g.shape[1:], strict=True), 1):
+            if isinstance(got, int) and got > 0 and got != want:
+                named = fields.get(name, ())
+                field = f"spec.{named[i - 1]}" if i - 1 < len(named) else f"{name} dim {i}"
+                raise BadInputError(
+                    f"{path}: metadata {field} says {want}, the graph's {name} has {got} there "
+                    f"({list(shape)} vs {list(g.shape)}); the metadata was edited or belongs to another graph: re-export it"
+                )
 
 
 def _onnx_info(path: Path) -> ArtifactInfo:
@@ -106,13 +154,10 @@ def _onnx_info(path: Path) -> ArtifactInfo:
         return TensorSig(vi.name, TensorProto.DataType.Name(tt.elem_type).lower(), dims)
 
     inits = {i.name for i in model.graph.initializer}
-    return ArtifactInfo(
-        path=path,
-        kind=ArtifactKind.ONNX,
-        metadata=meta,
-        inputs=[sig(i) for i in model.graph.input if i.name not in inits],
-        outputs=[sig(o) for o in model.graph.output],
-    )
+    inputs = [sig(i) for i in model.graph.input if i.name not in inits]
+    outputs = [sig(o) for o in model.graph.output]
+    check_graph_signature(path, meta, inputs, outputs)
+    return ArtifactInfo(path=path, kind=ArtifactKind.ONNX, metadata=meta, inputs=inputs, outputs=outputs)
 
 
 def _onnx_info_onnxruntime(path: Path) -> ArtifactInfo:
@@ -138,13 +183,10 @@ def _onnx_info_onnxruntime(path: Path) -> ArtifactInfo:
         dtype = arg.type.removeprefix("tensor(").removesuffix(")")
         return TensorSig(arg.name, dtype, tuple("?" if d is None else d for d in arg.shape))
 
-    return ArtifactInfo(
-        path=path,
-        kind=ArtifactKind.ONNX,
-        metadata=_parse_metadata(path, props[METADATA_KEY], "its policy_export metadata"),
-        inputs=[sig(i) for i in session.get_inputs()],
-        outputs=[sig(o) for o in session.get_outputs()],
-    )
+    meta = _parse_metadata(path, props[METADATA_KEY], "its policy_export metadata")
+    inputs, outputs = [sig(i) for i in session.get_inputs()], [sig(o) for o in session.get_outputs()]
+    check_graph_signature(path, meta, inputs, outputs)
+    return ArtifactInfo(path=path, kind=ArtifactKind.ONNX, metadata=meta, inputs=inputs, outputs=outputs)
 
 
 def read_torchscript_metadata(path: Path) -> ArtifactMetadata:
@@ -158,8 +200,8 @@ def read_torchscript_metadata(path: Path) -> ArtifactMetadata:
 def _signature_from_metadata(meta: ArtifactMetadata) -> tuple[list[TensorSig], list[TensorSig]]:
     shapes, dtypes = meta.input_shapes(), meta.input_dtypes()
     inputs = [TensorSig(n, dtypes[n], shapes[n]) for n in meta.spec.input_names]
-    out = TensorSig("action_chunk", "float", ("batch", meta.spec.chunk_size, meta.spec.action_dim))
-    return inputs, [out]
+    out_shapes, out_dtypes = meta.output_shapes(), meta.output_dtypes()
+    return inputs, [TensorSig(n, out_dtypes[n], out_shapes[n]) for n in meta.spec.output_names]
 
 
 def inspect_artifact(path: Path) -> ArtifactInfo:

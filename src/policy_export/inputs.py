@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from policy_export.spec import PolicySpec
+from policy_export.spec import DRAWN_ROLES, OBSERVATION_ROLES, PolicySpec, Role
 
 if TYPE_CHECKING:
     from policy_export.checkpoint import LoadedCheckpoint
@@ -26,27 +26,41 @@ def random_inputs(
     image_format: str = "float32",
     observation_only: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Named core inputs (``state``, ``image``/``image_<cam>``, then any noise inputs) for one batch.
+    """Named core inputs for one batch, each drawn as its declared role says.
 
-    With an observation history (``spec.n_obs_steps``) every step of it is a fresh draw;
-    noise inputs are standard normal, what a host draws for a sampling core.
-    ``observation_only``: one control step's observation instead (no history axis, no noise),
-    what a robot hands its policy.
+    State around ``state_center`` / ``state_scale``, cameras uniform in [0, 1] (0..255 frames
+    for uint8 artifacts), noise standard normal, language tokens uniform over the declared
+    vocabulary (``dims["vocab"]``) with a full mask, RTC inputs "no guidance" (zeros).
+    An observation history axis (declared in the shape) gets a fresh draw per step.
+    ``observation_only``: one control step's observation instead (observation roles only,
+    without the history axis), what a robot hands its policy.
     """
     center = np.zeros(spec.state_dim, np.float32) if state_center is None else state_center
     scale = np.ones(spec.state_dim, np.float32) if state_scale is None else state_scale
-    lead = (batch,) if spec.n_obs_steps is None or observation_only else (batch, spec.n_obs_steps)
-    feed: dict[str, np.ndarray] = {
-        "state": (center + scale * rng.standard_normal((*lead, spec.state_dim))).astype(np.float32)
-    }
-    for cam in spec.cameras:
-        c, h, w = cam.shape
-        if image_format == "uint8":
-            feed[cam.input_name] = rng.integers(0, 256, size=(*lead, h, w, c), dtype=np.uint8)
-        else:
-            feed[cam.input_name] = rng.random((*lead, c, h, w), dtype=np.float32)
-    for noise in () if observation_only else spec.noise_inputs:
-        feed[noise.name] = rng.standard_normal((batch, *noise.shape), dtype=np.float32)
+    sig = spec.signature
+    feed: dict[str, np.ndarray] = {}
+    for t in sig.inputs:
+        if observation_only and t.role not in OBSERVATION_ROLES:
+            continue
+        shape = (batch, *(int(d) for d in sig.resolve(t)[1:]))
+        if observation_only and spec.host.history is not None:
+            shape = (batch, *shape[2:])  # drop the declared history axis
+        if t.role is Role.STATE:
+            feed[t.name] = (center + scale * rng.standard_normal(shape)).astype(np.float32)
+        elif t.role is Role.CAMERA:
+            if image_format == "uint8":
+                *lead, c, h, w = shape
+                feed[t.name] = rng.integers(0, 256, size=(*lead, h, w, c), dtype=np.uint8)
+            else:
+                feed[t.name] = rng.random(shape, dtype=np.float32)
+        elif t.role is Role.LANG_TOKENS:
+            feed[t.name] = rng.integers(0, sig.dims.get("vocab", 2), size=shape).astype(t.dtype)
+        elif t.role is Role.LANG_MASK:
+            feed[t.name] = np.ones(shape, dtype=t.dtype)
+        elif t.role in DRAWN_ROLES:
+            feed[t.name] = rng.standard_normal(shape, dtype=np.float32).astype(t.dtype, copy=False)
+        else:  # RTC inputs: no guidance
+            feed[t.name] = np.zeros(shape, dtype=t.dtype)
     return feed
 
 
@@ -82,9 +96,9 @@ def to_float_images(feed: dict[str, np.ndarray], spec: PolicySpec, image_format:
     import torch
 
     out = dict(feed)
-    for cam in spec.cameras:
-        frames = torch.from_numpy(feed[cam.input_name])
+    for cam in spec.signature.with_role(Role.CAMERA):
+        frames = torch.from_numpy(feed[cam.name])
         # lerobot.utils.control_utils.prepare_observation_for_inference: float32 / 255, HWC -> CHW
         # (movedim: frames may carry an observation-history axis after the batch)
-        out[cam.input_name] = (frames.type(torch.float32) / 255).movedim(-1, -3).contiguous().numpy()
+        out[cam.name] = (frames.type(torch.float32) / 255).movedim(-1, -3).contiguous().numpy()
     return out

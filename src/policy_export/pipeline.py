@@ -146,8 +146,8 @@ def _wrap_check(ckpt: LoadedCheckpoint, image_format: ImageFormat) -> dict[str, 
 
     from policy_export.compare import parity_gate
     from policy_export.core import build_core
+    from policy_export.families import eager_chunk
     from policy_export.inputs import checkpoint_inputs
-    from policy_export.reference import eager_chunk
     from policy_export.tolerances import default_atol
 
     core = build_core(ckpt, image_format=image_format)

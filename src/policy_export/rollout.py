@@ -30,8 +30,6 @@ from policy_export.spec import ArtifactMetadata
 
 if TYPE_CHECKING:
     from policy_export.runtime import PolicyClient
-    from policy_export.runtime.history import HistorySettings
-    from policy_export.runtime.shim import ShimSettings
 
 Progress = Callable[[], None] | None
 
@@ -41,16 +39,18 @@ def rollout_modes(ckpt: LoadedCheckpoint) -> list[RolloutMode]:
     return family_for(ckpt.spec.policy_type).rollout_modes(ckpt.spec)
 
 
-def deployed_settings(metadata: ArtifactMetadata) -> ShimSettings | HistorySettings:
-    """The shim settings ``PolicyClient`` derives from a model's metadata when given none."""
-    from policy_export.runtime.host import host_for
+def deployed_settings(metadata: ArtifactMetadata) -> tuple[object, ...]:
+    """What ``PolicyClient`` runs for a model when given no settings: its shim settings and the
+    declared host side (history, tokenizer, RTC)."""
+    from policy_export.runtime.shim import ShimSettings
 
-    return host_for(metadata).settings
+    return (ShimSettings.from_spec(metadata.spec), metadata.spec.host)
 
 
 def _flat(spec: dict[str, Any]) -> dict[str, Any]:
     """A spec's fields with the family's own ones beside the common ones (for naming what differs)."""
-    return {k: v for k, v in spec.items() if k != "family"} | dict(spec.get("family") or {})
+    host = {f"host.{k}": v for k, v in (spec.get("host") or {}).items()}
+    return {k: v for k, v in spec.items() if k not in ("family", "host", "signature")} | dict(spec.get("family") or {}) | host
 
 
 def check_settings(info: ArtifactInfo, ckpt: LoadedCheckpoint) -> None:
@@ -119,7 +119,7 @@ def run_rollout(
     The client steps first: what its core was fed at a step (the host-drawn noise of a
     sampling family) is handed to LeRobot's ``select_action`` for the same step.
     """
-    resets = reset_steps(steps, mode.settings.n_action_steps)
+    resets = reset_steps(steps, mode.spec.n_action_steps)
     calls = [0]
     fed: list[dict[str, np.ndarray] | None] = [None]
     infer = client.backend.infer
@@ -139,9 +139,7 @@ def run_rollout(
                 if step in resets:
                     ref.reset()
                     client.reset()
-                rng = np.random.default_rng(
-                    [seed, batch_size, step, int(getattr(mode.settings, "mode", "") == "ensemble")]
-                )
+                rng = np.random.default_rng([seed, batch_size, step, int(mode.spec.host.merge == "ensemble")])
                 feed = checkpoint_inputs(ckpt, batch_size, rng, image_format, observation_only=True)
                 # One robot: hand the client an unbatched observation, as a robot loop would.
                 obs = robot_observation(ckpt, feed, batched=batch_size > 1)
@@ -239,7 +237,7 @@ def rollout_checks(
     :func:`check_settings`)."""
     if steps < 2:
         raise BadInputError(f"--rollout takes the number of control steps (>= 2), got {steps}")
-    from policy_export.runtime import LocalCore, PolicyClient
+    from policy_export.runtime import LocalCore, PolicyClient, ShimSettings
 
     checks = []
     # Refuse a foreign artifact before any slow work.
@@ -267,7 +265,9 @@ def rollout_checks(
             for mode, check in zip(modes, mode_checks, strict=True):
                 check.runner = backend.name
                 # The mode a deployed client runs is run as it runs it: settings read from the artifact.
-                client = PolicyClient(backend) if mode.settings == deployed else PolicyClient(backend, mode.settings)
+                mode_settings = ShimSettings.from_spec(mode.spec)
+                same = (mode_settings, mode.spec.host) == deployed
+                client = PolicyClient(backend) if same else PolicyClient(backend, mode_settings)
                 _check_mode(
                     check,
                     ckpt,

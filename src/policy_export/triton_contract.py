@@ -40,7 +40,10 @@ class ModelParam(StrEnum):
     NAMING_CONVENTION = "naming_convention"
     VERSIONS = "versions"
     N_ACTION_STEPS = "n_action_steps"
-    TEMPORAL_ENSEMBLE_COEFF = "temporal_ensemble_coeff"
+    #: The host declaration (:class:`~policy_export.spec.HostDecl`) as JSON: history, ensembling, tokenizer, RTC.
+    HOST = "host"
+    #: The family's own fields (``spec.family``) as JSON; what they mean is the family's business.
+    FAMILY = "family"
     NORMALIZATION_HASH = "normalization_hash"
     #: ONNX Runtime intra-op threads per instance of a ``--backend python`` model (absent: ORT's default).
     INTRA_OP_THREAD_COUNT = "intra_op_thread_count"
@@ -50,7 +53,8 @@ class VersionParam(StrEnum):
     """Per-version parameter keys, written as ``version.<N>.<key>``."""
 
     N_ACTION_STEPS = "n_action_steps"
-    TEMPORAL_ENSEMBLE_COEFF = "temporal_ensemble_coeff"
+    HOST = "host"
+    FAMILY = "family"
     NORMALIZATION_HASH = "normalization_hash"
     PRECISION = "precision"
     SHA256 = "sha256"
@@ -70,15 +74,21 @@ def version_key(version: int | str, param: VersionParam) -> str:
     return f"version.{version}.{param}"
 
 
-def encode_coeff(value: float | None) -> str:
-    """ "none" when ensembling is off: an empty string would vanish from the JSON form of the config."""
-    return "none" if value is None else repr(value)
+#: Written by policy-export before the family seam (metadata schema 2): ACT's ensembling coefficient
+#: as a flat parameter. Read only to rebuild the metadata of such repositories (no version metadata).
+LEGACY_TEMPORAL_ENSEMBLE_COEFF = "temporal_ensemble_coeff"
 
 
 def decode_coeff(text: str | None) -> float | None:
+    """A legacy ``temporal_ensemble_coeff`` value ("none" when ensembling was off)."""
     if text is None or text.strip().lower() in ("", "none", "null"):
         return None
     return float(text)
+
+
+def encode_json(value: object) -> str:
+    """A JSON parameter value (sorted keys: the same record always gives the same string)."""
+    return json.dumps(value, sort_keys=True)
 
 
 def encode_names(names: list[str] | tuple[str, ...]) -> str:
@@ -125,7 +135,8 @@ class VersionParameters:
     """What ``version.<N>.*`` records about one served version."""
 
     n_action_steps: int
-    temporal_ensemble_coeff: float | None
+    host: str
+    family: str
     normalization_hash: str
     precision: str
     sha256: str
@@ -134,7 +145,8 @@ class VersionParameters:
     def to_strings(self, version: int) -> dict[str, str]:
         return {
             version_key(version, VersionParam.N_ACTION_STEPS): str(self.n_action_steps),
-            version_key(version, VersionParam.TEMPORAL_ENSEMBLE_COEFF): encode_coeff(self.temporal_ensemble_coeff),
+            version_key(version, VersionParam.HOST): self.host,
+            version_key(version, VersionParam.FAMILY): self.family,
             version_key(version, VersionParam.NORMALIZATION_HASH): self.normalization_hash,
             version_key(version, VersionParam.PRECISION): self.precision,
             version_key(version, VersionParam.SHA256): self.sha256,
@@ -145,7 +157,8 @@ class VersionParameters:
     def from_strings(cls, params: Mapping[str, str], version: int) -> VersionParameters:
         return cls(
             n_action_steps=int(params[version_key(version, VersionParam.N_ACTION_STEPS)]),
-            temporal_ensemble_coeff=decode_coeff(params[version_key(version, VersionParam.TEMPORAL_ENSEMBLE_COEFF)]),
+            host=params[version_key(version, VersionParam.HOST)],
+            family=params[version_key(version, VersionParam.FAMILY)],
             normalization_hash=params[version_key(version, VersionParam.NORMALIZATION_HASH)],
             precision=params[version_key(version, VersionParam.PRECISION)],
             sha256=params[version_key(version, VersionParam.SHA256)],
@@ -171,7 +184,9 @@ class ModelParameters:
     output_names: tuple[str, ...]
     naming_convention: NamingConvention
     n_action_steps: int
-    temporal_ensemble_coeff: float | None
+    #: JSON: the latest version's host declaration and family fields.
+    host: str
+    family: str
     normalization_hash: str
     versions: dict[int, VersionParameters] = field(default_factory=dict)
     intra_op_thread_count: int | None = None
@@ -193,7 +208,8 @@ class ModelParameters:
             ModelParam.NAMING_CONVENTION: str(self.naming_convention),
             ModelParam.VERSIONS: ",".join(str(v) for v in sorted(self.versions)),
             ModelParam.N_ACTION_STEPS: str(self.n_action_steps),
-            ModelParam.TEMPORAL_ENSEMBLE_COEFF: encode_coeff(self.temporal_ensemble_coeff),
+            ModelParam.HOST: self.host,
+            ModelParam.FAMILY: self.family,
             ModelParam.NORMALIZATION_HASH: self.normalization_hash,
         }
         if self.intra_op_thread_count is not None:
@@ -223,7 +239,8 @@ class ModelParameters:
             output_names=decode_names(params[ModelParam.OUTPUT_NAMES]),
             naming_convention=NamingConvention(params[ModelParam.NAMING_CONVENTION]),
             n_action_steps=int(params[ModelParam.N_ACTION_STEPS]),
-            temporal_ensemble_coeff=decode_coeff(params[ModelParam.TEMPORAL_ENSEMBLE_COEFF]),
+            host=params[ModelParam.HOST],
+            family=params[ModelParam.FAMILY],
             normalization_hash=params[ModelParam.NORMALIZATION_HASH],
             versions={v: VersionParameters.from_strings(params, v) for v in versions},
             intra_op_thread_count=int(threads) if threads else None,

@@ -23,9 +23,9 @@ from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.compare import merge_samples
 from policy_export.enums import Status
 from policy_export.errors import BadInputError, UnavailableError
+from policy_export.families import eager_chunk
 from policy_export.inputs import checkpoint_inputs
 from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport
-from policy_export.reference import eager_chunk
 from policy_export.spec import PolicySpec
 from policy_export.tolerances import DEFAULT_ATOL
 

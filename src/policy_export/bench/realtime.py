@@ -178,8 +178,8 @@ def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None]
         spec = sync.metadata.spec
         rtc_model = "rtc_prev_chunk" in _input_names(sync.backend)
         default = Merge.RTC if rtc_model else Merge.REPLACE
-        merge = cfg.merge or (Merge.ENSEMBLE if spec.temporal_ensemble_coeff is not None else default)
-        if merge is Merge.ENSEMBLE and spec.temporal_ensemble_coeff is None:
+        merge = cfg.merge or (Merge.ENSEMBLE if spec.host.ensemble_coeff is not None else default)
+        if merge is Merge.ENSEMBLE and spec.host.ensemble_coeff is None:
             from policy_export.errors import BadInputError
 
             raise BadInputError(
@@ -193,7 +193,7 @@ def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None]
         timed.ms.clear()
         select_ms, missed = control_loop(sync.select_action, robot, cfg.fps, cfg.steps)
         # The synchronous client's merge is the model's own shim (queue, or ensembling at every step).
-        sync_merge = "ensemble" if spec.temporal_ensemble_coeff is not None else "replace"
+        sync_merge = "ensemble" if spec.host.ensemble_coeff is not None else "replace"
         results.append(
             _row(
                 "sync",
@@ -404,7 +404,7 @@ def compare_merges(
     """Every merge the model allows (rtc when its core takes RTC inputs, replace, ensemble) on the same
     robot, observations and latency: the jump where chunks meet, beside the largest step within a chunk."""
     spec = core.metadata.spec
-    coeff = ensemble_coeff if ensemble_coeff is not None else spec.temporal_ensemble_coeff or DEFAULT_ENSEMBLE_COEFF
+    coeff = ensemble_coeff if ensemble_coeff is not None else spec.host.ensemble_coeff or DEFAULT_ENSEMBLE_COEFF
     merges = [Merge.REPLACE, Merge.ENSEMBLE]
     if "rtc_prev_chunk" in _input_names(core):
         merges.insert(0, Merge.RTC)
@@ -461,7 +461,7 @@ def fallback_free_fps(
     def clean(fps: float) -> bool:
         worker, clock = InlineWorker(), ManualClock()
         client = PolicyClient(_VirtualLatency(replay, worker, latency_s))
-        coeff = DEFAULT_ENSEMBLE_COEFF if merge is Merge.ENSEMBLE and spec.temporal_ensemble_coeff is None else None
+        coeff = DEFAULT_ENSEMBLE_COEFF if merge is Merge.ENSEMBLE and spec.host.ensemble_coeff is None else None
         rt = RealtimeClient(client, fps, clock=clock, worker=worker, merge=merge, ensemble_coeff=coeff)
         steps = min(20_000, int(20 * max(spec.chunk_size, latency_s * fps)) + 50)
         robot = ToyRobot(spec, 0)

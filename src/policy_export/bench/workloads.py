@@ -100,7 +100,7 @@ class EagerWorkload(Workload):
         return {"per_sample": float(counter.get_total_flops()), "by_module": by_module, "by_op": by_op}
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        from policy_export.reference import eager_chunk
+        from policy_export.families import eager_chunk
 
         assert self.ckpt is not None, "load first"
         return eager_chunk(self.ckpt, feed)

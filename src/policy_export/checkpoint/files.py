@@ -14,8 +14,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from policy_export.declarations import declaration_for
 from policy_export.errors import BadInputError
-from policy_export.families import family_for
 
 
 def unreadable(path: Path, exc: OSError) -> BadInputError:
@@ -74,7 +74,7 @@ def _check_files(root: Path) -> None:
         hint = " (did you mean its 'pretrained_model' subfolder?)" if (root / "pretrained_model").is_dir() else ""
         raise BadInputError(f"{cfg_path}: missing; this is not a LeRobot pretrained_model directory{hint}")
     cfg = _read_json(cfg_path, "policy config")
-    family_for(cfg.get("type"), where=str(cfg_path)).check_config(cfg, cfg_path)
+    declaration_for(cfg.get("type"), where=str(cfg_path)).check_config(cfg, cfg_path)
     weights = root / "model.safetensors"
     if weights.is_dir():
         raise unreadable(weights, IsADirectoryError(21, "Is a directory"))

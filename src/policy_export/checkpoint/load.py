@@ -20,8 +20,8 @@ from policy_export.checkpoint.diagnose import _shape_mismatch
 from policy_export.checkpoint.files import _check_files
 from policy_export.checkpoint.keys import ACTION_KEY, ENV_STATE_KEY, STATE_KEY
 from policy_export.checkpoint.normalization import _find_step, _mode_for, _stats_as_numpy, _validate_stats, norm_hash
+from policy_export.declarations import apply_declared, declaration_for
 from policy_export.errors import BadInputError, first_line
-from policy_export.families import family_for
 from policy_export.spec import CameraSpec, PolicySpec, camera_input_names
 
 
@@ -119,22 +119,20 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         CameraSpec(key=k, input_name=n, shape=tuple(int(d) for d in cfg.image_features[k].shape))  # type: ignore[arg-type]
         for k, n in zip(cam_keys, input_names, strict=True)
     )
-    fields = family_for(cfg.type).spec_fields(cfg, root / "config.json")
-    spec = PolicySpec(
+    declaration = declaration_for(cfg.type)
+    common = PolicySpec(
         policy_type=cfg.type,
         state_key=STATE_KEY,
         state_dim=int(cfg.robot_state_feature.shape[0]),
         action_key=ACTION_KEY,
         action_dim=int(action_feat.shape[0]),
         cameras=cameras,
-        chunk_size=fields.chunk_size,
-        n_action_steps=fields.n_action_steps,
+        chunk_size=1,  # the family's: declared below
+        n_action_steps=1,
         normalization=modes,
         norm_hash=norm_hash(modes, input_stats, output_stats),
-        n_obs_steps=fields.n_obs_steps,
-        noise_inputs=fields.noise_inputs,
-        family=fields.family,
     )
+    spec = apply_declared(common, declaration.declare(cfg, common, root / "config.json"))
     eps = float(getattr(normalizer, "eps", 1e-8)) if normalizer is not None else 1e-8
     return LoadedCheckpoint(
         path=root,

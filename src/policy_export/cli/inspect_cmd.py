@@ -18,7 +18,8 @@ def inspect(
     """Show policy type, features and shapes, cameras, chunking and normalization of a checkpoint."""
     from rich.table import Table
 
-    from policy_export.families import family_for
+    from policy_export.declarations import declaration_for
+    from policy_export.spec import OBSERVATION_ROLES
 
     ckpt = load(checkpoint)
     spec = ckpt.spec
@@ -29,22 +30,25 @@ def inspect(
     t.add_column(style="bold")
     t.add_column()
     t.add_row("policy type", spec.policy_type)
-    t.add_row("state", f"{spec.state_key} [{spec.state_dim}] -> input 'state'  ({spec.normalization[spec.state_key]})")
-    for cam in spec.cameras:
-        t.add_row("camera", f"{cam.key} {list(cam.shape)} -> input '{cam.input_name}'  ({spec.normalization[cam.key]})")
-    t.add_row(
-        "action",
-        f"{spec.action_key} [{spec.action_dim}] -> output 'action_chunk' [B, {spec.chunk_size}, {spec.action_dim}]  ({spec.normalization[spec.action_key]})",
-    )
+    sig = spec.signature
+    for inp in sig.inputs:  # each input as its family declared it
+        shape = ", ".join("B" if d == "batch" else str(d) for d in sig.resolve(inp))
+        source = f"{inp.key} " if inp.key else ""
+        norm = f"  ({spec.normalization[inp.key]})" if inp.key in spec.normalization else ""
+        made = "" if inp.role in OBSERVATION_ROLES else ", made by the host"
+        units = f" {inp.units}" if inp.units else ""
+        t.add_row(str(inp.role), f"{source}-> input '{inp.name}' {inp.dtype} [{shape}]{units}{made}{norm}")
+    for out in sig.outputs:
+        shape = ", ".join("B" if d == "batch" else str(d) for d in sig.resolve(out))
+        t.add_row(
+            "action",
+            f"{spec.action_key} [{spec.action_dim}] -> output '{out.name}' [{shape}]  ({spec.normalization[spec.action_key]})",
+        )
     t.add_row("chunk_size", str(spec.chunk_size))
     t.add_row("n_action_steps", str(spec.n_action_steps))
-    if spec.n_obs_steps is not None:
-        t.add_row("n_obs_steps", f"{spec.n_obs_steps} (inputs carry [B, {spec.n_obs_steps}, ...] history)")
-    for noise in spec.noise_inputs:
-        t.add_row(
-            "noise input", f"'{noise.name}' [B, {', '.join(map(str, noise.shape))}] standard normal, drawn by the host"
-        )
-    for name, value in family_for(spec.policy_type).describe(spec):
+    host = spec.host
+    t.add_row("host", host.merge + (f", history of {host.history} observations" if host.history is not None else ""))
+    for name, value in declaration_for(spec.policy_type).describe(spec):
         t.add_row(name, value)
     t.add_row("normalization hash", spec.norm_hash)
     console.print(t)

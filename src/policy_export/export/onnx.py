@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -294,7 +295,8 @@ def _embed_metadata(model: onnx.ModelProto, meta: ArtifactMetadata) -> None:
         "policy_type": spec.policy_type,
         "chunk_size": str(spec.chunk_size),
         "n_action_steps": str(spec.n_action_steps),
-        "temporal_ensemble_coeff": "" if spec.temporal_ensemble_coeff is None else str(spec.temporal_ensemble_coeff),
+        "host": json.dumps(spec.host.to_dict(), sort_keys=True),
+        "family": json.dumps(spec.family, sort_keys=True),
         "input_names": ",".join(spec.input_names),
         "output_names": ",".join(spec.output_names),
         "normalization_hash": spec.norm_hash,

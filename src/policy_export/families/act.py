@@ -1,4 +1,6 @@
-"""ACT (Action Chunking Transformer): spec fields, core, LeRobot reference and rollout modes.
+"""ACT (Action Chunking Transformer), toolchain half: core, LeRobot reference and rollout modes.
+
+Its declaration is :class:`policy_export.declarations.act.ACTDeclaration`.
 
 The core is :class:`policy_export_wrappers.act.ACTCore`; the host shim is the action queue or
 temporal ensembler of :mod:`policy_export.runtime.shim`.
@@ -6,14 +8,14 @@ temporal ensembler of :mod:`policy_export.runtime.shim`.
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode, core_normalizers
-from policy_export.spec import PolicySpec
+from policy_export.declarations.act import ACTDeclaration
+from policy_export.families.base import Family, ReferenceRollout, RolloutMode, core_normalizers
+from policy_export.reference import lerobot_observation
+from policy_export.spec import HostDecl, PolicySpec
 
 if TYPE_CHECKING:
     import torch
@@ -27,8 +29,6 @@ def predict_chunk(
     """preprocessor -> ``predict_action_chunk(batch, **kwargs)`` -> postprocessor, in robot units."""
     import torch
 
-    from policy_export.reference import lerobot_observation
-
     with torch.inference_mode():
         batch = ckpt.preprocessor(lerobot_observation(ckpt, feed, image_format))
         chunk = ckpt.policy.predict_action_chunk(batch, **kwargs)
@@ -36,21 +36,7 @@ def predict_chunk(
 
 
 class ACTFamily(Family):
-    policy_type = "act"
-
-    def spec_fields(self, cfg: Any, config_path: Path) -> FamilyFields:
-        coeff = cfg.temporal_ensemble_coeff
-        if coeff is not None and isinstance(coeff, float) and math.isnan(coeff):
-            coeff = None
-        return FamilyFields(
-            chunk_size=int(cfg.chunk_size),
-            n_action_steps=int(cfg.n_action_steps),
-            family={"temporal_ensemble_coeff": None if coeff is None else float(coeff)},
-        )
-
-    def describe(self, spec: PolicySpec) -> list[tuple[str, str]]:
-        coeff = spec.temporal_ensemble_coeff
-        return [("temporal_ensemble_coeff", "off" if coeff is None else f"{coeff:g}")]
+    declaration = ACTDeclaration()
 
     def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> torch.nn.Module:
         from policy_export_wrappers.act import ACTCore
@@ -69,14 +55,12 @@ class ACTFamily(Family):
     def rollout_modes(self, spec: PolicySpec) -> list[RolloutMode]:
         """Queue mode always (the checkpoint's n_action_steps, or the whole chunk when the checkpoint
         ensembles with n_action_steps = 1); ensembling mode too when the checkpoint ensembles."""
-        from policy_export.runtime.shim import ShimSettings
-
-        coeff = spec.temporal_ensemble_coeff
+        coeff = spec.host.ensemble_coeff
         n = spec.n_action_steps if coeff is None or spec.n_action_steps > 1 else spec.chunk_size
         modes = [
             RolloutMode(
                 f"rollout queue n={n}",
-                ShimSettings(spec.chunk_size, n),
+                spec.replace(n_action_steps=n, host=HostDecl()),
                 {"n_action_steps": n, "temporal_ensemble_coeff": None},
             )
         ]
@@ -84,7 +68,7 @@ class ACTFamily(Family):
             modes.append(
                 RolloutMode(
                     f"rollout ensemble c={coeff:g}",
-                    ShimSettings(spec.chunk_size, 1, coeff),
+                    spec.replace(n_action_steps=1, host=HostDecl(ensemble_coeff=coeff)),
                     {"n_action_steps": 1, "temporal_ensemble_coeff": coeff},
                 )
             )
@@ -117,8 +101,6 @@ class ACTRollout(ReferenceRollout):
         self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
     ) -> np.ndarray:
         import torch
-
-        from policy_export.reference import lerobot_observation
 
         ckpt = self.ckpt
         with torch.inference_mode():

@@ -1,4 +1,6 @@
-"""Diffusion Policy: spec fields, core, LeRobot reference (with the same noise) and rollout mode.
+"""Diffusion Policy, toolchain half: core, LeRobot reference (with the same noise) and rollout mode.
+
+Its declaration is :class:`policy_export.declarations.diffusion.DiffusionDeclaration`.
 
 The core is :class:`policy_export_wrappers.diffusion.DiffusionCore`; the host shim is the
 observation history + action queue of :mod:`policy_export.runtime.history`. The reference is
@@ -11,42 +13,19 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from policy_export.errors import BadInputError
-from policy_export.families import Family, FamilyFields, ReferenceRollout, RolloutMode, core_normalizers
-from policy_export.spec import NoiseInput, PolicySpec
+from policy_export.declarations.diffusion import NOISE, STEP_NOISE, DiffusionDeclaration
+from policy_export.families.base import Family, ReferenceRollout, RolloutMode, core_normalizers
+from policy_export.reference import lerobot_observation
+from policy_export.spec import PolicySpec
 
 if TYPE_CHECKING:
     import torch
 
     from policy_export.checkpoint import LoadedCheckpoint
-
-SCHEDULERS = ("DDPM", "DDIM")
-NOISE = "noise"
-STEP_NOISE = "step_noise"
-
-
-def _draws(cfg: Any) -> int:
-    """How many fresh draws DDPM's loop makes (every step with t > 0), from the scheduler LeRobot builds."""
-    if cfg.noise_scheduler_type != "DDPM":
-        return 0
-    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
-
-    sched = DDPMScheduler(
-        num_train_timesteps=cfg.num_train_timesteps,
-        beta_start=cfg.beta_start,
-        beta_end=cfg.beta_end,
-        beta_schedule=cfg.beta_schedule,
-        clip_sample=cfg.clip_sample,
-        clip_sample_range=cfg.clip_sample_range,
-        prediction_type=cfg.prediction_type,
-    )
-    sched.set_timesteps(cfg.num_inference_steps or cfg.num_train_timesteps)
-    return int((sched.timesteps > 0).sum())
 
 
 @contextmanager
@@ -92,63 +71,11 @@ def replayed_ddpm_draws(step_noise: torch.Tensor | None) -> Iterator[None]:
 
 
 class DiffusionFamily(Family):
-    policy_type = "diffusion"
+    declaration = DiffusionDeclaration()
     # The legacy exporter keeps the scripted denoising loop as an ONNX Loop (see for_tracing);
     # dynamo unrolls the Python loop (73 s against 9.8 s for the legacy exporter on a tiny 3-step
     # policy when both unrolled, and over 30 min at LeRobot's default 100 steps).
     onnx_exporter = "legacy"
-
-    def check_config(self, raw: dict[str, Any], config_path: Path) -> None:
-        sched = raw.get("noise_scheduler_type", "DDPM")
-        if sched not in SCHEDULERS:
-            raise BadInputError(
-                f"{config_path}: noise_scheduler_type {sched!r} is unknown; policy-export exports {', '.join(SCHEDULERS)}"
-            )
-        if any(k == "observation.environment_state" for k in raw.get("input_features") or {}):
-            raise BadInputError(
-                f"{config_path}: a diffusion policy with 'observation.environment_state' is not supported yet; "
-                "export one trained on state and cameras only"
-            )
-        n_obs, horizon, n_act = raw.get("n_obs_steps", 2), raw.get("horizon", 64), raw.get("n_action_steps", 32)
-        if all(isinstance(v, int) for v in (n_obs, horizon, n_act)) and n_act > horizon - n_obs + 1:
-            raise BadInputError(
-                f"{config_path}: n_action_steps {n_act} > horizon - n_obs_steps + 1 = {horizon - n_obs + 1}: "
-                "the chunk would run past the predicted horizon; lower n_action_steps"
-            )
-        if raw.get("resize_shape") is not None:
-            raise BadInputError(
-                f"{config_path}: resize_shape is not supported yet; export a policy trained with crop_shape only"
-            )
-
-    def spec_fields(self, cfg: Any, config_path: Path) -> FamilyFields:
-        horizon, action_dim = int(cfg.horizon), int(cfg.action_feature.shape[0])
-        n_draws = _draws(cfg)
-        noise = [NoiseInput(NOISE, (horizon, action_dim))]
-        if n_draws:
-            noise.append(NoiseInput(STEP_NOISE, (n_draws, horizon, action_dim)))
-        steps = cfg.num_inference_steps or cfg.num_train_timesteps
-        return FamilyFields(
-            chunk_size=int(cfg.n_action_steps),
-            n_action_steps=int(cfg.n_action_steps),
-            n_obs_steps=int(cfg.n_obs_steps),
-            noise_inputs=tuple(noise),
-            family={
-                "horizon": horizon,
-                "noise_scheduler_type": str(cfg.noise_scheduler_type),
-                "num_inference_steps": int(steps),
-                "num_train_timesteps": int(cfg.num_train_timesteps),
-                "prediction_type": str(cfg.prediction_type),
-                "crop_shape": None if cfg.crop_shape is None else [int(d) for d in cfg.crop_shape],
-            },
-        )
-
-    def describe(self, spec: PolicySpec) -> list[tuple[str, str]]:
-        f = spec.family
-        return [
-            ("horizon", str(f["horizon"])),
-            ("scheduler", f"{f['noise_scheduler_type']}, {f['num_inference_steps']} steps ({f['prediction_type']})"),
-            ("crop_shape", "off" if f.get("crop_shape") is None else "x".join(map(str, f["crop_shape"]))),
-        ]
 
     def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> torch.nn.Module:
         from policy_export_wrappers.diffusion import DiffusionCore
@@ -177,8 +104,6 @@ class DiffusionFamily(Family):
         history as given, i.e. ``generate_actions``) -> postprocessor, DDPM draws replayed."""
         import torch
 
-        from policy_export.reference import lerobot_observation
-
         ckpt.policy.reset()  # empty queues: predict_action_chunk uses the batch's own history
         noise = torch.from_numpy(np.ascontiguousarray(feed[NOISE]))
         step = feed.get(STEP_NOISE)
@@ -188,12 +113,7 @@ class DiffusionFamily(Family):
             return ckpt.postprocessor(chunk).detach().cpu().numpy().astype(np.float32)
 
     def rollout_modes(self, spec: PolicySpec) -> list[RolloutMode]:
-        from policy_export.runtime.history import HistorySettings
-
-        settings = HistorySettings.from_spec(spec)
-        return [
-            RolloutMode(f"rollout history n_obs={settings.n_obs_steps} queue n={settings.n_action_steps}", settings)
-        ]
+        return [RolloutMode(f"rollout history n_obs={spec.host.history} queue n={spec.n_action_steps}", spec)]
 
     def reference_rollout(self, ckpt: LoadedCheckpoint, mode: RolloutMode) -> ReferenceRollout:
         return DiffusionRollout(ckpt)
@@ -211,8 +131,6 @@ class DiffusionRollout(ReferenceRollout):
         self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
     ) -> np.ndarray:
         import torch
-
-        from policy_export.reference import lerobot_observation
 
         ckpt = self.ckpt
         noise = step = None

@@ -161,13 +161,13 @@ class _Robot:
             from policy_export.runtime.realtime import RealtimeClient
 
             spec = client.metadata.spec
-            horizon = spec.chunk_size if spec.temporal_ensemble_coeff is not None else spec.n_action_steps
+            horizon = spec.chunk_size if spec.host.ensemble_coeff is not None else spec.n_action_steps
             # LeRobot's guide asks again at 0.5 s of buffered playback; a short chunk (10 actions
             # at 30 Hz is 0.33 s) asks at half its playback instead, one request in flight.
             # An ensembling model asks at every step: buffer_time_s is only passed when the plan sets it
             # (and then refused, one line), never made up for it.
             buffer_s = None
-            if spec.temporal_ensemble_coeff is None or self.plan.buffer_time_s is not None:
+            if spec.host.ensemble_coeff is None or self.plan.buffer_time_s is not None:
                 buffer_s = self.plan.buffer_time_s or min(0.5, horizon / self.plan.fps / 2)
             self.realtime = RealtimeClient(client, self.plan.fps, buffer_time_s=buffer_s)
 

@@ -38,6 +38,19 @@ class Runner(ABC):
         """
         return 1, None
 
+    def checked_output(self, out: np.ndarray) -> np.ndarray:
+        """The graph's ``action_chunk`` must have the shape the metadata declares (a TorchScript or
+        TensorRT graph's output is known only once it ran): the runtime sizes buffers and fallbacks
+        from the metadata, so a graph answering in another width is refused, in one line."""
+        spec = self.info.metadata.spec
+        want = (spec.chunk_size, spec.action_dim)
+        if out.ndim != 3 or tuple(out.shape[1:]) != want:
+            raise BadInputError(
+                f"{self.info.path.name}: the graph returned action_chunk {list(out.shape)}, its metadata says "
+                f"[batch, {want[0]}, {want[1]}] (spec.chunk_size, spec.action_dim); re-export the artifact"
+            )
+        return out
+
     def ordered_inputs(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The feed in the artifact's input order, checked against its signature.
 

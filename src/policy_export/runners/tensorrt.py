@@ -77,7 +77,7 @@ class TensorRTRunner(Runner):
                 "rebuild with a wider --min-batch/--max-batch or use batch sizes within it"
             )
         out = self._runner.infer(dict(zip(names, arrays, strict=True)))
-        return {"action_chunk": np.array(out["action_chunk"], dtype=np.float32, copy=True)}
+        return {"action_chunk": self.checked_output(np.array(out["action_chunk"], dtype=np.float32, copy=True))}
 
     def deactivate(self) -> None:
         if self._runner is not None:

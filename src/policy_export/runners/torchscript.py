@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from policy_export.artifacts import ArtifactInfo
-from policy_export.errors import PolicyExportError, first_line
+from policy_export.errors import BadInputError, PolicyExportError, first_line
 from policy_export.runners.base import Runner
 
 
@@ -30,12 +30,19 @@ class TorchScriptRunner(Runner):
 
         t0 = time.perf_counter()
         try:
-            self.module = torch.jit.load(str(self.info.path), map_location="cpu").eval()
+            module = torch.jit.load(str(self.info.path), map_location="cpu").eval()
         except RuntimeError as exc:
             raise PolicyExportError(
                 f"{self.info.path}: torch.jit.load failed ({first_line(exc)}); re-export it with this torch version"
             ) from exc
         self.load_seconds = time.perf_counter() - t0
+        takes = len(list(module.graph.inputs())) - 1  # minus self
+        if takes != len(self.info.inputs):
+            raise BadInputError(
+                f"{self.info.path}: its metadata declares {len(self.info.inputs)} inputs "
+                f"{[s.name for s in self.info.inputs]} (spec.signature), the TorchScript forward takes {takes}; re-export it"
+            )
+        self.module = module
         if self.threads:
             # Set only once loaded (a failed load must not leave the pool changed): torch's
             # intra-op pool is process-wide, so deactivate() restores it.
@@ -49,7 +56,7 @@ class TorchScriptRunner(Runner):
         args = [torch.from_numpy(a) for a in self.ordered_inputs(feed)]
         with torch.inference_mode():
             out = self.module(*args)
-        return {"action_chunk": out.numpy()}
+        return {"action_chunk": self.checked_output(out.numpy())}
 
     def deactivate(self) -> None:
         self.module = None

@@ -20,6 +20,7 @@ from policy_export.runtime.realtime import (
     ThreadWorker,
     Tick,
 )
+from policy_export.runtime.session import Session
 from policy_export.runtime.shim import ActionQueue, ShimSettings, TemporalEnsembler
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "RealtimeClient",
     "RealtimeDeadError",
     "RealtimeSettings",
+    "Session",
     "ShimSettings",
     "State",
     "TemporalEnsembler",

@@ -10,68 +10,63 @@ the Triton model's config, so nothing is retyped and nothing can drift.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from policy_export.errors import BadInputError
-from policy_export.runtime.backends import CoreHandle, LocalCore
-from policy_export.runtime.host import host_for
-from policy_export.runtime.observation import ObservationAdapter, Prepared
+from policy_export.runtime.backends import CoreHandle
+from policy_export.runtime.observation import Prepared
 from policy_export.runtime.rtc import RTCQueue, rtc_settings
+from policy_export.runtime.session import Session, env_flag
 from policy_export.runtime.shim import ActionQueue, ShimSettings, TemporalEnsembler
 
 if TYPE_CHECKING:
-    from policy_export.runtime.history import HistorySettings
     from policy_export.runtime.realtime import RealtimeClient
 
-
-def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
-    """A yes/no setting from the environment (1/0, true/false, yes/no, on/off)."""
-    text = (env.get(name) or "").strip().lower()
-    if not text:
-        return default
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise BadInputError(f"{name}={env.get(name)!r}: use 1 or 0")
+__all__ = ["PolicyClient", "env_flag"]
 
 
 class PolicyClient:
     """Stateless core + host-side shim, for a batch of ``B`` robots (``B`` from the observations).
 
-    ``check_inputs`` (default on) refuses NaN/inf and float images outside [0, 1] with one line.
+    A :class:`~policy_export.runtime.session.Session` (adapter, host side, backend, output) run on
+    the caller's thread. ``check_inputs`` (default on) refuses NaN/inf and float images outside
+    [0, 1] with one line.
     """
 
     def __init__(
         self,
-        backend: CoreHandle,
-        settings: ShimSettings | HistorySettings | None = None,
+        backend: CoreHandle | None = None,
+        settings: ShimSettings | None = None,
         *,
         check_inputs: bool = True,
         seed: int | None = None,
         rtc: bool = False,
         rtc_queue_threshold: int | None = None,
+        session: Session | None = None,
     ) -> None:
-        self.backend = backend
-        self.metadata = backend.metadata
-        spec = self.metadata.spec
-        self.host = host_for(self.metadata, settings, seed=seed)
-        self.settings = self.host.settings
-        if self.settings.chunk_size != spec.chunk_size:
-            raise BadInputError(
-                f"shim chunk_size {self.settings.chunk_size} != the model's {spec.chunk_size}; "
-                "leave settings=None to take them from the model"
-            )
+        if session is None:
+            if backend is None:
+                raise TypeError("PolicyClient needs a backend (or a session)")
+            session = Session(backend, settings, check_inputs=check_inputs, seed=seed)
+        self.session = session
+        self.metadata = session.metadata
+        self.host = session.host
+        self.settings = session.settings
+        self.adapter = session.adapter
         self.shim: ActionQueue | TemporalEnsembler | RTCQueue = self.host.make_shim()
         if rtc:  # LeRobot's RTC engine at zero latency: the leftover guides each chunk, which replaces the queue
             self.shim = RTCQueue(rtc_settings(self.metadata, rtc_queue_threshold))
-        self.adapter = ObservationAdapter(self.metadata, check_values=check_inputs)
+
+    @property
+    def backend(self) -> CoreHandle:
+        return self.session.backend
+
+    @backend.setter
+    def backend(self, value: CoreHandle) -> None:
+        self.session.backend = value
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -81,13 +76,17 @@ class PolicyClient:
         *,
         provider: str = "cpu",
         threads: int | None = None,
-        settings: ShimSettings | HistorySettings | None = None,
+        settings: ShimSettings | None = None,
         check_inputs: bool = True,
         seed: int | None = None,
     ) -> PolicyClient:
         """An exported file run in this process: ONNX (``provider`` cpu | cuda | tensorrt),
         TorchScript, or a TensorRT engine."""
-        return cls(LocalCore(path, provider=provider, threads=threads), settings, check_inputs=check_inputs, seed=seed)
+        return cls(
+            session=Session.from_artifact(
+                path, provider=provider, threads=threads, settings=settings, check_inputs=check_inputs, seed=seed
+            )
+        )
 
     @classmethod
     def from_triton(
@@ -98,7 +97,7 @@ class PolicyClient:
         protocol: str | None = None,
         *,
         timeout_s: float | None = None,
-        settings: ShimSettings | HistorySettings | None = None,
+        settings: ShimSettings | None = None,
         check_inputs: bool = True,
         seed: int | None = None,
     ) -> PolicyClient:
@@ -107,11 +106,10 @@ class PolicyClient:
         reconnect tries the next, refusing any that serves another model.
         ``protocol`` is "grpc" or "http", by default what the URL's scheme says, else gRPC.
         ``version=None`` takes the newest version the server serves and pins it for this client."""
-        from policy_export.runtime.triton import DEFAULT_TIMEOUT_S, TritonCore
-
-        timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
-        backend = TritonCore.connect(url, model, version, protocol, timeout_s=timeout_s)
-        return cls(backend, settings, check_inputs=check_inputs, seed=seed)
+        session = Session.from_triton(
+            url, model, version, protocol, timeout_s=timeout_s, settings=settings, check_inputs=check_inputs, seed=seed
+        )
+        return cls(session=session)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PolicyClient:
@@ -124,35 +122,7 @@ class PolicyClient:
         ``TRITON_TIMEOUT_S`` per call; ``TRITON_URL`` may list replicas separated by commas.
         ``INFERENCE_CHECK_INPUTS=0`` turns the NaN/inf and [0, 1] image checks off.
         """
-        env = os.environ if env is None else env
-        check = env_flag(env, "INFERENCE_CHECK_INPUTS", True)
-        mode = (env.get("INFERENCE_MODE") or ("local" if env.get("POLICY_ARTIFACT") else "")).strip().lower()
-        if mode == "local":
-            artifact = env.get("POLICY_ARTIFACT")
-            if not artifact:
-                raise BadInputError("INFERENCE_MODE=local needs POLICY_ARTIFACT=<exported .onnx / .pt / .plan file>")
-            return cls.from_artifact(artifact, provider=env.get("INFERENCE_PROVIDER", "cpu"), check_inputs=check)
-        if mode == "triton":
-            url, model = env.get("TRITON_URL"), env.get("MODEL_NAME")
-            if not url or not model:
-                raise BadInputError("INFERENCE_MODE=triton needs TRITON_URL=<host:port> and MODEL_NAME=<model>")
-            timeout = env.get("TRITON_TIMEOUT_S") or None
-            try:
-                timeout_s = float(timeout) if timeout else None
-            except ValueError:
-                raise BadInputError(f"TRITON_TIMEOUT_S={timeout!r}: give seconds as a number, e.g. 5") from None
-            return cls.from_triton(
-                url,
-                model,
-                env.get("MODEL_VERSION") or None,
-                env.get("TRITON_PROTOCOL") or None,
-                timeout_s=timeout_s,
-                check_inputs=check,
-            )
-        raise BadInputError(
-            f"INFERENCE_MODE must be 'local' or 'triton', got {mode!r}; "
-            "set INFERENCE_MODE=local with POLICY_ARTIFACT, or INFERENCE_MODE=triton with TRITON_URL and MODEL_NAME"
-        )
+        return cls(session=Session.from_env(env))
 
     # -- the LeRobot-shaped API -----------------------------------------------------------
     def predict_chunk(self, observation: Mapping[str, object]) -> Any:
@@ -160,8 +130,8 @@ class PolicyClient:
 
         LeRobot's ``predict_action_chunk`` followed by its postprocessor.
         """
-        prep = self.adapter(observation)
-        return self._output(self.backend.infer(self.host.single(prep)), prep)
+        prep = self.session.prepare(observation)
+        return self.session.output(self.session.infer(self.host.single(prep)), prep)
 
     def select_action(self, observation: Mapping[str, object]) -> Any:
         """The next action ``[B, action_dim]`` of every robot, in robot units.
@@ -170,16 +140,16 @@ class PolicyClient:
         then still has the batch axis (``[1, action_dim]``). numpy in, numpy out; torch in,
         a CPU torch tensor out.
         """
-        prep = self.adapter(observation)
+        prep = self.session.prepare(observation)
         feed = self.host.feed(prep)
 
         def predict(rows: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
             inputs = feed(rows)
             if extra:  # the shim's own inputs (RTC's leftover and delay)
                 inputs.update(extra)
-            return self.backend.infer(inputs)
+            return self.session.infer(inputs)
 
-        return self._output(self.shim.step(predict, prep.batch_size), prep)
+        return self.session.output(self.shim.step(predict, prep.batch_size), prep)
 
     def reset(self, robot: int | None = None) -> None:
         """Start a new episode for every robot, or for robot ``robot`` of the batch only."""
@@ -196,13 +166,11 @@ class PolicyClient:
 
     # -- plumbing -------------------------------------------------------------------------
     @staticmethod
-    def _output(array: np.ndarray, prep: Prepared) -> Any:  # np.ndarray, or torch.Tensor (unnamed: no torch here)
-        if prep.torch_input and "torch" in sys.modules:
-            return sys.modules["torch"].from_numpy(array)
-        return array
+    def _output(array: np.ndarray, prep: Prepared) -> Any:  # kept for callers written against it
+        return Session.output(array, prep)
 
     def close(self) -> None:
-        self.backend.close()
+        self.session.close()
 
     def __enter__(self) -> PolicyClient:
         return self

@@ -54,7 +54,7 @@ class ShimSettings:
     @classmethod
     def from_spec(cls, spec: PolicySpec) -> ShimSettings:
         """From the artifact's (or checkpoint's) spec: the settings the policy was trained with."""
-        return cls(spec.chunk_size, spec.n_action_steps, spec.temporal_ensemble_coeff)
+        return cls(spec.chunk_size, spec.n_action_steps, spec.host.ensemble_coeff)
 
     def make(self) -> ActionQueue | TemporalEnsembler:
         """The shim LeRobot's ``select_action`` would use for these settings."""

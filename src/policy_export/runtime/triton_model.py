@@ -19,7 +19,7 @@ from policy_export import triton_contract as contract
 from policy_export.dtypes import TRITON_WIRE_TYPES
 from policy_export.enums import ImageFormat, Precision
 from policy_export.errors import BadInputError
-from policy_export.spec import METADATA_KEY, ArtifactMetadata, PolicySpec
+from policy_export.spec import METADATA_KEY, ArtifactMetadata, HostDecl, PolicySpec, check_spec_record
 from policy_export.triton_contract import ModelParam, VersionParam
 
 PROTOCOLS = ("grpc", "http")
@@ -128,9 +128,9 @@ def metadata_from_triton(
             n_action_steps=int(param(VersionParam.N_ACTION_STEPS)),
             normalization=json.loads(params["normalization"]) if params.get("normalization") else {},
             norm_hash=param(VersionParam.NORMALIZATION_HASH),
-            # Repositories without version metadata predate the family seam: ACT's one family field.
-            family={"temporal_ensemble_coeff": contract.decode_coeff(param(VersionParam.TEMPORAL_ENSEMBLE_COEFF))},
+            host=_host(params, version),
         )
+        check_spec_record(spec.to_dict())  # types and bounds, as for a file's metadata
         image_format = ImageFormat(params.get(ModelParam.IMAGE_FORMAT, ImageFormat.FLOAT32))
         precision = Precision(param(VersionParam.PRECISION) or Precision.FP32)
     except (ValueError, KeyError, TypeError) as exc:  # a hand-edited config: one line, not a traceback
@@ -146,6 +146,15 @@ def metadata_from_triton(
     )
 
 
+def _host(params: dict[str, str], version: str) -> HostDecl:
+    """The host declaration of a repository without version metadata: the ``host`` parameter, or (written
+    before the family seam, ACT only) the legacy ``temporal_ensemble_coeff`` one."""
+    text = contract.version_value(params, version, VersionParam.HOST)
+    if text:
+        return HostDecl.from_dict(json.loads(text))
+    return HostDecl(ensemble_coeff=contract.decode_coeff(params.get(contract.LEGACY_TEMPORAL_ENSEMBLE_COEFF)))
+
+
 def check_signature(
     meta: ArtifactMetadata,
     model_meta: dict[str, Any],
@@ -156,9 +165,10 @@ def check_signature(
     """The server's inputs/outputs must be exactly what the client will send and read."""
     wire = wire or {}
     problems = []
-    expected = {**meta.input_shapes(), "action_chunk": ("batch", meta.spec.chunk_size, meta.spec.action_dim)}
+    expected = {**meta.input_shapes(), **meta.output_shapes()}
     dtypes = {n: {WIRE_TYPES[d]} for n, d in meta.input_dtypes().items()}
-    dtypes["action_chunk"] = {"FP32", "FP16"} if meta.precision == "fp16" else {"FP32"}
+    for name, dtype in meta.output_dtypes().items():  # an fp16 engine may answer in fp16
+        dtypes[name] = {WIRE_TYPES[dtype], "FP16"} if meta.precision == "fp16" else {WIRE_TYPES[dtype]}
     served = {t["name"]: t for t in [*model_meta.get("inputs", []), *model_meta.get("outputs", [])]}
     for policy_name, shape in expected.items():
         name = wire.get(policy_name, policy_name)

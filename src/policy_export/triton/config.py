@@ -26,7 +26,7 @@ from policy_export.triton.backends import ServingBackend
 from policy_export.triton.options import TritonOptions, check_options, parse_version_policy, profile_problems
 from policy_export.triton.schema import TRITON_SERVER_VERSION, model_config_pb2
 from policy_export.triton.signature import Signature, WireTensor, wire_signature
-from policy_export.triton_contract import ModelParameters, NamingConvention, VersionParameters
+from policy_export.triton_contract import ModelParameters, NamingConvention, VersionParameters, encode_json
 
 if TYPE_CHECKING:
     from tritonclient.grpc.model_config_pb2 import ModelConfig
@@ -63,12 +63,14 @@ def policy_parameters(
         naming_convention=NamingConvention.NAME_INDEX if spec.named_index else NamingConvention.GRAPH_NAMES,
         # The latest version's values, for clients that do not pin a version; per-version in ``versions``.
         n_action_steps=s.n_action_steps,
-        temporal_ensemble_coeff=s.temporal_ensemble_coeff,
+        host=encode_json(s.host.to_dict()),
+        family=encode_json(s.family),
         normalization_hash=s.norm_hash,
         versions={
             v: VersionParameters(
                 n_action_steps=info.metadata.spec.n_action_steps,
-                temporal_ensemble_coeff=info.metadata.spec.temporal_ensemble_coeff,
+                host=encode_json(info.metadata.spec.host.to_dict()),
+                family=encode_json(info.metadata.spec.family),
                 normalization_hash=info.metadata.spec.norm_hash,
                 precision=info.metadata.precision,
                 sha256=file_sha256(info.path),

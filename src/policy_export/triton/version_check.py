@@ -26,7 +26,7 @@ from policy_export.triton_contract import (
     VersionParam,
     decode_names,
     encode_cameras,
-    encode_coeff,
+    encode_json,
     version_key,
 )
 
@@ -76,7 +76,8 @@ def _client_fields(meta: ArtifactMetadata) -> dict[str, str]:
     return {
         ModelParam.CHUNK_SIZE: str(s.chunk_size),
         ModelParam.N_ACTION_STEPS: str(s.n_action_steps),
-        ModelParam.TEMPORAL_ENSEMBLE_COEFF: encode_coeff(s.temporal_ensemble_coeff),
+        ModelParam.HOST: encode_json(s.host.to_dict()),
+        ModelParam.FAMILY: encode_json(s.family),
         ModelParam.NORMALIZATION_HASH: s.norm_hash,
         ModelParam.STATE_DIM: str(s.state_dim),
         ModelParam.ACTION_DIM: str(s.action_dim),
@@ -85,9 +86,7 @@ def _client_fields(meta: ArtifactMetadata) -> dict[str, str]:
         VersionParam.PRECISION: str(meta.precision),
         ModelParam.POLICY_TYPE: s.policy_type,
         # Not flat parameters, but what the client reads from the metadata JSON too.
-        "n_obs_steps": str(s.n_obs_steps),
-        "family": json.dumps(s.family, sort_keys=True),
-        "noise_inputs": json.dumps([[n.name, list(n.shape)] for n in s.noise_inputs]),
+        "signature": encode_json(s.signature.to_dict()),
         "normalization": json.dumps(s.normalization, sort_keys=True),
     }
 
@@ -95,7 +94,8 @@ def _client_fields(meta: ArtifactMetadata) -> dict[str, str]:
 # Flat parameters written per version (``version.N.<field>``) and once per model (the latest version's).
 _PER_VERSION = (
     VersionParam.N_ACTION_STEPS,
-    VersionParam.TEMPORAL_ENSEMBLE_COEFF,
+    VersionParam.HOST,
+    VersionParam.FAMILY,
     VersionParam.NORMALIZATION_HASH,
     VersionParam.PRECISION,
 )
@@ -107,7 +107,7 @@ _PER_MODEL = (
     ModelParam.IMAGE_FORMAT,
     ModelParam.POLICY_TYPE,
 )
-_LATEST = (ModelParam.N_ACTION_STEPS, ModelParam.TEMPORAL_ENSEMBLE_COEFF, ModelParam.NORMALIZATION_HASH)
+_LATEST = (ModelParam.N_ACTION_STEPS, ModelParam.HOST, ModelParam.FAMILY, ModelParam.NORMALIZATION_HASH)
 
 
 def _check_parameters(

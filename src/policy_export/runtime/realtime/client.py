@@ -16,7 +16,6 @@ import numpy as np
 
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.percentile import percentile
-from policy_export.runtime.client import PolicyClient
 from policy_export.runtime.host import FeedFn
 from policy_export.runtime.realtime.buffers import Tick, _EnsembleBuffer, _ReplaceBuffer
 from policy_export.runtime.realtime.link import (
@@ -45,6 +44,7 @@ from policy_export.runtime.realtime.settings import (
 )
 from policy_export.runtime.realtime.worker import Clock, MonotonicClock, ThreadWorker
 from policy_export.runtime.rtc import RTCSettings, rtc_feed, rtc_settings
+from policy_export.runtime.session import HasSession, Session
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ StateCallback = Callable[[State, State, str], None]
 class RealtimeClient:
     """One robot's real-time policy: ``select_action`` returns this tick's action in bounded time.
 
-    ``client``: any :class:`PolicyClient` (owned from now on: ``close()`` closes it).
+    ``client``: a :class:`~policy_export.runtime.PolicyClient` or a
+    :class:`~policy_export.runtime.session.Session` (owned from now on: ``close()`` closes it); only
+    its session is used (adapter, host side, backend, output), never a client's own state.
     ``fps`` and ``**options``: :class:`RealtimeSettings` (or pass ``settings=``).
     ``on_state_change(old, new, reason)`` is called on the caller's thread at the tick a
     transition is seen; every transition is also one log line. ``clock`` / ``worker``: see
@@ -67,7 +69,7 @@ class RealtimeClient:
 
     def __init__(
         self,
-        client: PolicyClient,
+        client: HasSession | Session,
         fps: float | None = None,
         *,
         settings: RealtimeSettings | None = None,
@@ -94,10 +96,11 @@ class RealtimeClient:
                 raise BadInputError(f"unknown RealtimeClient setting(s) {', '.join(unknown)}; known: {', '.join(ENV)}")
             settings = RealtimeSettings(fps, **options)
         self.client = client
-        self.metadata = client.metadata
+        self.session: Session = client if isinstance(client, Session) else client.session
+        self.metadata = self.session.metadata
         spec = self.metadata.spec
         # merge="ensemble" on a model that does not ensemble itself: the caller's coefficient (bench-realtime).
-        coeff = spec.temporal_ensemble_coeff if ensemble_coeff is None else float(ensemble_coeff)
+        coeff = spec.host.ensemble_coeff if ensemble_coeff is None else float(ensemble_coeff)
         merge = settings.merge or (Merge.ENSEMBLE if coeff is not None else Merge.REPLACE)
         if merge is Merge.ENSEMBLE and coeff is None:
             raise BadInputError(
@@ -166,7 +169,7 @@ class RealtimeClient:
         )
         self.last_tick: Tick | None = None
         self._closed = False
-        self._link = _Link(client, settings, self.worker, self._emit)
+        self._link = _Link(self.session, settings, self.worker, self._emit)
         self.worker.start(self._link)
 
     # -- construction shorthands -----------------------------------------------------------------
@@ -185,13 +188,11 @@ class RealtimeClient:
     ) -> RealtimeClient:
         """A Triton model behind one or several replica URLs (a reconnect tries the next one and
         refuses any replica serving another model)."""
-        client = PolicyClient.from_triton(
-            urls, model, version, protocol, timeout_s=timeout_s, check_inputs=check_inputs
-        )
+        session = Session.from_triton(urls, model, version, protocol, timeout_s=timeout_s, check_inputs=check_inputs)
         try:
-            return cls(client, fps, **options)
+            return cls(session, fps, **options)
         except BaseException:
-            client.close()
+            session.close()
             raise
 
     @classmethod
@@ -199,11 +200,11 @@ class RealtimeClient:
         """``PolicyClient.from_env`` (INFERENCE_MODE, POLICY_ARTIFACT, TRITON_URL, ...) driven by the
         ``RealtimeSettings.from_env`` settings (INFERENCE_FPS, INFERENCE_FALLBACK, ...)."""
         settings = RealtimeSettings.from_env(env)
-        client = PolicyClient.from_env(env)
+        session = Session.from_env(env)
         try:
-            return cls(client, settings=settings, **kwargs)
+            return cls(session, settings=settings, **kwargs)
         except BaseException:
-            client.close()
+            session.close()
             raise
 
     # -- the robot loop's API ----------------------------------------------------------------------
@@ -223,13 +224,13 @@ class RealtimeClient:
         if self._state is State.DEAD:
             raise RealtimeDeadError(self._dead_reason)
         now = self.clock.now()
-        prep = self.client.adapter(observation)
+        prep = self.session.prepare(observation)
         if prep.batch_size != 1:
             raise BadInputError(
                 f"RealtimeClient drives one robot; the observation holds {prep.batch_size}: "
                 "make one client per robot (the server batches their requests)"
             )
-        feed = self.client.host.feed(prep)
+        feed = self.session.host.feed(prep)
         t = self._step
         if self._first:
             self._link.mailbox.post(_Request(t, now, self._episode, self._guided(feed, t)))
@@ -250,7 +251,7 @@ class RealtimeClient:
         action, tick = self._take(t, now)
         self._step += 1
         self.last_tick = tick
-        return self.client._output(action[None], prep)
+        return self.session.output(action[None], prep)
 
     def reset(self) -> None:
         """New episode: the buffer is emptied and the next action waits for a fresh chunk."""
@@ -259,7 +260,7 @@ class RealtimeClient:
         self._link.mailbox.clear()
         self._first = True
         self._want_since = None
-        self.client.host.reset()
+        self.session.host.reset()
 
     def stats(self) -> dict[str, Any]:
         """Counters and timings since the client started (safe to call from another thread)."""
@@ -291,8 +292,8 @@ class RealtimeClient:
             return
         self._closed = True
         self.worker.stop()
-        timeout = float(getattr(self.client.backend, "timeout_s", 5.0)) + 5.0
-        self.client.close()
+        timeout = float(getattr(self.session.backend, "timeout_s", 5.0)) + 5.0
+        self.session.close()
         if not self.worker.close(timeout):
             log.error("realtime worker still in a backend call %.0f s after close(); it is a daemon thread", timeout)
 
@@ -305,7 +306,7 @@ class RealtimeClient:
     def __repr__(self) -> str:
         s = self.settings
         return (
-            f"RealtimeClient({self.client.backend.name}, {s.fps:g} Hz, merge={self.merge.value}, "
+            f"RealtimeClient({self.session.backend.name}, {s.fps:g} Hz, merge={self.merge.value}, "
             f"fallback={s.fallback.value}, "
             + ("asks every step" if self.merge is Merge.ENSEMBLE else f"buffer_time_s={self.buffer_time_s:.3g}")
             + f", state={self._state.value})"
@@ -362,7 +363,7 @@ class RealtimeClient:
             remaining = deadline - self.clock.now()
             if remaining <= 0 or not self.worker.await_events(min(remaining, 0.1)):
                 raise UnavailableError(
-                    f"{self.client.backend.where}: no action chunk within {self.settings.startup_timeout_s:g} s "
+                    f"{self.session.backend.where}: no action chunk within {self.settings.startup_timeout_s:g} s "
                     f"of the episode start ({self._last_error or 'no answer'}); the robot was not moved"
                 )
 
@@ -406,7 +407,7 @@ class RealtimeClient:
         for since, what in ((self._offline_since, "offline"), (self._want_since, "without a chunk")):
             if since is not None and now - since > limit:
                 self._die(
-                    f"{self.client.backend.where}: {what} for {now - since:.1f} s > max_offline_s {limit:g}"
+                    f"{self.session.backend.where}: {what} for {now - since:.1f} s > max_offline_s {limit:g}"
                     + (f" (last error: {self._last_error})" if self._last_error else "")
                 )
         if self._state is State.DEAD:
@@ -466,7 +467,7 @@ class RealtimeClient:
         self._state = state
         level = logging.INFO if state in (State.STREAMING, State.CONNECTING) else logging.WARNING
         log.log(
-            level, "realtime %s: %s -> %s at step %d: %s", self.client.backend.where, old, state, self._step, reason
+            level, "realtime %s: %s -> %s at step %d: %s", self.session.backend.where, old, state, self._step, reason
         )
         if self.on_state_change is not None:
             self.on_state_change(old, state, reason)

@@ -18,9 +18,9 @@ import numpy as np
 
 from policy_export.errors import BadInputError, PolicyExportError, first_line
 from policy_export.runtime.backends import ModelChangedError
-from policy_export.runtime.client import PolicyClient
 from policy_export.runtime.host import FeedFn
 from policy_export.runtime.realtime.settings import RealtimeSettings
+from policy_export.runtime.session import Session
 
 #: Consecutive failed calls before the worker reconnects: one may be a blip, two are not.
 FAILURES_BEFORE_RECONNECT = 2
@@ -127,7 +127,7 @@ class _Link:
     """
 
     def __init__(
-        self, client: PolicyClient, settings: RealtimeSettings, worker: Worker, emit: Callable[[_Event], None]
+        self, client: Session, settings: RealtimeSettings, worker: Worker, emit: Callable[[_Event], None]
     ) -> None:
         self.client = client
         self.settings = settings
