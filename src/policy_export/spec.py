@@ -344,7 +344,9 @@ def upgrade_spec(d: dict[str, Any], schema: int) -> dict[str, Any]:
 
 #: Bounds on what metadata may claim, checked before anything is sized from it: far above any
 #: real policy, far below what would exhaust a host's memory when a buffer is allocated.
-MAX_DIM = 1 << 16  # a state, action or token dimension, a chunk, a history, a horizon
+MAX_DIM = 1 << 16  # a state or action dimension, a chunk, a history
+#: A family's symbolic dim (a vocabulary, a horizon): the per-tensor element bound below still holds.
+MAX_SYMBOL = 1 << 24
 MAX_IMAGE_SIDE = 1 << 14
 MAX_TENSORS = 64
 MAX_RANK = 8
@@ -431,7 +433,7 @@ def _check_signature_record(d: dict[str, Any], state_dim: int, action_dim: int, 
     for name in dims:
         if not isinstance(name, str) or name == BATCH:
             raise ValueError(f"{w}dims has a bad name {name!r}")
-        _int(dims, name, w + "dims.")
+        _int(dims, name, w + "dims.", hi=MAX_SYMBOL)
     for name, value in ((STATE_DIM, state_dim), (ACTION_DIM, action_dim), (CHUNK, chunk)):
         if dims.get(name) != value:
             raise ValueError(f"{w}dims.{name} = {dims.get(name)!r} but spec says {value}")
@@ -465,10 +467,12 @@ def _check_signature_record(d: dict[str, Any], state_dim: int, action_dim: int, 
             for j, dim in enumerate(shape[1:], 1):
                 if isinstance(dim, str) and dim in dims:
                     size *= dims[dim]
-                elif isinstance(dim, int) and not isinstance(dim, bool) and 1 <= dim <= MAX_DIM:
+                elif isinstance(dim, int) and not isinstance(dim, bool) and 1 <= dim <= MAX_SYMBOL:
                     size *= dim
                 else:
-                    raise ValueError(f"{tw}shape[{j}] = {dim!r} is neither a dim of {w}dims nor an integer in [1, {MAX_DIM}]")
+                    raise ValueError(
+                        f"{tw}shape[{j}] = {dim!r} is neither a dim of {w}dims nor an integer in [1, {MAX_SYMBOL}]"
+                    )
             if size > MAX_ELEMENTS:
                 raise ValueError(f"{tw}shape {shape} holds {size} elements per robot, more than {MAX_ELEMENTS}")
     outs = tensors["outputs"]
