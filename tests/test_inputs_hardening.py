@@ -243,3 +243,132 @@ def test_staging_folders_of_a_same_named_model_in_a_sibling_repository_are_not_t
     mine.mkdir()
     assert remove_stale_staging(a / "act", tmp_path) == [mine]
     assert other.exists() and also_other.exists() and not mine.exists()
+
+
+# -- item 5: OS errors are one line, exit 2, in every command -------------------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """Real small file systems: a 1 MiB tmpfs (``full``) and a read-only one (``ro``), unmounted after."""
+    import subprocess
+
+    full, ro = tmp_path / "full", tmp_path / "ro"
+    full.mkdir()
+    ro.mkdir()
+    mounted: list[Path] = []
+
+    def mount(*args: str) -> None:
+        subprocess.run(["mount", *args], check=True, capture_output=True, timeout=30)
+
+    try:
+        mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(full))
+        mounted.append(full)
+        mount("-t", "tmpfs", "-o", "size=1m", "tmpfs", str(ro))
+        mounted.append(ro)
+        mount("-o", "remount,ro", str(ro))
+    except (OSError, subprocess.SubprocessError) as exc:
+        for m in reversed(mounted):
+            subprocess.run(["umount", str(m)], capture_output=True, timeout=30)
+        pytest.skip(f"cannot mount a small tmpfs here (needs root or CAP_SYS_ADMIN): {exc}")
+    try:
+        yield full, ro
+    finally:
+        for m in reversed(mounted):
+            subprocess.run(["umount", "-l", str(m)], capture_output=True, timeout=30)
+
+
+def _fill(folder: Path) -> None:
+    """Leave no byte free, so even a one-line report cannot be written."""
+    try:
+        with open(folder / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:
+        pass
+    print("left on the small disk:", sorted(str(p.relative_to(folder)) for p in folder.rglob("*")))
+
+
+def _assert_one_os_line(res, path: Path, what: str) -> None:
+    assert res.exit_code == 2, (res.exit_code, res.output, res.exception)
+    assert "Traceback" not in res.output and not isinstance(res.exception, OSError), res.output
+    error = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, res.output
+    assert str(path) in one_line(res.output) and what in res.output.lower(), res.output
+
+
+def _no_staging_left(*folders: Path) -> None:
+    for folder in folders:
+        left = [p.name for p in folder.rglob("*") if p.name.endswith((".partial", ".old"))]
+        assert not left, left
+
+
+def test_a_full_disk_is_one_line_exit_2_in_every_writing_command(small_fs, small_ckpt, small_onnx, tmp_path):
+    full, _ = small_fs
+    cases = [
+        (["onnx", "-c", str(small_ckpt), "-o", str(full / "p.onnx")], full / "p.onnx"),
+        (["triton-repo", "-a", str(small_onnx), "--repo", str(full / "repo"), "--name", "act"], full / "repo"),
+    ]
+    for args, path in cases:
+        _assert_one_os_line(runner.invoke(app, args), path, "no space left")
+    _fill(full)
+    res = runner.invoke(app, ["verify", "-c", str(small_ckpt), "-a", str(small_onnx), "--batch-sizes", "1",
+                              "--samples", "1", "--report", str(full / "parity.json")])  # fmt: skip
+    _assert_one_os_line(res, full / "parity.json", "no space left")
+    _no_staging_left(full, tmp_path)
+
+
+def test_torchscript_on_a_full_disk_is_one_line_not_an_abort(small_fs, small_ckpt):
+    """torch's own file writer aborted the process (SIGABRT, exit 134) when the disk filled."""
+    import subprocess
+    import sys
+
+    full, _ = small_fs
+    exe = str(Path(sys.executable).with_name("policy-export"))
+    proc = subprocess.run(
+        [exe, "torchscript", "-c", str(small_ckpt), "-o", str(full / "p.pt")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert f"{full / 'p.pt'}: no space left" in one_line(proc.stderr)
+    _no_staging_left(full)
+
+
+def test_a_read_only_mount_is_one_line_exit_2(small_fs, small_ckpt, small_onnx):
+    _, ro = small_fs
+    cases = [
+        (["onnx", "-c", str(small_ckpt), "-o", str(ro / "p.onnx")], ro),
+        (["triton-repo", "-a", str(small_onnx), "--repo", str(ro / "repo"), "--name", "act"], ro / "repo"),
+        (["export", "-c", str(small_ckpt), "--out-dir", str(ro / "out")], ro / "out"),
+        (["bench-shim", "--steps", "10", "--no-lerobot", "--json", str(ro / "shim.json")], ro),
+    ]
+    for args, path in cases:
+        _assert_one_os_line(runner.invoke(app, args), path, "read-only file system")
+
+
+_FEW_FILES = """
+import resource, sys
+from policy_export.cli.app import app
+import policy_export.checkpoint.files, safetensors  # what inspect reads with, imported: the limit hits the files
+used = len(__import__("os").listdir("/proc/self/fd"))
+resource.setrlimit(resource.RLIMIT_NOFILE, (used + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+app(sys.argv[1:], prog_name="policy-export")
+"""
+
+
+def test_too_many_open_files_is_one_line_exit_2(small_ckpt):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _FEW_FILES, "inspect", "-c", str(small_ckpt)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and "too many open files" in proc.stderr, proc.stderr[-3000:]

@@ -27,6 +27,7 @@ from policy_export.errors import (
     PolicyExportError,
     UnavailableError,
     exit_status,
+    os_error_message,
 )
 
 if TYPE_CHECKING:
@@ -132,6 +133,8 @@ class Recorder:
             st.status, st.error = Status.FAILED, str(exc)
         except PolicyExportError as exc:
             st.status, st.error = Status.ERROR, str(exc)
+        except OSError as exc:  # a full disk or a read-only mount: this step failed, the others may still run
+            st.status, st.error = Status.ERROR, os_error_message(exc, artifact)
         except BaseException as exc:
             st.status, st.error = Status.ERROR, f"{type(exc).__name__}: {exc}"
             raise

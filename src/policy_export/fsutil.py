@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from policy_export.errors import BadInputError
+from policy_export.errors import BadInputError, embedded_os_error
 
 #: Bounds the walk of an input folder (a checkpoint has a dozen files); a huge folder is not a checkpoint.
 _MAX_INPUT_FILES = 10_000
@@ -104,7 +104,30 @@ def check_writable(path: Path, force: bool, what: str = "output", inputs: Iterab
     except OSError as exc:
         raise BadInputError(f"{path.parent}: cannot create the output folder ({exc.strerror})") from exc
     if not os.access(path.parent, os.W_OK):
+        if _read_only(path.parent):
+            raise BadInputError(f"{path.parent}: read-only file system; write the {what} to a writable folder")
         raise BadInputError(f"{path.parent}: no permission to write the {what} here; choose another folder")
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _name_output(exc: OSError, tmp: Path, path: Path) -> None:
+    """Make an OSError raised while writing ``tmp`` name ``path``, the file the user asked for.
+
+    A failed ``write`` reports no file name at all, and the hidden temp name means nothing to
+    the user; the CLI prints the error as one line (:func:`policy_export.errors.os_error_message`).
+    """
+    for attr in ("filename", "filename2"):
+        name = getattr(exc, attr)
+        if name is not None and Path(os.fsdecode(name)).is_relative_to(tmp):
+            setattr(exc, attr, str(path / Path(os.fsdecode(name)).relative_to(tmp)))
+    if exc.filename is None:
+        exc.filename = str(path)
 
 
 def _umask() -> int:
@@ -184,6 +207,15 @@ def atomic_output(path: Path, force: bool, what: str = "output", inputs: Iterabl
         yield tmp
         _publish(tmp, 0o666)
         os.replace(tmp, path)
+    except OSError as exc:
+        _name_output(exc, tmp, path)
+        raise
+    except Exception as exc:
+        os_exc = embedded_os_error(exc)
+        if os_exc is None:
+            raise
+        _name_output(os_exc, tmp, path)
+        raise os_exc from exc
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -214,6 +246,15 @@ def atomic_directory(path: Path, staging_root: Path | None = None) -> Iterator[P
             old = Path(tempfile.mkdtemp(prefix=prefix, suffix=".old", dir=root))
             os.replace(path, old)
         os.replace(tmp, path)
+    except OSError as exc:
+        _name_output(exc, tmp, path)
+        raise
+    except Exception as exc:
+        os_exc = embedded_os_error(exc)
+        if os_exc is None:
+            raise
+        _name_output(os_exc, tmp, path)
+        raise os_exc from exc
     finally:
         if old is not None and not path.exists():
             os.replace(old, path)  # the swap failed half-way: put the original back

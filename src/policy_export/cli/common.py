@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from policy_export.enums import ImageFormat
-from policy_export.errors import PolicyExportError
+from policy_export.errors import EXIT_BAD_INPUT, PolicyExportError, embedded_os_error, os_error_message
 from policy_export.signals import Terminated, signals_as_interrupt
 
 if TYPE_CHECKING:
@@ -78,6 +78,17 @@ def handle_errors[F: Callable[..., Any]](fn: F) -> F:
             # Escaped: messages quote paths and pip extras ('policy-export[bench]') that Rich would eat as markup.
             err_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a full disk, a read-only mount, EMFILE...: the environment, exit 2 as bad input
+            if debug_enabled():
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(os_error_message(exc))}", soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+        except Exception as exc:  # another library's wrapper around an OSError (safetensors' SafetensorError)
+            os_exc = embedded_os_error(exc)
+            if os_exc is None or debug_enabled():
+                raise
+            err_console.print(f"[bold red]error:[/] {escape(os_error_message(os_exc))}", soft_wrap=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
         except KeyboardInterrupt as exc:
             signum = exc.signum if isinstance(exc, Terminated) else signal.SIGINT
             err_console.print(

@@ -230,6 +230,8 @@ def export_onnx(
                 try:
                     _export(core, args, tmp, names, "dynamo", chosen_opset)
                     used = "dynamo"
+                except OSError:
+                    raise  # the disk, not the exporter: the legacy exporter would fail the same way
                 except Exception as exc:
                     if exporter == "dynamo":
                         raise PolicyExportError(
@@ -241,6 +243,8 @@ def export_onnx(
             if used == "legacy":
                 try:
                     _export(for_tracing(ckpt, core, args), args, tmp, names, "legacy", chosen_opset)
+                except OSError:
+                    raise
                 except Exception as exc:
                     after = f" (used because {fallback})" if fallback else ""
                     raise PolicyExportError(f"legacy ONNX export failed: {first_line(exc)}{after}") from exc

@@ -17,6 +17,7 @@ file ``policy_export.json`` (the same :class:`ArtifactMetadata` the ONNX file em
 from __future__ import annotations
 
 import contextlib
+import io
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -95,7 +96,12 @@ def export_torchscript(
                 )
             except Exception as exc:
                 raise PolicyExportError(f"torch.jit.trace failed: {first_line(exc)}") from exc
-        torch.jit.save(traced, str(tmp), _extra_files={TORCHSCRIPT_EXTRA: meta.to_json()})
+        # Saved to memory first: torch's file writer aborts the whole process (SIGABRT, exit 134) when
+        # the disk fills, where a plain write raises an OSError the CLI reports as one line.
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf, _extra_files={TORCHSCRIPT_EXTRA: meta.to_json()})
+        tmp.write_bytes(buf.getbuffer())
+        del buf
         max_abs = _quick_check(core, tmp, ckpt, image_format) if quick_check else float("nan")
     return TorchScriptExportResult(output, image_format, max_abs, CHECK_BATCHES if quick_check else ())
 
