@@ -7,7 +7,7 @@ the default ``triton-repo`` options, then for dynamic batching on and off:
 1. starts ``policy-export serve`` (a real subprocess) on free loopback ports;
 2. runs Triton's ``perf_analyzer`` over gRPC, concurrency 1..max, inputs drawn from the
    checkpoint's statistics (``--input-data``), CSV kept as ``perf-batching-<on|off>.csv``;
-3. runs ``bench-fleet --url ... --sweep 1..max`` against the same server (our client, unpaced),
+3. runs ``bench-fleet --triton-url ... --sweep 1..max`` against the same server (our client, unpaced),
    JSON ``sweep-batching-<on|off>.json``;
 4. stops the server with SIGTERM (as a supervisor would).
 
@@ -58,7 +58,7 @@ def prepare(policy: str, out: Path) -> tuple[Path, Path]:
     onnx = out / "policy.onnx"
     run("onnx", "--checkpoint", str(ckpt), "--output", str(onnx), "--force")
     repo = out / "repo"
-    run("triton-repo", "--artifact", str(onnx), "--repo", str(repo), "--name", "act", "--force")
+    run("triton-repo", "--artifact", str(onnx), "--repo", str(repo), "--model", "act", "--force")
     loaded = load_checkpoint(ckpt)
     rng = np.random.default_rng(0)
     samples = [checkpoint_inputs(loaded, 1, rng) for _ in range(4)]
@@ -175,7 +175,7 @@ def main() -> int:
                     for r in rows:
                         print(f"  concurrency {r['Concurrency']:.0f}: {r['Inferences/Second']:.1f} infer/s", flush=True)
                     run(
-                        "bench-fleet", "--url", served.grpc_url, "--model", "act", "--sweep", sweep,
+                        "bench-fleet", "--triton-url", served.grpc_url, "--model", "act", "--sweep", sweep,
                         "--duration", str(args.duration), "--json", str(pdir / f"sweep-batching-{label}.json"),
                     )  # fmt: skip
         run(

@@ -60,8 +60,8 @@ def test_model_not_in_repository(repo, server_tag):
 
 def test_url_nobody_answers(server_tag):
     url = f"127.0.0.1:{free_port()}"
-    res = CliRunner().invoke(app, ["bench-fleet", "--url", url, "--model", "act", "--robots", "1", "--timeout", "2"])
-    _one_error_line(res, f"--url {url}")
+    res = CliRunner().invoke(app, ["bench-fleet", "--triton-url", url, "--model", "act", "--robots", "1", "--timeout", "2"])
+    _one_error_line(res, f"--triton-url {url}")
     assert not tritonservers(server_tag)
 
 
@@ -149,8 +149,8 @@ def test_killing_a_replica_moves_its_robots_to_the_other_without_a_wrong_model_a
 
         if not realtime:
             return  # the checks below are the same for both clients
-        res = CliRunner().invoke(app, ["bench-fleet", "--url", b.grpc_url, "--model", "nope", "--robots", "1"])
-        _one_error_line(res, f"--url {b.grpc_url}", "'nope'")
+        res = CliRunner().invoke(app, ["bench-fleet", "--triton-url", b.grpc_url, "--model", "nope", "--robots", "1"])
+        _one_error_line(res, f"--triton-url {b.grpc_url}", "'nope'")
         other = tmp_path / "other"
         write_version(small_fp16_onnx, other, "act", 1, TritonOptions())
         with serve_process(other) as c, pytest.raises(BadInputError, match="serves a different 'act'"):

@@ -303,7 +303,7 @@ def test_triton_repo_batched_and_a_client_on_the_real_server(ddpm_loaded, ddpm_o
     from policy_export.runtime import PolicyClient
 
     repo = tmp_path / "repo"
-    res = runner.invoke(app, ["triton-repo", "-a", str(ddpm_onnx), "--repo", str(repo), "--name", "diffusion"])
+    res = runner.invoke(app, ["triton-repo", "-a", str(ddpm_onnx), "--repo", str(repo), "--model", "diffusion"])
     assert res.exit_code == 0, res.output
     config = (repo / "diffusion" / "config.pbtxt").read_text()
     assert "dynamic_batching" in config and 'name: "step_noise"' in config and "max_batch_size: 8" in config

@@ -160,9 +160,9 @@ def test_a_bad_name_is_one_line_naming_it_and_leaves_nothing_behind(small_onnx, 
     existing = tmp_path / "repo"
     existing.mkdir()
     for repo in (tmp_path / "new-repo", existing):
-        res = runner.invoke(app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--name", name])
+        res = runner.invoke(app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--model", name])
         assert res.exit_code == 2, (name, res.output)
-        assert "--name" in res.output and len(res.output.strip().splitlines()) <= 2, res.output
+        assert "--model" in res.output and len(res.output.strip().splitlines()) <= 2, res.output
     assert _tree(tmp_path) == ["repo"]  # no lock file, no model folder, no new repository
 
 
@@ -172,7 +172,7 @@ def test_a_dangling_symlink_where_the_lock_goes_creates_nothing_outside(small_on
     victim = tmp_path / "outside" / "victim"
     victim.parent.mkdir()
     (repo / ".act.lock").symlink_to(victim)
-    res = runner.invoke(app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--name", "act"])
+    res = runner.invoke(app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--model", "act"])
     assert res.exit_code == 2, res.output
     assert ".act.lock" in res.output and "symbolic link" in one_line(res.output), res.output
     assert not victim.exists() and not (repo / "act").exists()
@@ -220,7 +220,7 @@ def test_a_writer_killed_by_sigkill_is_cleaned_up_by_the_next(small_onnx, tmp_pa
         assert not (repo / "act").exists() and any(n.endswith(".old") for n in leftovers), leftovers
 
     res = runner.invoke(
-        app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--name", "act", "--version", "3"]
+        app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--model", "act", "--version", "3"]
     )
     assert res.exit_code == 0, res.output
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".act.")] == []

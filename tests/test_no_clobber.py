@@ -140,9 +140,9 @@ def test_bench_and_triton_repo_refuse_inputs(small_ckpt, small_onnx, tmp_path):
     for flag in ("--json", "--plot"):
         res = runner.invoke(app, ["bench", "-c", str(small_ckpt), "-a", str(artifact), flag, str(artifact), "--force"])
         assert res.exit_code == 2 and "is the input file" in one_line(res.output), res.output
-    # --repo/--name naming the artifact itself: the model folder would replace the file.
+    # --repo/--model naming the artifact itself: the model folder would replace the file.
     res = runner.invoke(
-        app, ["triton-repo", "-a", str(artifact), "--repo", str(tmp_path), "--name", "policy.onnx", "--force"]
+        app, ["triton-repo", "-a", str(artifact), "--repo", str(tmp_path), "--model", "policy.onnx", "--force"]
     )
     assert res.exit_code == 2 and "is the input file" in one_line(res.output), res.output
     assert digest(artifact) == digest(small_onnx)

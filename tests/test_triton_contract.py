@@ -38,8 +38,8 @@ def _write(*args: object) -> None:
 
 def test_written_parameters_read_back_through_the_contract(small_onnx, small_fp16_onnx, tmp_path):
     repo = tmp_path / "repo"
-    _write("--artifact", small_onnx, "--repo", repo, "--name", "act", "--version", 1, "--backend", "python")
-    _write("--artifact", small_fp16_onnx, "--repo", repo, "--name", "act", "--version", 2, "--intra-op-threads", 2)
+    _write("--artifact", small_onnx, "--repo", repo, "--model", "act", "--version", 1, "--backend", "python")
+    _write("--artifact", small_fp16_onnx, "--repo", repo, "--model", "act", "--version", 2, "--intra-op-threads", 2)
     cfg, params = _params(repo / "act")
     typed = ModelParameters.from_strings(params)
     assert typed.to_strings() == params  # nothing written outside the contract, nothing lost
@@ -71,7 +71,7 @@ def test_written_parameters_read_back_through_the_contract(small_onnx, small_fp1
 
 
 def test_libtorch_wire_names_round_trip(small_torchscript, tmp_path):
-    _write("--artifact", small_torchscript, "--repo", tmp_path, "--name", "ts")
+    _write("--artifact", small_torchscript, "--repo", tmp_path, "--model", "ts")
     _, params = _params(tmp_path / "ts")
     typed = ModelParameters.from_strings(params)
     assert typed.naming_convention is NamingConvention.NAME_INDEX
@@ -88,7 +88,7 @@ def test_intra_op_threads_is_for_the_python_backend(small_onnx, tmp_path):
             str(small_onnx),
             "--repo",
             str(tmp_path),
-            "--name",
+            "--model",
             "m",
             "--intra-op-threads",
             "2",

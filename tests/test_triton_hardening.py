@@ -41,7 +41,7 @@ def read_config(model_dir: Path) -> pb.ModelConfig:
 
 
 def start_writer(artifact: Path, repo: Path, version: int, log: Path, *extra: str) -> subprocess.Popen:
-    cmd = [EXE, "triton-repo", "-a", str(artifact), "--repo", str(repo), "--name", "act", "--version", str(version)]
+    cmd = [EXE, "triton-repo", "-a", str(artifact), "--repo", str(repo), "--model", "act", "--version", str(version)]
     return subprocess.Popen([*cmd, *extra], stdout=subprocess.DEVNULL, stderr=log.open("w"), text=True)
 
 
@@ -131,7 +131,7 @@ def test_a_busy_model_fails_clearly_after_the_wait(small_onnx, repo_v1):
                     small_onnx,
                     "--repo",
                     repo_v1,
-                    "--name",
+                    "--model",
                     "act",
                     "--version",
                     2,
@@ -158,7 +158,7 @@ def test_options_beyond_the_config_fields_are_one_line(small_onnx, tmp_path):
     }
     for flag, (value, message) in cases.items():
         res = runner.invoke(
-            app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--name", "a", flag, value]
+            app, ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--model", "a", flag, value]
         )
         assert res.exit_code == 2, (flag, res.output)
         assert message in one_line(res.output) and "Traceback" not in res.output, (flag, res.output)
@@ -166,7 +166,7 @@ def test_options_beyond_the_config_fields_are_one_line(small_onnx, tmp_path):
     assert not repo.exists()
     res = runner.invoke(
         app,
-        ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--name", "a", "--version", str(2**63 - 1)],
+        ["triton-repo", "-a", str(small_onnx), "--repo", str(repo), "--model", "a", "--version", str(2**63 - 1)],
     )
     assert res.exit_code == 0, res.output  # the largest version Triton parses is fine
 

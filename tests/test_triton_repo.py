@@ -61,7 +61,7 @@ def params(cfg: pb.ModelConfig) -> dict[str, str]:
 
 def test_onnx_config_comes_from_the_artifact_signature(small_onnx, tmp_path):
     res = triton_repo(
-        "--artifact", small_onnx, "--repo", tmp_path / "repo", "--name", "act", "--version", "1",
+        "--artifact", small_onnx, "--repo", tmp_path / "repo", "--model", "act", "--version", "1",
         "--max-batch-size", "8", "--preferred-batch-sizes", "4,8", "--max-queue-delay-us", "700",
         "--instance-count", "2", "--version-policy", "all",
     )  # fmt: skip
@@ -161,25 +161,25 @@ def test_tensorrt_plan_config_from_sidecar(small_onnx, tmp_path):
     assert [t.name for t in cfg.input] == ["state", "image"] and list(cfg.input[1].dims) == [3, 96, 128]
     assert (res.model_dir / "1" / "model.plan").exists() and (res.model_dir / "1" / "model.plan.json").exists()
 
-    bad = triton_repo("-a", plan, "--repo", tmp_path / "repo2", "--name", "trt", "--max-batch-size", "16")
+    bad = triton_repo("-a", plan, "--repo", tmp_path / "repo2", "--model", "trt", "--max-batch-size", "16")
     assert bad.exit_code == 2 and "profile max 8" in bad.output
-    cpu = triton_repo("-a", plan, "--repo", tmp_path / "repo2", "--name", "trt", "--kind", "cpu")
+    cpu = triton_repo("-a", plan, "--repo", tmp_path / "repo2", "--model", "trt", "--kind", "cpu")
     assert cpu.exit_code == 2 and "only runs on a GPU" in cpu.output
     assert not (tmp_path / "repo2" / "trt").exists()
 
 
 def test_python_backend_model_and_ort_accelerator(small_onnx, tmp_path):
-    res = triton_repo("-a", small_onnx, "--repo", tmp_path / "repo", "--name", "py", "--backend", "python")
+    res = triton_repo("-a", small_onnx, "--repo", tmp_path / "repo", "--model", "py", "--backend", "python")
     assert res.exit_code == 0, res.output
     vdir = tmp_path / "repo" / "py" / "1"
     assert sorted(p.name for p in vdir.iterdir()) == ["model.onnx", "model.py"]
     assert "class TritonPythonModel" in (vdir / "model.py").read_text()
     assert read_config(tmp_path / "repo" / "py").backend == "python"
 
-    no_gpu = triton_repo("-a", small_onnx, "--repo", tmp_path / "repo", "--name", "trt", "--ort-trt", "fp16")
+    no_gpu = triton_repo("-a", small_onnx, "--repo", tmp_path / "repo", "--model", "trt", "--ort-trt", "fp16")
     assert no_gpu.exit_code == 2 and "--kind gpu" in no_gpu.output
     ok = triton_repo(
-        "-a", small_onnx, "--repo", tmp_path / "repo", "--name", "trt", "--ort-trt", "fp16", "--kind", "gpu"
+        "-a", small_onnx, "--repo", tmp_path / "repo", "--model", "trt", "--ort-trt", "fp16", "--kind", "gpu"
     )
     assert ok.exit_code == 0, ok.output
     cfg = read_config(tmp_path / "repo" / "trt")
@@ -190,31 +190,31 @@ def test_python_backend_model_and_ort_accelerator(small_onnx, tmp_path):
 
 def test_versions_add_refuse_and_force(small_onnx, small_fp16_onnx, small_uint8_onnx, multicam_onnx, tmp_path):
     repo = tmp_path / "repo"
-    assert triton_repo("-a", small_onnx, "--repo", repo, "--name", "act", "--version", "1").exit_code == 0
+    assert triton_repo("-a", small_onnx, "--repo", repo, "--model", "act", "--version", "1").exit_code == 0
     v1 = snapshot(repo / "act" / "1")
 
-    res = triton_repo("-a", small_fp16_onnx, "--repo", repo, "--name", "act", "--version", "2")
+    res = triton_repo("-a", small_fp16_onnx, "--repo", repo, "--model", "act", "--version", "2")
     assert res.exit_code == 0, res.output
     assert snapshot(repo / "act" / "1") == v1, "adding version 2 must leave version 1 untouched"
     p = params(read_config(repo / "act"))
     assert (p["versions"], p["version.1.precision"], p["version.2.precision"]) == ("1,2", "fp32", "fp16")
 
-    again = triton_repo("-a", small_onnx, "--repo", repo, "--name", "act", "--version", "2")
+    again = triton_repo("-a", small_onnx, "--repo", repo, "--model", "act", "--version", "2")
     assert again.exit_code == 2 and "version 2 of act exists" in again.output and "--force" in again.output
-    forced = triton_repo("-a", small_onnx, "--repo", repo, "--name", "act", "--version", "2", "--force")
+    forced = triton_repo("-a", small_onnx, "--repo", repo, "--model", "act", "--version", "2", "--force")
     assert forced.exit_code == 0, forced.output
     assert (repo / "act" / "2" / "model.onnx").read_bytes() == small_onnx.read_bytes()
     assert params(read_config(repo / "act"))["version.2.precision"] == "fp32"
     assert snapshot(repo / "act" / "1") == v1
 
     before = snapshot(repo)
-    frames = triton_repo("-a", small_uint8_onnx, "--repo", repo, "--name", "act", "--version", "3")
+    frames = triton_repo("-a", small_uint8_onnx, "--repo", repo, "--model", "act", "--version", "3")
     assert frames.exit_code == 2
     assert "input image: data type TYPE_FP32 in the config vs TYPE_UINT8" in frames.output
-    assert "dims [3, 96, 128] in the config vs [96, 128, 3]" in frames.output and "new --name" in frames.output
-    multi = triton_repo("-a", multicam_onnx, "--repo", repo, "--name", "act", "--version", "3")
+    assert "dims [3, 96, 128] in the config vs [96, 128, 3]" in frames.output and "new --model" in frames.output
+    multi = triton_repo("-a", multicam_onnx, "--repo", repo, "--model", "act", "--version", "3")
     assert multi.exit_code == 2 and "input names ['state', 'image'] in the config vs" in multi.output
-    python = triton_repo("-a", small_onnx, "--repo", repo, "--name", "act", "--version", "3", "--backend", "python")
+    python = triton_repo("-a", small_onnx, "--repo", repo, "--model", "act", "--version", "3", "--backend", "python")
     assert python.exit_code == 2 and "one model has one backend" in python.output
     assert snapshot(repo) == before
 
@@ -287,7 +287,7 @@ def test_external_data_travels_with_the_model(small_onnx, tmp_path):
 
     np.testing.assert_array_equal(run(vdir / "model.onnx"), run(small_onnx))
     (src.parent / "policy.onnx.data").unlink()
-    res = triton_repo("-a", src, "--repo", tmp_path / "repo", "--name", "ext2")
+    res = triton_repo("-a", src, "--repo", tmp_path / "repo", "--model", "ext2")
     assert res.exit_code == 2 and "external data file policy.onnx.data is missing" in res.output
 
 
@@ -348,13 +348,13 @@ def test_check_catches_missing_and_changed_model_files(valid_repo, small_fp16_on
 def test_cli_usage_errors(small_onnx, tmp_path):
     repo = tmp_path / "repo"
     cases = [
-        (["--repo", repo, "--name", "a"], "missing --artifact"),
-        (["-a", small_onnx, "--repo", repo, "--name", "a", "--preferred-batch-sizes", "4,16"], "between 1 and --max-batch-size 8"),
-        (["-a", small_onnx, "--repo", repo, "--name", "a", "--version-policy", "newest"], "latest:N"),
-        (["-a", small_onnx, "--repo", repo, "--name", "a/b"], "--name"),
-        (["-a", small_onnx, "--repo", repo, "--name", "a", "--version", "0"], "integers >= 1"),
-        (["--check", repo, "--name", "a"], "--check takes only a folder"),
-        (["-a", tmp_path / "missing.onnx", "--repo", repo, "--name", "a"], "does not exist"),
+        (["--repo", repo, "--model", "a"], "missing --artifact"),
+        (["-a", small_onnx, "--repo", repo, "--model", "a", "--preferred-batch-sizes", "4,16"], "between 1 and --max-batch-size 8"),
+        (["-a", small_onnx, "--repo", repo, "--model", "a", "--version-policy", "newest"], "latest:N"),
+        (["-a", small_onnx, "--repo", repo, "--model", "a/b"], "--model"),
+        (["-a", small_onnx, "--repo", repo, "--model", "a", "--version", "0"], "integers >= 1"),
+        (["--check", repo, "--model", "a"], "--check takes only a folder"),
+        (["-a", tmp_path / "missing.onnx", "--repo", repo, "--model", "a"], "does not exist"),
     ]  # fmt: skip
     for args, message in cases:
         res = triton_repo(*args)
@@ -364,7 +364,7 @@ def test_cli_usage_errors(small_onnx, tmp_path):
     assert not (repo / "a").exists()
     assert not repo.exists(), "a refused write must not leave an empty repository folder behind"
     specific = triton_repo(
-        "-a", small_onnx, "--repo", repo, "--name", "s", "--version-policy", "specific:1", "--no-warmup"
+        "-a", small_onnx, "--repo", repo, "--model", "s", "--version-policy", "specific:1", "--no-warmup"
     )
     assert specific.exit_code == 0, specific.output
     cfg = read_config(repo / "s")
@@ -454,19 +454,19 @@ def test_new_version_keeps_the_models_serving_options(small_onnx, small_fp16_onn
     """Options not given again keep the config's values: version_policy all must not fall back to latest:1."""
     repo = tmp_path / "repo"
     first = triton_repo(
-        "-a", small_onnx, "--repo", repo, "--name", "act", "--backend", "python", "--max-batch-size", "4",
+        "-a", small_onnx, "--repo", repo, "--model", "act", "--backend", "python", "--max-batch-size", "4",
         "--preferred-batch-sizes", "2,4", "--instance-count", "2", "--no-warmup", "--version-policy", "all",
     )  # fmt: skip
     assert first.exit_code == 0, first.output
     before = read_config(repo / "act")
-    second = triton_repo("-a", small_fp16_onnx, "--repo", repo, "--name", "act", "--version", "2")
+    second = triton_repo("-a", small_fp16_onnx, "--repo", repo, "--model", "act", "--version", "2")
     assert second.exit_code == 0, second.output
     after = read_config(repo / "act")
     for name in ("backend", "max_batch_size", "dynamic_batching", "instance_group", "model_warmup", "version_policy"):
         assert getattr(after, name) == getattr(before, name), name
     assert after.version_policy.WhichOneof("policy_choice") == "all" and "version policy all" in second.output
     third = triton_repo(
-        "-a", small_onnx, "--repo", repo, "--name", "act", "--version", "3", "--version-policy", "latest:2"
+        "-a", small_onnx, "--repo", repo, "--model", "act", "--version", "3", "--version-policy", "latest:2"
     )
     assert third.exit_code == 0, third.output
     cfg = read_config(repo / "act")

@@ -44,7 +44,7 @@ def served(small_onnx, small_fp16_onnx, small_uint8_onnx, multicam_onnx, tmp_pat
         (small_uint8_onnx, "act_uint8", 1),
     ]
     for artifact, name, version, *extra in writes:
-        args = ["triton-repo", "-a", str(artifact), "--repo", str(repo), "--name", name, "--version", str(version)]
+        args = ["triton-repo", "-a", str(artifact), "--repo", str(repo), "--model", name, "--version", str(version)]
         res = runner.invoke(app, [*args, *extra])
         assert res.exit_code == 0, res.output
     with triton_server(repo) as server:

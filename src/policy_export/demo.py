@@ -191,6 +191,20 @@ class DiffusionRecipe:
     seed: int = 0
 
 
+#: The ``policy-export demo --family diffusion`` policy: PushT-like (one 96x96 camera cropped to 84x84, 2-dim
+#: state and action, 2 observation steps), a small U-Net and 10 DDIM steps, so the demo takes seconds where
+#: LeRobot's default (``DiffusionRecipe()``: 1 GB, 100 DDPM steps) exports in minutes.
+SMALL_DIFFUSION_RECIPE = DiffusionRecipe(
+    config_overrides={
+        "down_dims": (64, 128, 256),
+        "diffusion_step_embed_dim": 64,
+        "noise_scheduler_type": "DDIM",
+        "num_inference_steps": 10,
+    },
+    seed=4,
+)
+
+
 def build_diffusion_checkpoint(out_dir: str | Path, recipe: DiffusionRecipe | None = None) -> Path:
     """Write a LeRobot Diffusion Policy ``pretrained_model`` directory and return its path."""
 

@@ -23,7 +23,8 @@ from policy_export.cli import (
     triton_cmd,
     verify_cmd,
 )
-from policy_export.cli.common import set_debug
+from policy_export.cli.common import Command, set_debug
+from policy_export.cli.examples import epilog
 
 app = typer.Typer(
     name="policy-export",
@@ -53,20 +54,20 @@ def root(
     set_debug(debug)
 
 
-app.command("inspect")(inspect_cmd.inspect)
-app.command("onnx")(onnx_cmd.onnx)
-app.command("verify")(verify_cmd.verify)
-app.command("torchscript")(torchscript_cmd.torchscript)
-app.command("tensorrt")(tensorrt_cmd.tensorrt)
-app.command("export")(export_cmd.export)
-app.command("demo")(demo_cmd.demo)
-app.command("triton-repo")(triton_cmd.triton_repo)
-app.command("bench")(bench_cmd.bench)
-app.command("bench-shim")(bench_shim_cmd.bench_shim)
-app.command("serve")(serve_cmd.serve)
-app.command("bench-triton")(bench_triton_cmd.bench_triton)
-app.command("bench-fleet")(bench_fleet_cmd.bench_fleet)
-app.command("bench-realtime")(bench_realtime_cmd.bench_realtime)
+app.command("inspect", cls=Command, epilog=epilog("inspect"))(inspect_cmd.inspect)
+app.command("onnx", cls=Command, epilog=epilog("onnx"))(onnx_cmd.onnx)
+app.command("verify", cls=Command, epilog=epilog("verify"))(verify_cmd.verify)
+app.command("torchscript", cls=Command, epilog=epilog("torchscript"))(torchscript_cmd.torchscript)
+app.command("tensorrt", cls=Command, epilog=epilog("tensorrt"))(tensorrt_cmd.tensorrt)
+app.command("export", cls=Command, epilog=epilog("export"))(export_cmd.export)
+app.command("demo", cls=Command, epilog=epilog("demo"))(demo_cmd.demo)
+app.command("triton-repo", cls=Command, epilog=epilog("triton-repo"))(triton_cmd.triton_repo)
+app.command("bench", cls=Command, epilog=epilog("bench"))(bench_cmd.bench)
+app.command("bench-shim", cls=Command, epilog=epilog("bench-shim"))(bench_shim_cmd.bench_shim)
+app.command("serve", cls=Command, epilog=epilog("serve"))(serve_cmd.serve)
+app.command("bench-triton", cls=Command, epilog=epilog("bench-triton"))(bench_triton_cmd.bench_triton)
+app.command("bench-fleet", cls=Command, epilog=epilog("bench-fleet"))(bench_fleet_cmd.bench_fleet)
+app.command("bench-realtime", cls=Command, epilog=epilog("bench-realtime"))(bench_realtime_cmd.bench_realtime)
 
 
 def main() -> None:

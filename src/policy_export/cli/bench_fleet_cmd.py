@@ -47,7 +47,7 @@ def bench_fleet(
     url: Annotated[
         str | None,
         typer.Option(
-            "--url",
+            "--triton-url",
             help="Use running servers instead: gRPC host:port, comma-separated replicas; robots are spread over them.",
         ),
     ] = None,
@@ -59,7 +59,7 @@ def bench_fleet(
         typer.Option(help="Instead of paced robots: unpaced clients at these concurrencies (throughput curve)."),
     ] = None,
     batching: Annotated[
-        Batching, typer.Option(help="Dynamic batching on, off or both (with --repo; --url runs what is served).")
+        Batching, typer.Option(help="Dynamic batching on, off or both (with --repo; --triton-url runs what is served).")
     ] = Batching.both,
     client: Annotated[
         Client,
@@ -76,7 +76,7 @@ def bench_fleet(
 ) -> None:
     """Run N simulated robots (one process and one client each) at FPS against Triton and report missed and fallback ticks, chunk latency and the server's own queue, compute and batch figures per N.
 
-    The capacity is the largest N with no fallback tick, printed beside LeRobot's rule of thumb N ~ 0.8 / (request rate x inference time) from the measured figures, with what limits it. With --repo the run is repeated with dynamic batching on and off. Load goes only to 127.0.0.1 servers this command starts, or to --url.
+    The capacity is the largest N with no fallback tick, printed beside LeRobot's rule of thumb N ~ 0.8 / (request rate x inference time) from the measured figures, with what limits it. With --repo the run is repeated with dynamic batching on and off. Load goes only to 127.0.0.1 servers this command starts, or to --triton-url.
     """
     from policy_export.errors import BadInputError
     from policy_export.fleet.bench import FleetConfig, run_fleet
@@ -88,9 +88,9 @@ def bench_fleet(
     sweep_counts = parse_counts(sweep, "--sweep") if sweep is not None else ()
     urls = tuple(split_url(u, "grpc")[0] for u in url.split(",") if u.strip()) if url else ()
     if url is not None and not urls:
-        raise BadInputError("--url: give gRPC host:port addresses separated by commas")
+        raise BadInputError("--triton-url: give gRPC host:port addresses separated by commas")
     if repo is not None and urls:
-        raise BadInputError("give --repo (start a server) or --url (use running ones), not both")
+        raise BadInputError("give --repo (start a server) or --triton-url (use running ones), not both")
     if plot is not None:
         try:
             import matplotlib  # noqa: F401

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperOption
 
 from policy_export.enums import ImageFormat
 from policy_export.errors import EXIT_BAD_INPUT, PolicyExportError, embedded_os_error, os_error_message
@@ -52,6 +53,83 @@ ImageFormatOpt = Annotated[
 
 
 _debug_flag = False
+
+#: Old spellings still accepted (hidden from help) -> the one name of that thing in every command.
+OPTION_ALIASES = {"--name": "--model", "--url": "--triton-url"}
+
+
+class _Option(TyperOption):
+    """Help names what an option takes: nothing beside a flag (Typer printed ``<bool>``), and one
+    element of a repeatable option (``<path>``, where Typer printed ``<list[Path]>``)."""
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        if self.is_flag:
+            return None
+        shown = super().display_type_rich(ctx)
+        if shown is not None and shown.startswith("<list[") and shown.endswith("]>"):
+            element = shown[len("<list[") : -len("]>")]
+            return "<path>" if element in ("Path", "PosixPath") else f"<{element}>"
+        return shown
+
+
+def _set_debug_if_given(value: bool) -> None:
+    if value:
+        set_debug(True)
+
+
+DebugOpt = Annotated[
+    bool,
+    typer.Option(
+        "--debug",
+        expose_value=False,
+        callback=_set_debug_if_given,
+        help="Show full tracebacks (also accepted before the command; or POLICY_EXPORT_DEBUG=1).",
+    ),
+]
+
+
+def _debug_probe(debug: DebugOpt = False) -> None:
+    """Never run: Typer builds ``--debug`` from this signature, so it renders like every other option."""
+
+
+def _debug_option() -> TyperOption:
+    probe = typer.Typer(add_completion=False)
+    probe.command()(_debug_probe)
+    (param,) = typer.main.get_command(probe).params
+    assert isinstance(param, TyperOption)
+    return param
+
+
+class Command(TyperCommand):
+    """Every subcommand's class: the help fixes above, ``--debug`` accepted after the subcommand as well
+    as before it, and the hidden old option names of :data:`OPTION_ALIASES`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.params.append(_debug_option())
+        for param in self.params:
+            if type(param) is TyperOption:
+                param.__class__ = _Option  # same fields, only the help rendering differs
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)
+        if type(option) is TyperOption:
+            option.__class__ = _Option
+        return option
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        own = {opt for param in self.params for opt in getattr(param, "opts", ())}
+        renamed = []
+        for i, arg in enumerate(args):
+            if arg == "--":
+                renamed += args[i:]
+                break
+            head, eq, value = arg.partition("=")
+            canonical = OPTION_ALIASES.get(head)
+            renamed.append(
+                canonical + eq + value if canonical is not None and canonical in own and head not in own else arg
+            )
+        return super().parse_args(ctx, renamed)
 
 
 def set_debug(value: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -11,26 +12,45 @@ import typer
 from policy_export.cli.common import console, exit_with, handle_errors, load, status
 
 
+class DemoFamily(StrEnum):
+    act = "act"
+    diffusion = "diffusion"
+
+
 @handle_errors
 def demo(
     out_dir: Annotated[Path, typer.Option(help="Folder for the demo checkpoint, artifacts and reports.")] = Path(
         "demo-output"
     ),
+    family: Annotated[
+        DemoFamily,
+        typer.Option(
+            help="act: LeRobot's default-size ACT (3x480x640 camera, chunk 100). diffusion: a small Diffusion "
+            "Policy (96x96 camera, 10 DDIM steps)."
+        ),
+    ] = DemoFamily.act,
     force: Annotated[bool, typer.Option("--force", help="Rebuild the checkpoint and overwrite artifacts.")] = False,
 ) -> None:
-    """Build a demo ACT checkpoint (1 camera 3x480x640, 8-dim state, chunk 100), export ONNX, verify, summarize."""
-    from policy_export.demo import build_checkpoint
+    """Build a demo checkpoint (random weights, plausible statistics), export ONNX, verify against LeRobot eager at batch 1 and 4, summarize.
+
+    The two families write side by side in --out-dir: ACT as checkpoint/, act_demo.onnx, parity.json/.xml; Diffusion as diffusion-checkpoint/, diffusion_demo.onnx, diffusion-parity.json/.xml.
+    """
+    from policy_export.demo import SMALL_DIFFUSION_RECIPE, build_checkpoint, build_diffusion_checkpoint
     from policy_export.export.onnx import export_onnx
     from policy_export.parity_report import render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
-    ckpt_dir = out_dir / "checkpoint" / "pretrained_model"
+    prefix = "" if family is DemoFamily.act else f"{family.value}-"
+    ckpt_dir = out_dir / f"{prefix}checkpoint" / "pretrained_model"
     if force or not (ckpt_dir / "model.safetensors").exists():
-        with status("building demo checkpoint (random weights, plausible stats)"):
-            build_checkpoint(ckpt_dir)
+        with status(f"building a demo {family.value} checkpoint (random weights, plausible stats)"):
+            if family is DemoFamily.act:
+                build_checkpoint(ckpt_dir)
+            else:
+                build_diffusion_checkpoint(ckpt_dir, SMALL_DIFFUSION_RECIPE)
         console.print(f"[green]built[/] demo checkpoint {ckpt_dir}")
     ckpt = load(ckpt_dir)
-    onnx_path = out_dir / "act_demo.onnx"
+    onnx_path = out_dir / f"{family.value}_demo.onnx"
     if force or not onnx_path.exists():
         with status("exporting ONNX"):
             res = export_onnx(ckpt, onnx_path, force=force)
@@ -38,15 +58,17 @@ def demo(
     with status("verifying against LeRobot eager at batch 1 and 4"):
         report = verify_artifacts(ckpt, [onnx_path], batch_sizes=[1, 4], samples=2)
     console.print(render_table(report))
-    write_json(report, out_dir / "parity.json", force)
-    write_junit(report, out_dir / "parity.xml", force)
+    json_path, junit_path = out_dir / f"{prefix}parity.json", out_dir / f"{prefix}parity.xml"
+    write_json(report, json_path, force)
+    write_junit(report, junit_path, force)
     worst = max((r.stats.max_abs for c in report.checks for r in c.results), default=float("nan"))
     summary = {
+        "family": family.value,
         "checkpoint": str(ckpt_dir),
         "artifact": str(onnx_path),
         "status": report.status,
         "worst_max_abs": worst,
-        "report": str(out_dir / "parity.json"),
+        "report": str(json_path),
     }
     console.print(f"[bold]summary[/] {json.dumps(summary)}")
     exit_with(report.exit_code)

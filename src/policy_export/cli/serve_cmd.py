@@ -14,7 +14,8 @@ VenvOpt = Annotated[
     Path | None,
     typer.Option(
         "--venv",
-        help="The server's virtualenv (default $POLICY_EXPORT_TRITON_VENV or ./.venv-triton; `make triton-venv`).",
+        help="The server's virtualenv (`make triton-venv`). Default: $POLICY_EXPORT_TRITON_VENV, else the first "
+        ".venv-triton found in the current folder, the project's folder, beside the venv running policy-export.",
         show_default=False,
     ),
 ]

@@ -32,7 +32,7 @@ def triton_repo(
         Path | None, typer.Option("--artifact", "-a", help="Exported file: .onnx, TorchScript .pt, or TensorRT .plan.")
     ] = None,
     repo: Annotated[Path | None, typer.Option("--repo", help="Model repository folder (created if missing).")] = None,
-    name: Annotated[str | None, typer.Option("--name", help="Model name (the folder under --repo).")] = None,
+    name: Annotated[str | None, typer.Option("--model", "-m", help="Model name (the folder under --repo).")] = None,
     version: Annotated[int, typer.Option("--version", help="Version folder to write (integer >= 1).")] = 1,
     backend: Annotated[
         BackendChoice | None,
@@ -90,10 +90,10 @@ def triton_repo(
     """
     if check is not None:
         if artifact or repo or name:
-            raise BadInputError("--check takes only a folder; drop --artifact/--repo/--name")
+            raise BadInputError("--check takes only a folder; drop --artifact/--repo/--model")
         _check(check)
         return
-    missing = [opt for opt, value in (("--artifact", artifact), ("--repo", repo), ("--name", name)) if value is None]
+    missing = [opt for opt, value in (("--artifact", artifact), ("--repo", repo), ("--model", name)) if value is None]
     if missing:
         raise BadInputError(f"missing {', '.join(missing)} (or use --check DIR to validate a repository)")
     assert artifact is not None and repo is not None and name is not None

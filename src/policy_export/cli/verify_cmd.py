@@ -125,8 +125,10 @@ def verify(
             console.print(f"[yellow]warning[/] {escape(Path(c.artifact).name)}: {escape(w)}")
     if report:
         write_json(result, report, force)
+        console.print(f"wrote {escape(str(report))} (JSON report)", soft_wrap=True)
     if junit:
         write_junit(result, junit, force)
+        console.print(f"wrote {escape(str(junit))} (JUnit report)", soft_wrap=True)
     colour = {"passed": "green", "failed": "red"}.get(result.status, "yellow")
     console.print(f"[bold {colour}]parity {result.status}[/] (exit {result.exit_code})")
     exit_with(result.exit_code)

@@ -15,7 +15,7 @@ something about the client, the network or queueing rather than about the arithm
 ``sweep`` runs N unpaced clients instead (requests back to back): throughput against
 concurrency, the curve perf_analyzer draws, measured with our own client.
 
-Load goes to loopback servers this module starts, or to the ``--url`` replicas given; every
+Load goes to loopback servers this module starts, or to the ``--triton-url`` replicas given; every
 run is bounded in time, and every process it starts is stopped on any exit.
 """
 
@@ -70,7 +70,7 @@ class FleetConfig:
 
     def __post_init__(self) -> None:
         if not self.urls and self.repo is None:
-            raise BadInputError("give --repo DIR (a server is started for the run) or --url host:port[,host:port]")
+            raise BadInputError("give --repo DIR (a server is started for the run) or --triton-url host:port[,host:port]")
         counts = self.sweep or self.robots
         if not counts or any(not isinstance(n, int) or n < 1 for n in counts):
             raise BadInputError(f"robot counts must be positive integers, got {list(counts)}")

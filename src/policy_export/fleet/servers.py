@@ -1,5 +1,5 @@
 """The Triton side of the fleet benchmark: the servers it starts (one variant repository per
-batching setting) or is pointed at (``--url`` replicas, checked to serve one model), and the
+batching setting) or is pointed at (``--triton-url`` replicas, checked to serve one model), and the
 statistics it reads from them around each run.
 
 Apart from :mod:`policy_export.fleet.bench` because this is everything that talks to a server
@@ -124,7 +124,7 @@ def started_server(repo: Path, venv: Path | None) -> Iterator[TritonServer]:
 
 
 def check_replicas(urls: tuple[str, ...], model: str, timeout_s: float) -> str:
-    """Every ``--url`` answers with the same ``model`` before any robot starts: one line otherwise.
+    """Every ``--triton-url`` answers with the same ``model`` before any robot starts: one line otherwise.
 
     Returns the model's identity, which every robot then holds every replica to: a replica
     serving something else under the same name is refused, never run.
@@ -138,12 +138,12 @@ def check_replicas(urls: tuple[str, ...], model: str, timeout_s: float) -> str:
             with PolicyClient.from_triton(url, model, timeout_s=timeout_s) as client:
                 seen[url] = identity(client.backend)
         except PolicyExportError as exc:
-            raise type(exc)(f"--url {url}: {exc}") from None
+            raise type(exc)(f"--triton-url {url}: {exc}") from None
     if len(set(seen.values())) > 1:
         first = urls[0]
         other = next(u for u in urls if seen[u] != seen[first])
         raise BadInputError(
-            f"--url {other} serves a different {model!r} than {first} ({seen[other]} vs {seen[first]}); "
+            f"--triton-url {other} serves a different {model!r} than {first} ({seen[other]} vs {seen[first]}); "
             "replicas must serve the same model"
         )
     return seen[urls[0]]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,9 +51,28 @@ class ServerInstall:
         return self.root.parent.parent / "nvidia_pytriton.libs"
 
 
-def default_venv() -> Path:
+def venv_candidates() -> list[Path]:
+    """Where the server venv is looked for when ``--venv`` is not given, in this order: $POLICY_EXPORT_TRITON_VENV
+    (only there, when set); ``./.venv-triton``; ``.venv-triton`` in the project folder this code runs from (a clone
+    or an editable install: ``make`` puts it there); ``.venv-triton`` beside the venv running policy-export.
+
+    Why not only the current folder: ``serve`` run from anywhere but the clone's root said there was no server."""
     env = os.environ.get(VENV_ENV)
-    return Path(env) if env else Path.cwd() / DEFAULT_VENV
+    if env:
+        return [Path(env)]
+    project = Path(__file__).resolve().parents[3]  # src/policy_export/triton/install.py -> the clone
+    found: list[Path] = []
+    for place in (Path.cwd(), project, Path(sys.prefix).parent):
+        candidate = (place / DEFAULT_VENV).absolute()
+        if candidate not in found:
+            found.append(candidate)
+    return found
+
+
+def default_venv() -> Path:
+    """The first of :func:`venv_candidates` holding a Python (the first one when none does)."""
+    candidates = venv_candidates()
+    return next((c for c in candidates if (c / "bin" / "python").exists()), candidates[0])
 
 
 def _venv_python_facts(venv: Path) -> tuple[str, Path]:
@@ -78,8 +98,16 @@ def _venv_python_facts(venv: Path) -> tuple[str, Path]:
 
 
 def find_server(venv: Path | None = None) -> ServerInstall:
-    """Locate tritonserver in ``venv`` (default: $POLICY_EXPORT_TRITON_VENV or ./.venv-triton)."""
-    venv = (venv or default_venv()).absolute()
+    """Locate tritonserver in ``venv`` (default: the first of :func:`venv_candidates` that exists)."""
+    if venv is None:
+        candidates = venv_candidates()
+        venv = default_venv()
+        if not (venv / "bin" / "python").exists():
+            raise UnavailableError(
+                f"no Triton server virtualenv in {', '.join(map(str, candidates))}; {MAKE_HINT}, "
+                f"or give --venv / set {VENV_ENV}"
+            )
+    venv = venv.absolute()
     if not (venv / "bin" / "python").exists():
         raise UnavailableError(f"{venv}: no Triton server virtualenv here; {MAKE_HINT}")
     roots = sorted(venv.glob("lib/python3*/site-packages/pytriton/tritonserver"))

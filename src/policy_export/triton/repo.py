@@ -163,13 +163,13 @@ def _existing_config(model_dir: Path) -> ModelConfig | None:
     if not cfg_path.exists():
         if model_dir.exists() and any(model_dir.iterdir()):
             raise BadInputError(
-                f"{model_dir}: folder exists without {CONFIG}; not a model written by this tool, pick another --name"
+                f"{model_dir}: folder exists without {CONFIG}; not a model written by this tool, pick another --model"
             )
         return None
     try:
         return parse_config(cfg_path)
     except BadInputError as exc:
-        raise BadInputError(f"{exc}; fix it (policy-export triton-repo --check) or write to a new --name") from exc
+        raise BadInputError(f"{exc}; fix it (policy-export triton-repo --check) or write to a new --model") from exc
 
 
 def _backend(model_dir: Path, cfg: ModelConfig | None, artifact_kind: str, choice: str) -> ServingBackend:
@@ -185,7 +185,7 @@ def _backend(model_dir: Path, cfg: ModelConfig | None, artifact_kind: str, choic
         spec = backend_for(artifact_kind)
     raise BadInputError(
         f"{model_dir}: model is served by {cfg.platform or cfg.backend!r}, the new version would need "
-        f"{spec.platform or spec.backend!r}; one model has one backend: use a new --name"
+        f"{spec.platform or spec.backend!r}; one model has one backend: use a new --model"
     )
 
 
@@ -237,7 +237,7 @@ def _plan(
         if diffs:
             raise BadInputError(
                 f"{artifact}: its signature differs from model {name}'s config ({'; '.join(diffs)}); "
-                "all versions of a model share one config: use a new --name"
+                "all versions of a model share one config: use a new --model"
             )
 
     versions: dict[int, ArtifactInfo] = {v: inspect_artifact(p / spec.filename) for v, p in others.items()}
@@ -270,7 +270,7 @@ def write_version(
     """
     if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
         raise BadInputError(
-            f"--name {name!r}: use up to 200 letters, digits, '_', '-', '.' (starting with a letter or digit), "
+            f"--model {name!r}: use up to 200 letters, digits, '_', '-', '.' (starting with a letter or digit), "
             "nothing else (no spaces, slashes or newlines)"
         )
     if not 1 <= version <= MAX_VERSION:

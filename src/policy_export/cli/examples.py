@@ -1,0 +1,69 @@
+"""Examples shown under every command's ``--help`` (the Examples section), one place for all of them.
+
+Why one module: ``tests/test_cli_friction.py`` parses every line here with the command's own parser,
+so an example that names an option that was renamed or removed fails the suite instead of a user.
+Paths are the README's (``DIR`` is a ``pretrained_model`` folder).
+"""
+
+from __future__ import annotations
+
+EXAMPLES: dict[str, list[str]] = {
+    "inspect": [
+        "policy-export inspect --checkpoint outputs/train/act/checkpoints/last/pretrained_model",
+        "policy-export inspect -c DIR --json",
+    ],
+    "onnx": [
+        "policy-export onnx --checkpoint DIR --output policy.onnx",
+        "policy-export onnx -c DIR -o policy-fp16.onnx --precision fp16 --force",
+    ],
+    "verify": [
+        "policy-export verify --checkpoint DIR --artifact policy.onnx --report parity.json --junit parity.xml",
+        "policy-export verify -c DIR -a policy.onnx -a policy.pt --batch-sizes 1,4 --rollout 50",
+    ],
+    "torchscript": [
+        "policy-export torchscript --checkpoint DIR --output policy.pt",
+        "policy-export torchscript -c DIR --output policy-uint8.pt --image-format uint8",
+    ],
+    "tensorrt": [
+        "policy-export tensorrt --onnx policy.onnx --output policy.plan --precision fp16 --max-batch 16",
+    ],
+    "export": [
+        "policy-export export --checkpoint DIR --out-dir artifacts --formats onnx,torchscript",
+        "policy-export export -c DIR --out-dir artifacts --formats onnx,tensorrt --allow-unavailable",
+    ],
+    "demo": [
+        "policy-export demo",
+        "policy-export demo --family diffusion --out-dir demo-output",
+    ],
+    "triton-repo": [
+        "policy-export triton-repo --artifact policy.onnx --repo model_repository --model act --version 1",
+        "policy-export triton-repo -a policy.onnx --repo model_repository --model act --backend python --force",
+        "policy-export triton-repo --check model_repository",
+    ],
+    "bench": [
+        "policy-export bench --checkpoint DIR --artifact policy.onnx --batch-sizes 1,8 --json bench.json --plot bench.png",
+    ],
+    "bench-shim": [
+        "policy-export bench-shim --json bench-shim.json",
+    ],
+    "serve": [
+        "policy-export serve --repo model_repository",
+        "policy-export serve --repo model_repository --grpc-port 9001 --http-port 9000 --metrics-port 9002",
+    ],
+    "bench-triton": [
+        "policy-export bench-triton --artifact policy.onnx --json triton-latency.json",
+    ],
+    "bench-fleet": [
+        "policy-export bench-fleet --repo model_repository --model act --robots 1,2,4,8 --json fleet.json",
+        "policy-export bench-fleet --triton-url 127.0.0.1:8001 --model act --sweep 1,2,4,8",
+    ],
+    "bench-realtime": [
+        "policy-export bench-realtime --artifact policy.onnx --fps 30 --steps 3000 --json realtime.json",
+        "policy-export bench-realtime --artifact policy.onnx --triton-url 127.0.0.1:8001 --model act",
+    ],
+}
+
+
+def epilog(command: str) -> str:
+    """The Examples section of ``command``'s help (Typer's rich help keeps lines apart with blank lines)."""
+    return "[bold]Examples[/]\n\n" + "\n\n".join(f"  $ {line}" for line in EXAMPLES[command])
