@@ -52,6 +52,8 @@ ROW_KEYS = (
     "streaming_fraction",
 )
 FRAME_POOL = 8
+#: The instruction a language model's simulated robot is given (ignored by the others).
+DEFAULT_TASK = "pick up the red cube and place it in the box"
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class RealtimeBenchConfig:
     model: str | None = None
     protocol: str | None = None
     seed: int = 0
+    task: str = DEFAULT_TASK
     #: Also compare the merges at one latency and find the fallback-free rate (virtual time).
     compare_merges: bool = True
     #: The latency of that comparison; None: the realtime run's median chunk latency.
@@ -77,9 +80,10 @@ class RealtimeBenchConfig:
 class ToyRobot:
     """Joints drifting toward the commanded action, cameras returning raw uint8 frames."""
 
-    def __init__(self, spec: PolicySpec, seed: int) -> None:
+    def __init__(self, spec: PolicySpec, seed: int, task: str | None = None) -> None:
         rng = np.random.default_rng(seed)
         self.spec = spec
+        self.task = task
         self.state = rng.normal(0.0, 0.3, spec.state_dim).astype(np.float32)
         self.frames = {
             cam.key: [
@@ -90,10 +94,12 @@ class ToyRobot:
         }
         self.t = 0
 
-    def observe(self) -> dict[str, np.ndarray]:
-        obs: dict[str, np.ndarray] = {self.spec.state_key: self.state.copy()}
+    def observe(self) -> dict[str, Any]:
+        obs: dict[str, Any] = {self.spec.state_key: self.state.copy()}
         for key, pool in self.frames.items():
             obs[key] = pool[self.t % len(pool)]
+        if self.task is not None:  # the instruction, as LeRobot's robot loop puts it in the batch
+            obs["task"] = self.task
         self.t += 1
         return obs
 
@@ -188,7 +194,7 @@ def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None]
             )
         timed = _Timed(sync.backend)
         sync.backend = timed
-        robot = ToyRobot(spec, cfg.seed)
+        robot = ToyRobot(spec, cfg.seed, cfg.task)
         sync.select_action(robot.observe())  # the episode's first action, with the runtime's warm-up
         timed.ms.clear()
         select_ms, missed = control_loop(sync.select_action, robot, cfg.fps, cfg.steps)
@@ -211,7 +217,7 @@ def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None]
 
     say(f"RealtimeClient (merge={merge.value})")
     with RealtimeClient(open_client(cfg), cfg.fps, merge=merge) as rt:
-        robot = ToyRobot(spec, cfg.seed)
+        robot = ToyRobot(spec, cfg.seed, cfg.task)
         rt.select_action(robot.observe())  # waits for the first chunk, by design
         before = rt.stats()
         select_ms, missed = control_loop(rt.select_action, robot, cfg.fps, cfg.steps)
@@ -245,7 +251,7 @@ def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None]
             core, cfg.fps, cfg.sim_steps, latency_s, cfg.seed, rtc_queue_threshold=cfg.rtc_queue_threshold
         )
         say("highest control rate with 0 fallback ticks (virtual time)")
-        robot = ToyRobot(spec, cfg.seed)
+        robot = ToyRobot(spec, cfg.seed, cfg.task)
         chunk = client.predict_chunk(robot.observe())
         max_fps: dict[str, Any] = {
             "merge": merge.value,
@@ -319,6 +325,7 @@ class _VirtualLatency(Backend):
 
     def __init__(self, inner: Backend, worker: InlineWorker, latency_s: float) -> None:
         self.inner, self.metadata, self.name, self.where = inner, inner.metadata, inner.name, inner.where
+        self.path = getattr(inner, "path", None)  # where a language model's tokenizer file lies beside it
         self.worker, self.latency_s = worker, latency_s
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -335,6 +342,7 @@ class _Replay(Backend):
 
     def __init__(self, inner: Backend, chunk: np.ndarray) -> None:
         self.inner, self.metadata, self.name, self.where = inner, inner.metadata, inner.name, inner.where
+        self.path = getattr(inner, "path", None)
         self.chunk = chunk
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
@@ -364,6 +372,8 @@ def simulate(
     seed: int,
     ensemble_coeff: float | None = None,
     rtc_queue_threshold: int | None = None,
+    task: str | None = DEFAULT_TASK,
+    tokenizer: Any = None,
 ) -> tuple[np.ndarray, list[int | None], dict[str, Any]]:
     """One episode of the toy robot, closed loop, with every chunk taking ``latency_s`` in virtual time.
 
@@ -373,12 +383,12 @@ def simulate(
     from policy_export.runtime import InlineWorker, ManualClock
 
     worker, clock = InlineWorker(), ManualClock()
-    client = PolicyClient(_VirtualLatency(core, worker, latency_s), seed=seed)
+    client = PolicyClient(_VirtualLatency(core, worker, latency_s), seed=seed, tokenizer=tokenizer)
     options: dict[str, Any] = {"merge": merge}
     if merge is Merge.RTC and rtc_queue_threshold is not None:
         options["rtc_queue_threshold"] = rtc_queue_threshold
     rt = RealtimeClient(client, fps, clock=clock, worker=worker, ensemble_coeff=ensemble_coeff, **options)
-    robot = ToyRobot(core.metadata.spec, seed)
+    robot = ToyRobot(core.metadata.spec, seed, task)
     actions, chunks = [], []
     for t in range(steps):
         clock.set(t / fps)
@@ -400,6 +410,8 @@ def compare_merges(
     seed: int,
     ensemble_coeff: float | None = None,
     rtc_queue_threshold: int | None = None,
+    task: str | None = DEFAULT_TASK,
+    tokenizer: Any = None,
 ) -> list[dict[str, Any]]:
     """Every merge the model allows (rtc when its core takes RTC inputs, replace, ensemble) on the same
     robot, observations and latency: the jump where chunks meet, beside the largest step within a chunk."""
@@ -419,6 +431,8 @@ def compare_merges(
             seed,
             ensemble_coeff=coeff if merge is Merge.ENSEMBLE else None,
             rtc_queue_threshold=rtc_queue_threshold,
+            task=task,
+            tokenizer=tokenizer,
         )
         at, within = boundary_jumps(actions[1:], chunks[1:])  # from the first chunk's end of wait on
         rows.append(
@@ -439,16 +453,20 @@ def compare_merges(
 
 
 def _input_names(core: Backend) -> list[str]:
-    """The core's input names: its runner's (an artifact), else the ones it declares, else the spec's."""
-    for names in (getattr(getattr(core, "runner", None), "input_names", None), getattr(core, "input_names", None)):
-        if names:
-            return list(names)
-    spec = core.metadata.spec
-    return list(spec.input_names)
+    """The core's input names, as its model declares them."""
+    return list(core.metadata.spec.input_names)
 
 
 def fallback_free_fps(
-    core: Backend, merge: Merge, latency_s: float, *, chunk: np.ndarray, lo: float = 0.5, hi: float = 1000.0
+    core: Backend,
+    merge: Merge,
+    latency_s: float,
+    *,
+    chunk: np.ndarray,
+    lo: float = 0.5,
+    hi: float = 1000.0,
+    task: str | None = DEFAULT_TASK,
+    tokenizer: Any = None,
 ) -> float:
     """The highest control rate at which the realtime client, with chunks taking ``latency_s``, runs
     20 chunks' worth of steps with 0 fallback ticks (virtual time, a replayed real chunk): the highest
@@ -460,11 +478,11 @@ def fallback_free_fps(
 
     def clean(fps: float) -> bool:
         worker, clock = InlineWorker(), ManualClock()
-        client = PolicyClient(_VirtualLatency(replay, worker, latency_s))
+        client = PolicyClient(_VirtualLatency(replay, worker, latency_s), tokenizer=tokenizer)
         coeff = DEFAULT_ENSEMBLE_COEFF if merge is Merge.ENSEMBLE and spec.host.ensemble_coeff is None else None
         rt = RealtimeClient(client, fps, clock=clock, worker=worker, merge=merge, ensemble_coeff=coeff)
         steps = min(20_000, int(20 * max(spec.chunk_size, latency_s * fps)) + 50)
-        robot = ToyRobot(spec, 0)
+        robot = ToyRobot(spec, 0, task)
         for t in range(steps):
             clock.set(t / fps)
             rt.select_action(robot.observe())

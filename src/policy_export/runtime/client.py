@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from policy_export.errors import BadInputError
 from policy_export.runtime.backends import CoreHandle
 from policy_export.runtime.observation import Prepared
-from policy_export.runtime.rtc import RTCQueue, rtc_settings
-from policy_export.runtime.session import Session, env_flag
+from policy_export.runtime.rtc import PREV_CHUNK, RTCQueue, leftover_batch, rtc_settings
+from policy_export.runtime.session import Session, env_flag, task_of
 from policy_export.runtime.shim import ActionQueue, ShimSettings, TemporalEnsembler
+from policy_export.runtime.tokenizer import TaskTokenizer
 
 if TYPE_CHECKING:
     from policy_export.runtime.realtime import RealtimeClient
@@ -45,12 +47,13 @@ class PolicyClient:
         seed: int | None = None,
         rtc: bool = False,
         rtc_queue_threshold: int | None = None,
+        tokenizer: TaskTokenizer | str | Path | None = None,
         session: Session | None = None,
     ) -> None:
         if session is None:
             if backend is None:
                 raise TypeError("PolicyClient needs a backend (or a session)")
-            session = Session(backend, settings, check_inputs=check_inputs, seed=seed)
+            session = Session(backend, settings, check_inputs=check_inputs, seed=seed, tokenizer=tokenizer)
         self.session = session
         self.metadata = session.metadata
         self.host = session.host
@@ -79,14 +82,26 @@ class PolicyClient:
         settings: ShimSettings | None = None,
         check_inputs: bool = True,
         seed: int | None = None,
+        rtc: bool = False,
+        tokenizer: TaskTokenizer | str | Path | None = None,
     ) -> PolicyClient:
         """An exported file run in this process: ONNX (``provider`` cpu | cuda | tensorrt),
-        TorchScript, or a TensorRT engine."""
-        return cls(
-            session=Session.from_artifact(
-                path, provider=provider, threads=threads, settings=settings, check_inputs=check_inputs, seed=seed
-            )
+        TorchScript, or a TensorRT engine. A language model's tokenizer is the ``.tokenizer.json``
+        beside the file unless ``tokenizer`` names another; ``rtc``: see :class:`PolicyClient`."""
+        session = Session.from_artifact(
+            path,
+            provider=provider,
+            threads=threads,
+            settings=settings,
+            check_inputs=check_inputs,
+            seed=seed,
+            tokenizer=tokenizer,
         )
+        try:
+            return cls(session=session, rtc=rtc)
+        except BaseException:
+            session.close()
+            raise
 
     @classmethod
     def from_triton(
@@ -100,6 +115,7 @@ class PolicyClient:
         settings: ShimSettings | None = None,
         check_inputs: bool = True,
         seed: int | None = None,
+        tokenizer: TaskTokenizer | str | Path | None = None,
     ) -> PolicyClient:
         """A model on a Triton server. ``url`` is ``host:port`` (or ``grpc://`` / ``http://host:port``),
         or several replicas (a list, or comma-separated): the first that answers is used and a
@@ -107,7 +123,15 @@ class PolicyClient:
         ``protocol`` is "grpc" or "http", by default what the URL's scheme says, else gRPC.
         ``version=None`` takes the newest version the server serves and pins it for this client."""
         session = Session.from_triton(
-            url, model, version, protocol, timeout_s=timeout_s, settings=settings, check_inputs=check_inputs, seed=seed
+            url,
+            model,
+            version,
+            protocol,
+            timeout_s=timeout_s,
+            settings=settings,
+            check_inputs=check_inputs,
+            seed=seed,
+            tokenizer=tokenizer,
         )
         return cls(session=session)
 
@@ -125,23 +149,41 @@ class PolicyClient:
         return cls(session=Session.from_env(env))
 
     # -- the LeRobot-shaped API -----------------------------------------------------------
-    def predict_chunk(self, observation: Mapping[str, object]) -> Any:
+    def predict_chunk(
+        self,
+        observation: Mapping[str, object],
+        task: str | Sequence[str] | None = None,
+        *,
+        prev_chunk_left_over: object = None,
+        inference_delay: int | Sequence[int] = 0,
+    ) -> Any:
         """The whole action chunk ``[B, chunk_size, action_dim]`` in robot units (no shim state).
 
-        LeRobot's ``predict_action_chunk`` followed by its postprocessor.
+        LeRobot's ``predict_action_chunk`` followed by its postprocessor. For a model with RTC
+        inputs, ``prev_chunk_left_over`` (``[n, A]`` or ``[B, n, A]``, robot units, ``n <= chunk_size``)
+        and ``inference_delay`` (control steps, ``< chunk_size``) guide it as LeRobot's keywords do.
         """
         prep = self.session.prepare(observation)
-        return self.session.output(self.session.infer(self.host.single(prep)), prep)
+        feed = self.host.single(prep, task_of(observation, task))
+        if prev_chunk_left_over is not None:
+            if PREV_CHUNK not in feed:
+                raise BadInputError("prev_chunk_left_over: this model takes no RTC inputs")
+            spec = self.metadata.spec
+            feed.update(
+                leftover_batch(prev_chunk_left_over, inference_delay, prep.batch_size, spec.chunk_size, spec.action_dim)
+            )
+        return self.session.output(self.session.infer(feed), prep)
 
-    def select_action(self, observation: Mapping[str, object]) -> Any:
+    def select_action(self, observation: Mapping[str, object], task: str | Sequence[str] | None = None) -> Any:
         """The next action ``[B, action_dim]`` of every robot, in robot units.
 
         An observation without a batch axis is one robot; like LeRobot's pipeline the action
         then still has the batch axis (``[1, action_dim]``). numpy in, numpy out; torch in,
-        a CPU torch tensor out.
+        a CPU torch tensor out. ``task``: the instruction of a language model (one, or one per
+        robot; else ``observation["task"]``), tokenized here and cached per task.
         """
         prep = self.session.prepare(observation)
-        feed = self.host.feed(prep)
+        feed = self.host.feed(prep, task_of(observation, task))
 
         def predict(rows: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
             inputs = feed(rows)

@@ -8,6 +8,9 @@ says who provides it, and :class:`~policy_export.spec.HostDecl` says what the ho
   :class:`~policy_export.runtime.history.ObservationHistory` when the host declares one;
 - drawn roles (noise, per-step noise) are standard-normal draws, one per chunk prediction,
   from a seeded numpy generator (``seed=``) or the caller's ``noise_source(rows)``;
+- language roles (task tokens and mask) come from the task string of the control step, tokenized
+  on the caller's thread by the host's :class:`~policy_export.runtime.tokenizer.TaskTokenizer`
+  (``HostDecl.tokenizer``), cached per task;
 - RTC inputs are "no guidance" (an empty leftover) unless a caller provides them;
 - chunks become actions through the shim of :class:`~policy_export.runtime.shim.ShimSettings`
   (an action queue, or temporal ensembling when ``HostDecl.ensemble_coeff`` is set).
@@ -18,6 +21,7 @@ A role no provider knows (``PROVIDERS``) is refused when the host is built, in o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
@@ -25,6 +29,7 @@ from policy_export.errors import BadInputError
 from policy_export.runtime.history import ObservationHistory
 from policy_export.runtime.observation import Prepared
 from policy_export.runtime.shim import ActionQueue, ShimSettings, TemporalEnsembler
+from policy_export.runtime.tokenizer import TaskTokenizer
 from policy_export.spec import OBSERVATION_ROLES, ArtifactMetadata, Role, TensorDecl
 
 #: Builds the core's named inputs for all robots (``None``) or the listed rows. It may run
@@ -109,6 +114,37 @@ PROVIDERS: dict[frozenset[Role], Callable[[ArtifactMetadata, list[TensorDecl], H
 }
 
 
+#: Inputs made from the control step's task string (not by a per-row provider: the task is per call).
+LANGUAGE_ROLES = frozenset({Role.LANG_TOKENS, Role.LANG_MASK})
+
+
+class Language:
+    """``LANG_TOKENS`` / ``LANG_MASK`` from the task, for the whole batch, on the caller's thread (a task
+    longer than the model's ``tokenizer_max_length`` is one line there, not on the worker)."""
+
+    def __init__(self, inputs: Sequence[TensorDecl], tokenizer: TaskTokenizer | None) -> None:
+        self.tokens = next(t.name for t in inputs if t.role is Role.LANG_TOKENS)
+        self.mask = next((t.name for t in inputs if t.role is Role.LANG_MASK), None)
+        self.tokenizer = tokenizer
+
+    def __call__(self, task: object, batch: int) -> dict[str, np.ndarray]:
+        if self.tokenizer is None:
+            raise BadInputError(
+                "this model tokenizes its task on the robot and has no tokenizer here: pass tokenizer=<the "
+                ".tokenizer.json written beside the artifact> (env POLICY_TOKENIZER)"
+            )
+        if task is None:
+            raise BadInputError(
+                "this model takes a language instruction: select_action(observation, task='pick up the cube') "
+                "(or observation['task'])"
+            )
+        tokens, mask = self.tokenizer(cast(Any, task), batch)  # a wrong type is the tokenizer's one-line error
+        out = {self.tokens: tokens}
+        if self.mask is not None:
+            out[self.mask] = mask
+        return out
+
+
 class Host:
     """The host side of one model for a batch of robots: builds core inputs, owns the history."""
 
@@ -122,13 +158,16 @@ class Host:
         *,
         seed: int | None = None,
         noise_source: NoiseSource | None = None,
+        tokenizer: TaskTokenizer | None = None,
     ) -> None:
         spec = metadata.spec
         self.metadata = metadata
         self.settings = settings or ShimSettings.from_spec(spec)
         self.seed, self.noise_source = seed, noise_source
         self.history = None if spec.host.history is None else ObservationHistory(spec.host.history)
-        made = [t for t in spec.signature.inputs if t.role not in OBSERVATION_ROLES]
+        language = [t for t in spec.signature.inputs if t.role in LANGUAGE_ROLES]
+        self.language = Language(language, tokenizer) if language else None
+        made = [t for t in spec.signature.inputs if t.role not in OBSERVATION_ROLES | LANGUAGE_ROLES]
         self.providers: list[Provider] = []
         for roles, factory in PROVIDERS.items():
             group = [t for t in made if t.role in roles]
@@ -147,9 +186,16 @@ class Host:
             out.update(provider(rows))
         return out
 
-    def feed(self, prep: Prepared) -> FeedFn:
+    def _told(self, task: object, batch: int) -> dict[str, np.ndarray]:
+        """The task's inputs for the whole batch (none for a model without language inputs: LeRobot's
+        ACT or Diffusion ignore the task too)."""
+        return {} if self.language is None else self.language(task, batch)
+
+    def feed(self, prep: Prepared, task: object = None) -> FeedFn:
         """Called once per control step on the caller's thread (keep it cheap: without a history,
-        images are converted only when the returned builder runs, i.e. when a chunk is needed)."""
+        images are converted only when the returned builder runs, i.e. when a chunk is needed).
+        ``task``: the step's instruction (one string, or one per robot) for a language model."""
+        told = self._told(task, prep.batch_size)
         if self.history is None:
             observed: FeedFn = prep.feed
             batch = prep.batch_size
@@ -163,14 +209,17 @@ class Host:
 
         def build(rows: np.ndarray | None) -> dict[str, np.ndarray]:
             feed = observed(rows)
+            whole = rows is None or len(rows) == batch
+            feed.update({k: (v if whole else v[rows]) for k, v in told.items()})
             feed.update(self._made(batch if rows is None else len(rows)))
             return feed
 
         return build
 
-    def single(self, prep: Prepared) -> dict[str, np.ndarray]:
+    def single(self, prep: Prepared, task: object = None) -> dict[str, np.ndarray]:
         """The core's inputs for one stateless chunk of this observation, as an episode's first step."""
         feed = prep.feed() if self.history is None else self.history.first(prep.feed())
+        feed.update(self._told(task, prep.batch_size))
         feed.update(self._made(prep.batch_size))
         return feed
 

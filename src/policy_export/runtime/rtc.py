@@ -80,11 +80,17 @@ class RTCSettings:
 
 def rtc_settings(metadata: ArtifactMetadata, queue_threshold: int | None = None) -> RTCSettings:
     """The model's RTC declaration (``spec.host.rtc``: ``execution_horizon``) with the caller's threshold."""
+    from policy_export.spec import Role
+
     spec = metadata.spec
-    host = getattr(spec, "host", None)
-    decl = getattr(host, "rtc", None) if host is not None else None
-    if decl is None:
-        decl = spec.family.get("rtc")
+    decl = spec.host.rtc
+    roles = {t.name: t.role for t in spec.signature.inputs}
+    expected = {PREV_CHUNK: Role.RTC_PREV_CHUNK, PREV_LEN: Role.RTC_PREV_LEN, DELAY: Role.RTC_DELAY}
+    if decl and any(roles.get(name) is not role for name, role in expected.items()):
+        raise BadInputError(
+            f"the model declares RTC but its RTC inputs are not named {', '.join(RTC_INPUTS)}; "
+            "this runtime sends those names: upgrade policy-export on the robot's host"
+        )
     if not decl:
         raise BadInputError(
             f"merge='rtc' (rtc=True) needs a model whose core takes RTC inputs ({', '.join(RTC_INPUTS)}); "

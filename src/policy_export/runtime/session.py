@@ -24,6 +24,7 @@ from policy_export.runtime.backends import CoreHandle, LocalCore
 from policy_export.runtime.host import Host, NoiseSource
 from policy_export.runtime.observation import ObservationAdapter, Prepared
 from policy_export.runtime.shim import ShimSettings
+from policy_export.runtime.tokenizer import TaskTokenizer, TokenizerSettings
 from policy_export.spec import ArtifactMetadata
 
 
@@ -37,6 +38,31 @@ def env_flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     if text in ("0", "false", "no", "off"):
         return False
     raise BadInputError(f"{name}={env.get(name)!r}: use 1 or 0")
+
+
+def task_of(observation: Mapping[str, object], task: object) -> object:
+    """The step's task: the argument, else the observation's ``"task"`` (as LeRobot's batch carries it)."""
+    return task if task is not None else observation.get("task")
+
+
+def task_tokenizer(
+    metadata: ArtifactMetadata, backend: CoreHandle, tokenizer: TaskTokenizer | str | Path | None
+) -> TaskTokenizer | None:
+    """The host's tokenizer for a model that takes its task as tokens (None for the others): the one
+    given, the file given, or the ``<artifact>.tokenizer.json`` written beside an in-process artifact."""
+    decl = metadata.spec.host.tokenizer
+    if not decl or isinstance(tokenizer, TaskTokenizer):
+        return tokenizer if isinstance(tokenizer, TaskTokenizer) else None
+    settings = TokenizerSettings.from_dict(decl)
+    if tokenizer is not None:
+        return TaskTokenizer.from_file(tokenizer, settings)
+    path = getattr(backend, "path", None)
+    if path is None:
+        raise BadInputError(
+            f"{backend.where}: the model tokenizes its task on the robot; pass tokenizer=<the .tokenizer.json "
+            "written beside the artifact at export> (env POLICY_TOKENIZER)"
+        )
+    return TaskTokenizer.for_artifact(path, settings)
 
 
 class Session:
@@ -55,11 +81,18 @@ class Session:
         check_inputs: bool = True,
         seed: int | None = None,
         noise_source: NoiseSource | None = None,
+        tokenizer: TaskTokenizer | str | Path | None = None,
     ) -> None:
         self.backend = backend
         self.metadata: ArtifactMetadata = backend.metadata
         spec = self.metadata.spec
-        self.host = Host(self.metadata, settings, seed=seed, noise_source=noise_source)
+        self.host = Host(
+            self.metadata,
+            settings,
+            seed=seed,
+            noise_source=noise_source,
+            tokenizer=task_tokenizer(self.metadata, backend, tokenizer),
+        )
         self.settings = self.host.settings
         if self.settings.chunk_size != spec.chunk_size:
             raise BadInputError(
@@ -79,9 +112,10 @@ class Session:
         settings: ShimSettings | None = None,
         check_inputs: bool = True,
         seed: int | None = None,
+        tokenizer: TaskTokenizer | str | Path | None = None,
     ) -> Session:
         backend = LocalCore(path, provider=provider, threads=threads)
-        return cls._owning(backend, settings, check_inputs=check_inputs, seed=seed)
+        return cls._owning(backend, settings, check_inputs=check_inputs, seed=seed, tokenizer=tokenizer)
 
     @classmethod
     def from_triton(
@@ -95,12 +129,13 @@ class Session:
         settings: ShimSettings | None = None,
         check_inputs: bool = True,
         seed: int | None = None,
+        tokenizer: TaskTokenizer | str | Path | None = None,
     ) -> Session:
         from policy_export.runtime.triton import DEFAULT_TIMEOUT_S, TritonCore
 
         timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else timeout_s
         backend = TritonCore.connect(url, model, version, protocol, timeout_s=timeout_s)
-        return cls._owning(backend, settings, check_inputs=check_inputs, seed=seed)
+        return cls._owning(backend, settings, check_inputs=check_inputs, seed=seed, tokenizer=tokenizer)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Session:
@@ -112,7 +147,12 @@ class Session:
             artifact = env.get("POLICY_ARTIFACT")
             if not artifact:
                 raise BadInputError("INFERENCE_MODE=local needs POLICY_ARTIFACT=<exported .onnx / .pt / .plan file>")
-            return cls.from_artifact(artifact, provider=env.get("INFERENCE_PROVIDER", "cpu"), check_inputs=check)
+            return cls.from_artifact(
+                artifact,
+                provider=env.get("INFERENCE_PROVIDER", "cpu"),
+                check_inputs=check,
+                tokenizer=env.get("POLICY_TOKENIZER") or None,
+            )
         if mode == "triton":
             url, model = env.get("TRITON_URL"), env.get("MODEL_NAME")
             if not url or not model:
@@ -129,6 +169,7 @@ class Session:
                 env.get("TRITON_PROTOCOL") or None,
                 timeout_s=timeout_s,
                 check_inputs=check,
+                tokenizer=env.get("POLICY_TOKENIZER") or None,
             )
         raise BadInputError(
             f"INFERENCE_MODE must be 'local' or 'triton', got {mode!r}; "

@@ -44,7 +44,7 @@ from policy_export.runtime.realtime.settings import (
 )
 from policy_export.runtime.realtime.worker import Clock, MonotonicClock, ThreadWorker
 from policy_export.runtime.rtc import RTCSettings, rtc_feed, rtc_settings
-from policy_export.runtime.session import HasSession, Session
+from policy_export.runtime.session import HasSession, Session, task_of
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +212,7 @@ class RealtimeClient:
     def state(self) -> State:
         return self._state
 
-    def select_action(self, observation: Mapping[str, object]) -> Any:
+    def select_action(self, observation: Mapping[str, object], task: str | None = None) -> Any:
         """This tick's action ``[1, action_dim]`` in robot units (numpy, or torch for torch input).
 
         Never calls the model or the network: reads the buffer, and posts the observation for
@@ -230,7 +230,7 @@ class RealtimeClient:
                 f"RealtimeClient drives one robot; the observation holds {prep.batch_size}: "
                 "make one client per robot (the server batches their requests)"
             )
-        feed = self.session.host.feed(prep)
+        feed = self.session.host.feed(prep, task_of(observation, task))
         t = self._step
         if self._first:
             self._link.mailbox.post(_Request(t, now, self._episode, self._guided(feed, t)))
