@@ -343,6 +343,8 @@ def test_rtc_on_a_model_without_rtc_inputs_and_bad_settings_are_one_line():
         RealtimeClient(client, 10.0, rtc=True, merge="ensemble", worker=InlineWorker())
     with pytest.raises(BadInputError, match="rtc_queue_threshold"):
         RealtimeClient(client, 10.0, rtc=True, rtc_queue_threshold=-1, worker=InlineWorker())
+    with pytest.raises(BadInputError, match="paces merge='rtc' only"):
+        RealtimeClient(client, 10.0, merge="replace", rtc_queue_threshold=5, worker=InlineWorker())
     with pytest.raises(BadInputError, match="execution_horizon"):
         RTCSettings(CHUNK, A, CHUNK + 1)
 

@@ -138,6 +138,11 @@ class RealtimeClient:
         #: merge="rtc": the request rule and chunk geometry, and the delays (control steps) chunks really had.
         self._rtc: RTCSettings | None = None
         self._rtc_delays: deque[int] = deque(maxlen=LATENCY_RECENT)
+        if merge is not Merge.RTC and settings.rtc_queue_threshold is not None:
+            raise BadInputError(
+                f"rtc_queue_threshold (INFERENCE_RTC_QUEUE_THRESHOLD) paces merge='rtc' only; this client merges "
+                f"with {merge.value!r}: leave it unset, or use merge='rtc' (rtc=True)"
+            )
         if merge is Merge.RTC:
             self._rtc = rtc_settings(self.metadata, settings.rtc_queue_threshold)
             self._buffer = _ReplaceBuffer(spec.chunk_size)  # RTC's queue holds the whole chunk (ActionQueue)
