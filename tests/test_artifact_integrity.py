@@ -57,31 +57,40 @@ def _absurd_chunk(meta):
 CASES = {
     "wrong action_dim": (_wrong_action_dim, "metadata spec.action_dim says 4, the graph's action_chunk has 5"),
     "absurd chunk": (_absurd_chunk, "spec.chunk_size = 1000000000000 is outside [1, 65536]"),
-    "chunk as a string": (lambda m: m["spec"].__setitem__("chunk_size", "20"), "spec.chunk_size is '20', not an integer"),
+    "chunk as a string": (
+        lambda m: m["spec"].__setitem__("chunk_size", "20"),
+        "spec.chunk_size is '20', not an integer",
+    ),
     "action_dim disagrees with the signature": (
         lambda m: m["spec"].__setitem__("action_dim", 4),
         "spec.signature.dims.action_dim = 5 but spec says 4",
     ),
     "an image size the graph does not take": (
-        lambda m: [m["spec"]["cameras"][0].__setitem__("shape", [3, 96, 127]),
-                   m["spec"]["signature"]["inputs"][1].__setitem__("shape", ["batch", 3, 96, 127])],
+        lambda m: [
+            m["spec"]["cameras"][0].__setitem__("shape", [3, 96, 127]),
+            m["spec"]["signature"]["inputs"][1].__setitem__("shape", ["batch", 3, 96, 127]),
+        ],
         "metadata image dim 3 says 127, the graph's image has 128 there",
     ),
     "n_action_steps past the chunk": (
-        lambda m: m["spec"].__setitem__("n_action_steps", 21), "spec.n_action_steps = 21 is outside [1, 20]"
+        lambda m: m["spec"].__setitem__("n_action_steps", 21),
+        "spec.n_action_steps = 21 is outside [1, 20]",
     ),
     "an unknown role": (
         lambda m: m["spec"]["signature"]["inputs"][0].__setitem__("role", "telepathy"),
         "spec.signature.inputs[0].role 'telepathy' is not one of",
     ),
     "a host history of a billion steps": (
-        lambda m: m["spec"]["host"].__setitem__("history", 10**9), "spec.host.history = 1000000000 is outside"
+        lambda m: m["spec"]["host"].__setitem__("history", 10**9),
+        "spec.host.history = 1000000000 is outside",
     ),
     "an ensembling coefficient that is not a number": (
-        lambda m: m["spec"]["host"].__setitem__("ensemble_coeff", "0.01"), "spec.host.ensemble_coeff is '0.01'"
+        lambda m: m["spec"]["host"].__setitem__("ensemble_coeff", "0.01"),
+        "spec.host.ensemble_coeff is '0.01'",
     ),
     "a field ACT does not have": (
-        lambda m: m["spec"]["family"].__setitem__("horizon", 16), "spec.family.horizon is not a field of the act family"
+        lambda m: m["spec"]["family"].__setitem__("horizon", 16),
+        "spec.family.horizon is not a field of the act family",
     ),
 }
 
@@ -143,7 +152,11 @@ def test_torchscript_graph_answering_another_width_is_refused(small_torchscript,
             dst.writestr(item, data)
     with PolicyClient.from_artifact(bad) as client:
         spec = client.metadata.spec
-        obs = {spec.state_key: np.zeros(spec.state_dim, np.float32),
-               **{c.key: np.full(c.shape, 0.5, np.float32) for c in spec.cameras}}
-        with pytest.raises(BadInputError, match=r"the graph returned action_chunk \[1, 20, 5\], its metadata says \[batch, 20, 4\]"):
+        obs = {
+            spec.state_key: np.zeros(spec.state_dim, np.float32),
+            **{c.key: np.full(c.shape, 0.5, np.float32) for c in spec.cameras},
+        }
+        with pytest.raises(
+            BadInputError, match=r"the graph returned action_chunk \[1, 20, 5\], its metadata says \[batch, 20, 4\]"
+        ):
             client.select_action(obs)

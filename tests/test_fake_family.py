@@ -43,7 +43,9 @@ def test_fake_family_exports_verifies_serves_and_runs(toyfam, tmp_path):
     assert res.exit_code == 0, res.output
     info = inspect_artifact(onnx)
     assert [(t.name, t.role) for t in info.metadata.spec.signature.inputs] == [
-        ("state", Role.STATE), ("image", Role.CAMERA), ("noise", Role.NOISE)
+        ("state", Role.STATE),
+        ("image", Role.CAMERA),
+        ("noise", Role.NOISE),
     ]
     assert [(s.name, s.shape) for s in info.inputs][-1] == ("noise", ("batch", 4, 2))
     assert info.metadata.spec.family == {"gain": 0.5}
@@ -52,7 +54,19 @@ def test_fake_family_exports_verifies_serves_and_runs(toyfam, tmp_path):
     report = tmp_path / "parity.json"
     res = runner.invoke(
         app,
-        ["verify", "-c", str(toyfam), "-a", str(onnx), "--batch-sizes", "1,3", "--samples", "2", "--report", str(report)],
+        [
+            "verify",
+            "-c",
+            str(toyfam),
+            "-a",
+            str(onnx),
+            "--batch-sizes",
+            "1,3",
+            "--samples",
+            "2",
+            "--report",
+            str(report),
+        ],
     )
     assert res.exit_code == 0, res.output
     rows = json.loads(report.read_text())["checks"][0]["results"]
@@ -68,8 +82,10 @@ def test_fake_family_exports_verifies_serves_and_runs(toyfam, tmp_path):
 
     # the runtime: the host draws the noise (seeded), queues n_action_steps=2 of each chunk
     rng = np.random.default_rng(1)
-    obs = {"observation.state": rng.standard_normal(3).astype(np.float32),
-           "observation.images.top": rng.random((3, 8, 10), dtype=np.float32)}
+    obs = {
+        "observation.state": rng.standard_normal(3).astype(np.float32),
+        "observation.images.top": rng.random((3, 8, 10), dtype=np.float32),
+    }
     with PolicyClient.from_artifact(onnx, seed=7) as client, open_runner(Path(onnx)) as core:
         actions = [client.select_action(obs) for _ in range(3)]
         draws = np.random.default_rng(7)

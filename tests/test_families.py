@@ -80,8 +80,10 @@ def test_newer_schema_is_refused_with_one_line(tmp_path):
         ArtifactMetadata.from_json(json.dumps(d))
 
 
-SCHEMA2 = {"act": Path(__file__).parent / "data" / "schema2_act_ensemble.onnx",
-           "diffusion": Path(__file__).parent / "data" / "schema2_diffusion.onnx"}
+SCHEMA2 = {
+    "act": Path(__file__).parent / "data" / "schema2_act_ensemble.onnx",
+    "diffusion": Path(__file__).parent / "data" / "schema2_diffusion.onnx",
+}
 
 
 def test_schema2_files_written_by_the_old_code_read_into_schema3():
@@ -96,10 +98,15 @@ def test_schema2_files_written_by_the_old_code_read_into_schema3():
     diff = inspect_artifact(SCHEMA2["diffusion"]).metadata
     assert diff.spec.host.history == 2 and diff.spec.host.ensemble_coeff is None
     assert [(t.name, t.role) for t in diff.spec.signature.inputs] == [
-        ("state", Role.STATE), ("image", Role.CAMERA), ("noise", Role.NOISE), ("step_noise", Role.STEP_NOISE)
+        ("state", Role.STATE),
+        ("image", Role.CAMERA),
+        ("noise", Role.NOISE),
+        ("step_noise", Role.STEP_NOISE),
     ]
     assert diff.input_shapes() == {
-        "state": ("batch", 2, 3), "image": ("batch", 2, 3, 4, 5), "noise": ("batch", 6, 2),
+        "state": ("batch", 2, 3),
+        "image": ("batch", 2, 3, 4, 5),
+        "noise": ("batch", 6, 2),
         "step_noise": ("batch", 2, 6, 2),
     }
     assert diff.spec.family["noise_scheduler_type"] == "DDPM"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -372,3 +373,67 @@ def test_too_many_open_files_is_one_line_exit_2(small_ckpt):
     )
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr and "too many open files" in proc.stderr, proc.stderr[-3000:]
+
+
+# -- item 4: configs are checked against the weights before anything is built ----------------------
+
+
+def _with_config(src: Path, dst: Path, **changes: object) -> Path:
+    """``src`` with config.json edited; the other files hard-linked (no copy of the weights)."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        if f.name != "config.json":
+            os.link(f, dst / f.name)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.update(changes)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def _limited(gb: int):
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (gb << 30, gb << 30))
+
+    return limit
+
+
+@pytest.mark.parametrize(
+    ("family", "changes", "says"),
+    [
+        ("act", {"dim_model": 100_000}, "dim_model is 100000, but model.safetensors was trained with 128"),
+        ("act", {"chunk_size": 10**9}, "chunk_size is 1000000000, but model.safetensors was trained with 20"),
+        (
+            "act",
+            {"vision_backbone": "resnet152"},
+            "vision_backbone is 'resnet152', but model.safetensors holds resnet18",
+        ),
+        ("act", {"n_encoder_layers": 10**6}, "n_encoder_layers is 1000000, but model.safetensors holds 2"),
+        (
+            "diffusion",
+            {"n_obs_steps": 3000, "horizon": 4096},
+            "n_obs_steps is 3000, but model.safetensors was trained with 1",
+        ),
+        ("diffusion", {"horizon": 10**9}, "horizon is 1000000000; no weight records it"),
+        ("diffusion", {"crop_shape": [100_000, 100_000]}, "crop_shape [100000, 100000] makes a 3125x3125 feature map"),
+        ("diffusion", {"down_dims": [16, 32, 64, 128]}, "the number of down_dims is 4, but model.safetensors holds 2"),
+    ],
+)
+def test_configs_disagreeing_with_the_weights_are_refused_before_anything_is_built(
+    family, changes, says, small_ckpt, ddpm_ckpt, tmp_path
+):
+    """Refused in one line by a real ``inspect`` under a 3 GB address-space limit (today's main built
+    the model first: minutes and > 5 GB); the timeout is generous, not a performance assertion."""
+    import subprocess
+    import sys
+
+    src = small_ckpt if family == "act" else ddpm_ckpt
+    ckpt = _with_config(src, tmp_path / "ckpt", **changes)
+    exe = str(Path(sys.executable).with_name("policy-export"))
+    proc = subprocess.run(
+        [exe, "inspect", "-c", str(ckpt)], capture_output=True, text=True, timeout=300, preexec_fn=_limited(3)
+    )
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr and proc.stderr.count("error:") == 1, proc.stderr[-3000:]
+    assert says in one_line(proc.stderr) and "config.json" in proc.stderr, proc.stderr

@@ -98,7 +98,9 @@ def _same_dtype(graph: str, declared: str) -> bool:
     return numpy_name(graph) == numpy_name(declared)
 
 
-def check_graph_signature(path: Path, meta: ArtifactMetadata, inputs: list[TensorSig], outputs: list[TensorSig]) -> None:
+def check_graph_signature(
+    path: Path, meta: ArtifactMetadata, inputs: list[TensorSig], outputs: list[TensorSig]
+) -> None:
     """The metadata must describe the graph it rides on: input and output names in order, dtypes,
     and every fixed dim (``action_dim``, chunk and step counts, image sizes). A disagreement is
     one line naming the field: a client sized from the metadata would otherwise mix widths
@@ -117,7 +119,9 @@ def check_graph_signature(path: Path, meta: ArtifactMetadata, inputs: list[Tenso
     fields = {"action_chunk": ("chunk_size", "action_dim")}
     for (name, dtype, shape), g in zip(declared, graph, strict=True):
         if not _same_dtype(g.dtype, dtype) and not (meta.precision == "fp16" and g.dtype in ("float16",)):
-            raise BadInputError(f"{path}: metadata says {name} is {dtype}, the graph's {name} is {g.dtype}; re-export it")
+            raise BadInputError(
+                f"{path}: metadata says {name} is {dtype}, the graph's {name} is {g.dtype}; re-export it"
+            )
         if len(g.shape) != len(shape):
             raise BadInputError(
                 f"{path}: metadata says {name} has shape {list(shape)}, the graph's has {list(g.shape)}; re-export it"

@@ -50,7 +50,11 @@ def deployed_settings(metadata: ArtifactMetadata) -> tuple[object, ...]:
 def _flat(spec: dict[str, Any]) -> dict[str, Any]:
     """A spec's fields with the family's own ones beside the common ones (for naming what differs)."""
     host = {f"host.{k}": v for k, v in (spec.get("host") or {}).items()}
-    return {k: v for k, v in spec.items() if k not in ("family", "host", "signature")} | dict(spec.get("family") or {}) | host
+    return (
+        {k: v for k, v in spec.items() if k not in ("family", "host", "signature")}
+        | dict(spec.get("family") or {})
+        | host
+    )
 
 
 def check_settings(info: ArtifactInfo, ckpt: LoadedCheckpoint) -> None:

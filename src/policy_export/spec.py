@@ -242,9 +242,7 @@ class PolicySpec:
     @property
     def noise_inputs(self) -> tuple[NoiseInput, ...]:
         sig = self.signature
-        return tuple(
-            NoiseInput(t.name, tuple(int(d) for d in sig.resolve(t)[1:])) for t in sig.with_role(*DRAWN_ROLES)
-        )
+        return tuple(NoiseInput(t.name, tuple(int(d) for d in sig.resolve(t)[1:])) for t in sig.with_role(*DRAWN_ROLES))
 
     @property
     def input_names(self) -> list[str]:
@@ -335,7 +333,9 @@ def upgrade_spec(d: dict[str, Any], schema: int) -> dict[str, Any]:
         TensorDecl(n["name"], Role.STEP_NOISE if n["name"] == "step_noise" else Role.NOISE, (BATCH, *n["shape"]))
         for n in noise
     )
-    sig = Signature((*observation_inputs(d["state_dim"], cameras, d["state_key"], lead), *drawn), (action_chunk_output(),), dims)
+    sig = Signature(
+        (*observation_inputs(d["state_dim"], cameras, d["state_key"], lead), *drawn), (action_chunk_output(),), dims
+    )
     d["signature"] = sig.to_dict()
     d["host"] = HostDecl(history=n_obs, ensemble_coeff=coeff).to_dict()
     d["family"] = family

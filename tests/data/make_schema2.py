@@ -27,9 +27,7 @@ def write(name: str, spec: PolicySpec) -> None:
     meta = ArtifactMetadata(spec=spec, artifact_kind="onnx", exporter="legacy", opset=17)
     shapes, dtypes = meta.input_shapes(), meta.input_dtypes()
     elem = {"float32": TensorProto.FLOAT, "uint8": TensorProto.UINT8}
-    inputs = [
-        helper.make_tensor_value_info(n, elem[dtypes[n]], list(shapes[n])) for n in spec.input_names
-    ]
+    inputs = [helper.make_tensor_value_info(n, elem[dtypes[n]], list(shapes[n])) for n in spec.input_names]
     axes = list(range(1, len(shapes["state"])))
     ones = numpy_helper.from_array(np.ones((1, spec.chunk_size, spec.action_dim), np.float32), "ones")
     nodes = [
@@ -61,7 +59,14 @@ common = dict(
 cams = (CameraSpec("observation.images.top", "image", (3, 4, 5)),)
 write(
     "schema2_act_ensemble",
-    PolicySpec(policy_type="act", cameras=cams, chunk_size=4, n_action_steps=1, family={"temporal_ensemble_coeff": 0.01}, **common),
+    PolicySpec(
+        policy_type="act",
+        cameras=cams,
+        chunk_size=4,
+        n_action_steps=1,
+        family={"temporal_ensemble_coeff": 0.01},
+        **common,
+    ),
 )
 write(
     "schema2_diffusion",

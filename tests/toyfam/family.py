@@ -34,8 +34,14 @@ class ToyDeclaration(Declaration):
 class ToyCore(nn.Module):
     """The exported core: the policy's math with normalization baked in, noise as an input."""
 
-    def __init__(self, proj: nn.Linear, gain: float, state_normalizer: nn.Module, image_normalizers: list,
-                 action_unnormalizer: nn.Module) -> None:
+    def __init__(
+        self,
+        proj: nn.Linear,
+        gain: float,
+        state_normalizer: nn.Module,
+        image_normalizers: list,
+        action_unnormalizer: nn.Module,
+    ) -> None:
         super().__init__()
         self.proj, self.gain = proj, gain
         self.state_normalizer = state_normalizer
@@ -87,7 +93,8 @@ def build_checkpoint(out: Path, gain: float = 0.5) -> Path:
         chunk_size=4,
         n_action_steps=2,
         normalization_mapping={
-            "VISUAL": NormalizationMode.MEAN_STD, "STATE": NormalizationMode.MEAN_STD,
+            "VISUAL": NormalizationMode.MEAN_STD,
+            "STATE": NormalizationMode.MEAN_STD,
             "ACTION": NormalizationMode.MEAN_STD,
         },
         pretrained_backbone_weights=None,
@@ -101,8 +108,11 @@ def build_checkpoint(out: Path, gain: float = 0.5) -> Path:
         return {"mean": mean, "std": std, "min": mean - 2 * std, "max": mean + 2 * std, "count": np.array([100])}
 
     image = {
-        "mean": rng.uniform(0.3, 0.6, (3, 1, 1)).astype(np.float32), "std": np.full((3, 1, 1), 0.25, np.float32),
-        "min": np.zeros((3, 1, 1), np.float32), "max": np.ones((3, 1, 1), np.float32), "count": np.array([100]),
+        "mean": rng.uniform(0.3, 0.6, (3, 1, 1)).astype(np.float32),
+        "std": np.full((3, 1, 1), 0.25, np.float32),
+        "min": np.zeros((3, 1, 1), np.float32),
+        "max": np.ones((3, 1, 1), np.float32),
+        "count": np.array([100]),
     }
     pre, post = make_act_pre_post_processors(
         cfg, dataset_stats={"observation.state": stats(3), "action": stats(2), "observation.images.top": image}

@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from policy_export.checkpoint.weights import check_config_against_weights
 from policy_export.declarations import declaration_for
 from policy_export.errors import BadInputError
 
@@ -81,6 +82,7 @@ def _check_files(root: Path) -> None:
     if not weights.is_file():
         raise BadInputError(f"{weights}: missing; the checkpoint is partial, copy the whole pretrained_model folder")
     _check_safetensors(weights)
+    check_config_against_weights(cfg, weights, cfg_path)  # before LeRobot builds a model of the config's sizes
     for role in ("preprocessor", "postprocessor"):
         jpath = root / f"policy_{role}.json"
         if not jpath.is_file():

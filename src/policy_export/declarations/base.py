@@ -99,7 +99,9 @@ class Declaration(ABC):
 
     def field_problems(self, family: dict[str, Any]) -> list[str]:
         """Every way ``family`` (a spec's own fields) breaks this family's declared rules."""
-        problems = [f"spec.family.{k} is not a field of the {self.policy_type} family" for k in family if k not in self.fields]
+        problems = [
+            f"spec.family.{k} is not a field of the {self.policy_type} family" for k in family if k not in self.fields
+        ]
         for name, rule in self.fields.items():
             if name not in family and not rule.optional:
                 problems.append(f"spec.family.{name} is missing")

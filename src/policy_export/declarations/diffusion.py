@@ -76,7 +76,9 @@ class DiffusionDeclaration(Declaration):
         ]
         if n_draws:
             inputs.append(
-                TensorDecl(STEP_NOISE, Role.STEP_NOISE, (BATCH, "n_draws", "horizon", ACTION_DIM), units="standard normal")
+                TensorDecl(
+                    STEP_NOISE, Role.STEP_NOISE, (BATCH, "n_draws", "horizon", ACTION_DIM), units="standard normal"
+                )
             )
         steps = cfg.num_inference_steps or cfg.num_train_timesteps
         return Declared(

@@ -232,8 +232,6 @@ class Host:
             self.history.reset(robot)
 
 
-def host_for(
-    metadata: ArtifactMetadata, settings: ShimSettings | None = None, *, seed: int | None = None
-) -> Host:
+def host_for(metadata: ArtifactMetadata, settings: ShimSettings | None = None, *, seed: int | None = None) -> Host:
     """The host side of this model (``settings``: the shim's, default from the metadata)."""
     return Host(metadata, settings, seed=seed)
