@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -137,3 +138,72 @@ def test_schema2_files_run_in_the_client(family):
                 w = np.exp(-0.01 * np.arange(len(states)))
                 want = sum(wi * s.mean() for wi, s in zip(w, states, strict=True)) / w.sum()
                 np.testing.assert_allclose(action[0], [want] * 2, rtol=1e-5)
+
+
+def _spec_with(extra_inputs, dims=None, **host):
+    from policy_export.spec import (
+        CameraSpec,
+        HostDecl,
+        PolicySpec,
+        Signature,
+        action_chunk_output,
+        observation_inputs,
+    )
+
+    cams = (CameraSpec("observation.images.top", "image", (3, 4, 5)),)
+    sig = Signature(
+        (*observation_inputs(3, cams), *extra_inputs),
+        (action_chunk_output(),),
+        {"state_dim": 3, "action_dim": 2, "chunk": 4, **(dims or {})},
+    )
+    return PolicySpec("custom", "observation.state", 3, "action", 2, cams, 4, 2, {}, "h", sig, HostDecl(**host))
+
+
+def test_host_side_is_composed_from_roles():
+    """The runtime's host reads roles only: noise without history (a combination no built-in family
+    has) is drawn per chunk from the seeded generator, RTC inputs get "no guidance"."""
+    from policy_export.runtime.host import Host
+    from policy_export.spec import BATCH, ArtifactMetadata, Role, TensorDecl
+
+    spec = _spec_with(
+        [
+            TensorDecl("noise", Role.NOISE, (BATCH, "chunk", "action_dim")),
+            TensorDecl("rtc_prev_len", Role.RTC_PREV_LEN, (BATCH,), dtype="int64"),
+        ]
+    )
+    meta = ArtifactMetadata.from_json(ArtifactMetadata(spec, "test").to_json())  # through the checks
+    host = Host(meta, seed=3)
+
+    class Prep:
+        batch_size = 2
+
+        def feed(self, rows=None):
+            return {"state": np.zeros((2, 3), np.float32)}
+
+    feed = host.feed(Prep())(None)
+    assert feed["noise"].shape == (2, 4, 2) and feed["rtc_prev_len"].tolist() == [0, 0]
+    np.testing.assert_array_equal(feed["noise"], np.random.default_rng(3).standard_normal((2, 4, 2), dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d["signature"]["inputs"].append(dict(d["signature"]["inputs"][0])), "declared twice"),
+        (lambda d: d["signature"]["outputs"][0].update(shape=["batch", "chunk", 5]), "outputs must be action_chunk"),
+        (lambda d: d["signature"]["inputs"][2].update(shape=["batch", "horizon"]), "neither a dim of"),
+        (lambda d: d["signature"]["inputs"][2].update(dtype="complex64"), "dtype 'complex64' is not one of"),
+        (lambda d: d["signature"]["inputs"][2].update(shape=["batch", 1 << 15, 1 << 15]), "elements per robot"),
+        (lambda d: d["signature"]["dims"].update(chunk=5), "dims.chunk = 5 but spec says 4"),
+        (lambda d: d["cameras"][0].update(shape=[3, 4, 6]), "camera inputs"),
+        (lambda d: d["host"].update(history=2), "dims.n_obs = None but spec.host.history is 2"),
+        (lambda d: d.update(policy_type="a\nb"), "spec.policy_type is 'a\\nb', not a one-line name"),
+    ],
+)
+def test_every_record_field_is_typed_and_bounded(edit, message):
+    from policy_export.spec import BATCH, Role, TensorDecl, check_spec_record
+
+    record = _spec_with([TensorDecl("noise", Role.NOISE, (BATCH, "chunk", "action_dim"))]).to_dict()
+    check_spec_record(record)  # as written: fine
+    edit(record)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_spec_record(record)

@@ -484,8 +484,8 @@ def _check_signature_record(d: dict[str, Any], state_dim: int, action_dim: int, 
     if got != want:
         raise ValueError(f"{w}inputs: camera inputs {got} != spec.cameras {want}")
     states = [t for t in tensors["inputs"] if t.get("role") == Role.STATE]
-    if len(states) != 1 or states[0]["shape"][-1] not in (STATE_DIM, state_dim):
-        raise ValueError(f"{w}inputs must hold one state input ending in state_dim, got {states!r}")
+    if len(states) != 1 or states[0]["name"] != "state" or states[0]["shape"][-1] not in (STATE_DIM, state_dim):
+        raise ValueError(f"{w}inputs must hold one input 'state' ending in state_dim, got {states!r}")
     history = d["host"].get("history")
     if history is not None and dims.get("n_obs") != history:
         raise ValueError(f"{w}dims.n_obs = {dims.get('n_obs')!r} but spec.host.history is {history}")
