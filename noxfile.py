@@ -30,7 +30,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[dev,bench,gpu,triton]")
+    session.install("-e", ".[dev,bench,gpu,triton,sim]")
     session.run("lint-imports")
     session.run("mypy")
     session.run("pytest", *session.posargs)

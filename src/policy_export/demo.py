@@ -40,6 +40,24 @@ class CheckpointRecipe:
     #: (``pre_norm``, ``use_vae``, ``replace_final_stride_with_dilation``, ``n_heads``, ...).
     config_overrides: dict[str, object] = field(default_factory=dict)
     seed: int = 0
+    #: Robot-unit range of state and action (pusht: pixels, 0-512); None: joint angles in radians.
+    value_range: tuple[float, float] | None = None
+
+
+def camera_key(name: str) -> str:
+    """A recipe's camera name as LeRobot's feature key: a full key (``observation.image``, as LeRobot's
+    pusht policies have, with no camera suffix) is kept, a bare name becomes ``observation.images.<name>``."""
+    return name if name.startswith("observation.") else f"observation.images.{name}"
+
+
+def _ranged_stats(rng: np.random.Generator, dim: int, lo: float, hi: float) -> dict[str, np.ndarray]:
+    """Statistics of a value that lives in [lo, hi] (pusht's pixels): the data spans most of the range."""
+    span = hi - lo
+    vmin = (lo + rng.uniform(0.0, 0.05, dim) * span).astype(np.float32)
+    vmax = (hi - rng.uniform(0.0, 0.05, dim) * span).astype(np.float32)
+    mean = ((vmin + vmax) / 2 + rng.normal(0.0, 0.02, dim) * span).astype(np.float32)
+    std = (rng.uniform(0.15, 0.25, dim) * span).astype(np.float32)
+    return {"mean": mean, "std": std, "min": vmin, "max": vmax, "count": np.array([5000])}
 
 
 def _plausible_stats(rng: np.random.Generator, dim: int) -> dict[str, np.ndarray]:
@@ -83,7 +101,7 @@ def _features(recipe: CheckpointRecipe | DiffusionRecipe) -> tuple[dict[str, Any
 
     inputs = {"observation.state": PolicyFeature(type=FeatureType.STATE, shape=(recipe.state_dim,))}
     for name, shape in recipe.cameras.items():
-        inputs[f"observation.images.{name}"] = PolicyFeature(type=FeatureType.VISUAL, shape=tuple(shape))
+        inputs[camera_key(name)] = PolicyFeature(type=FeatureType.VISUAL, shape=tuple(shape))
     return inputs, {"action": PolicyFeature(type=FeatureType.ACTION, shape=(recipe.action_dim,))}
 
 
@@ -102,12 +120,19 @@ def _perturb_batch_norm(modules: list[Any], rng: np.random.Generator) -> None:
 
 
 def _dataset_stats(rng: np.random.Generator, recipe: CheckpointRecipe | DiffusionRecipe) -> dict[str, Any]:
-    stats = {
-        "observation.state": _plausible_stats(rng, recipe.state_dim),
-        "action": _plausible_stats(rng, recipe.action_dim),
-    }
+    if recipe.value_range is None:
+        stats = {
+            "observation.state": _plausible_stats(rng, recipe.state_dim),
+            "action": _plausible_stats(rng, recipe.action_dim),
+        }
+    else:
+        lo, hi = recipe.value_range
+        stats = {
+            "observation.state": _ranged_stats(rng, recipe.state_dim, lo, hi),
+            "action": _ranged_stats(rng, recipe.action_dim, lo, hi),
+        }
     for name in recipe.cameras:
-        stats[f"observation.images.{name}"] = _image_stats(rng)
+        stats[camera_key(name)] = _image_stats(rng)
     return stats
 
 
@@ -189,6 +214,8 @@ class DiffusionRecipe:
     #: Any other ``DiffusionConfig`` field (``down_dims``, ``noise_scheduler_type``, ``num_inference_steps``, ...).
     config_overrides: dict[str, object] = field(default_factory=dict)
     seed: int = 0
+    #: As :attr:`CheckpointRecipe.value_range`.
+    value_range: tuple[float, float] | None = None
 
 
 #: The ``policy-export demo --family diffusion`` policy: PushT-like (one 96x96 camera cropped to 84x84, 2-dim
@@ -237,3 +264,75 @@ def build_diffusion_checkpoint(out_dir: str | Path, recipe: DiffusionRecipe | No
     stats = _dataset_stats(rng, recipe)
     pre, post = make_diffusion_pre_post_processors(cfg, dataset_stats=stats)
     return _save(out, policy, pre, post)
+
+
+# Checkpoints shaped like LeRobot's simulator policies (feature names, shapes, units and normalization of
+# lerobot/act_* and lerobot/diffusion_pusht), small enough to run closed-loop episodes on a CPU (random weights).
+#: PushT: ``observation.state`` = agent_pos (2, pixels), ``observation.image`` 96x96 (no camera suffix),
+#: action = target position in pixels (0-512).
+PUSHT_ACT = CheckpointRecipe(
+    cameras={"observation.image": (3, 96, 96)},
+    state_dim=2,
+    action_dim=2,
+    chunk_size=20,
+    n_action_steps=10,
+    dim_model=128,
+    dim_feedforward=256,
+    n_encoder_layers=2,
+    seed=11,
+    value_range=(0.0, 512.0),
+)
+PUSHT_DIFFUSION = DiffusionRecipe(
+    cameras={"observation.image": (3, 96, 96)},
+    horizon=16,
+    n_action_steps=8,
+    crop_shape=(84, 84),
+    config_overrides={
+        "down_dims": (32, 64),
+        "diffusion_step_embed_dim": 32,
+        "noise_scheduler_type": "DDPM",  # LeRobot's diffusion_pusht: the per-step draws are replayed too
+        "num_inference_steps": 10,
+    },
+    seed=12,
+    value_range=(0.0, 512.0),
+)
+#: ALOHA (sim insertion / transfer cube): 14 joint positions, one 480x640 camera ``top``, 14-d actions.
+ALOHA_ACT = CheckpointRecipe(
+    cameras={"top": (3, 480, 640)},
+    state_dim=14,
+    action_dim=14,
+    chunk_size=20,
+    n_action_steps=10,
+    dim_model=128,
+    dim_feedforward=256,
+    n_encoder_layers=2,
+    seed=13,
+)
+ALOHA_DIFFUSION = DiffusionRecipe(
+    cameras={"top": (3, 480, 640)},
+    state_dim=14,
+    action_dim=14,
+    horizon=16,
+    n_action_steps=8,
+    crop_shape=(440, 560),
+    config_overrides={
+        "down_dims": (32, 64),
+        "diffusion_step_embed_dim": 32,
+        "noise_scheduler_type": "DDIM",
+        "num_inference_steps": 5,
+    },
+    seed=14,
+)
+#: ``policy-export demo --env NAME`` and the eval tests: family -> recipe, per environment.
+ENV_RECIPES: dict[str, dict[str, CheckpointRecipe | DiffusionRecipe]] = {
+    "pusht": {"act": PUSHT_ACT, "diffusion": PUSHT_DIFFUSION},
+    "aloha": {"act": ALOHA_ACT, "diffusion": ALOHA_DIFFUSION},
+}
+
+
+def build_env_checkpoint(out_dir: str | Path, env: str, family: str) -> Path:
+    """A checkpoint whose features match LeRobot's ``env`` (pusht, aloha) for ``family`` (act, diffusion)."""
+    recipe = ENV_RECIPES[env][family]
+    if isinstance(recipe, DiffusionRecipe):
+        return build_diffusion_checkpoint(out_dir, recipe)
+    return build_checkpoint(out_dir, recipe)

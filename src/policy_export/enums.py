@@ -51,3 +51,15 @@ class Status(StrEnum):
     ERROR = "error"
     #: A run whose exit code is neither 0 nor 1: something asked for was not done.
     INCOMPLETE = "incomplete"
+
+
+class ToleranceSpace(StrEnum):
+    """Where an action tolerance is measured.
+
+    ``normalized``: the policy's own action space (what the network computes, before the
+    postprocessor's unnormalization), where 1e-4 means the same for pixels, radians and
+    millimetres; ``robot``: the units the robot receives (absolute, the meaning before issue 19).
+    """
+
+    NORMALIZED = "normalized"
+    ROBOT = "robot"

@@ -13,9 +13,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from policy_export.action_space import ActionScale
 from policy_export.artifacts import ArtifactInfo
-from policy_export.compare import ErrorStats
-from policy_export.enums import Status
+from policy_export.compare import ErrorStats, compare
+from policy_export.enums import Status, ToleranceSpace
 from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, exit_status
 from policy_export.fsutil import REPORT_MARK, write_report_atomic
 from policy_export.tolerances import default_atol
@@ -28,8 +31,27 @@ if TYPE_CHECKING:
 class BatchResult:
     batch_size: int
     samples: int
+    #: The gated figures, in the check's ``tolerance_space``.
     stats: ErrorStats
     infer_ms_median: float
+    #: The same comparison in robot units, reported beside a normalized-space gate (figures only: not gated).
+    robot_units: ErrorStats | None = None
+
+
+def gated_compare(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    atol: float,
+    rtol: float,
+    space: ToleranceSpace | str,
+    scale: ActionScale,
+) -> tuple[ErrorStats, ErrorStats | None]:
+    """Robot-unit actions compared in ``space``: (the gated statistics, robot-unit statistics beside them
+    when the gate is in the normalized space). ``rtol`` is relative to the reference in that same space."""
+    if space == ToleranceSpace.ROBOT:
+        return compare(reference, candidate, atol, rtol), None
+    gated = compare(scale.normalize(reference), scale.normalize(candidate), atol, rtol)
+    return gated, compare(reference, candidate, atol, rtol)
 
 
 @dataclass
@@ -49,6 +71,8 @@ class ArtifactCheck:
     results: list[BatchResult] = field(default_factory=list)
     #: "chunk" (one core call vs predict_action_chunk) or a rollout label (client + shim vs select_action).
     check: str = "chunk"
+    #: Where ``atol``/``rtol`` apply: the policy's normalized action space (default) or robot units.
+    tolerance_space: str = ToleranceSpace.NORMALIZED
 
     @classmethod
     def start(
@@ -60,6 +84,7 @@ class ArtifactCheck:
         per_artifact_atol: dict[str, float] | None,
         warnings: list[str],
         check: str = "chunk",
+        tolerance_space: ToleranceSpace | str = ToleranceSpace.NORMALIZED,
     ) -> ArtifactCheck:
         """A passing check of ``info`` with its tolerance resolved: per-artifact override, then
         ``--tolerance``, then the default for the artifact's precision (the source is recorded)."""
@@ -84,6 +109,7 @@ class ArtifactCheck:
             atol_source=source,
             warnings=warnings,
             check=check,
+            tolerance_space=ToleranceSpace(tolerance_space),
         )
 
 
@@ -129,13 +155,22 @@ def render_table(report: VerifyReport) -> Table:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"Parity vs LeRobot eager - {report.checkpoint}", title_justify="left")
+    space = report.extra.get("tolerance_space", ToleranceSpace.NORMALIZED)
+    table = Table(
+        title=f"Parity vs LeRobot eager - {report.checkpoint} (errors in the {space} action space)",
+        title_justify="left",
+    )
     defaults = report.extra.get("default_atol") or {}
     if defaults:
         table.caption = (
             "default atol by precision: " + ", ".join(f"{p} {v:g}" for p, v in defaults.items()) + "; "
             "the atol column is the one applied (--tolerance / --artifact-tolerance override it)"
         )
+        if space == ToleranceSpace.NORMALIZED:
+            table.caption += (
+                "; errors and atol are in the policy's normalized action space, 'robot max abs' in robot units "
+                "(--tolerance-space robot gates on robot units)"
+            )
         table.caption_justify = "left"
     for col in (
         "artifact",
@@ -148,6 +183,7 @@ def render_table(report: VerifyReport) -> Table:
         "max rel",
         "cosine",
         "worst [s,b,t,a]",
+        "robot max abs",
         "min atol",
         "atol",
         "status",
@@ -157,7 +193,7 @@ def render_table(report: VerifyReport) -> Table:
         name = escape(Path(c.artifact).name)  # file names and reasons are not Rich markup
         if not c.results:
             table.add_row(
-                name, _runner(c) or c.kind, c.precision, "-", *["-"] * 8, f"[yellow]{c.status}[/]: {escape(c.reason)}"
+                name, _runner(c) or c.kind, c.precision, "-", *["-"] * 9, f"[yellow]{c.status}[/]: {escape(c.reason)}"
             )
             continue
         for r in c.results:
@@ -174,6 +210,7 @@ def render_table(report: VerifyReport) -> Table:
                 _fmt(s.max_rel),
                 f"{s.cosine:.7f}",
                 str(s.worst_index),
+                _fmt((r.robot_units or s).max_abs),
                 _fmt(s.min_passing_atol),
                 _fmt(s.atol),
                 ok,
@@ -212,13 +249,19 @@ def write_junit(report: VerifyReport, path: Path, force: bool = False) -> None:
                 name=f"batch_size={r.batch_size}",
                 time=f"{r.infer_ms_median / 1e3:.4f}",
             )
-            ET.SubElement(case, "system-out").text = json.dumps(s.to_dict())
+            figures = {"tolerance_space": c.tolerance_space, **s.to_dict()}
+            if r.robot_units is not None:
+                figures["robot_units"] = r.robot_units.to_dict()
+            ET.SubElement(case, "system-out").text = json.dumps(figures)
             if not s.passed:
                 failures += 1
                 msg = (
-                    f"max abs error {s.max_abs:.3e} > atol {s.atol:.1e} (rtol {s.rtol:g}) at {s.worst_index}: "
-                    f"reference {s.worst_reference:.6g}, artifact {s.worst_candidate:.6g}"
+                    f"max abs error {s.max_abs:.3e} > atol {s.atol:.1e} (rtol {s.rtol:g}, {c.tolerance_space} "
+                    f"action space) at {s.worst_index}: reference {s.worst_reference:.6g}, "
+                    f"artifact {s.worst_candidate:.6g}"
                 )
+                if r.robot_units is not None:
+                    msg += f"; robot units: max abs {r.robot_units.max_abs:.3e}"
                 msg += f"; {c.reason}" if c.reason else ""
                 ET.SubElement(case, "failure", message=msg, type="ParityError").text = msg
         suite.set("failures", str(failures))

@@ -20,12 +20,11 @@ import numpy as np
 
 from policy_export.artifacts import ArtifactInfo, check_compatible
 from policy_export.checkpoint import LoadedCheckpoint
-from policy_export.compare import compare
-from policy_export.enums import Status
+from policy_export.enums import Status, ToleranceSpace
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import RolloutMode, family_for
 from policy_export.inputs import checkpoint_inputs
-from policy_export.parity_report import ArtifactCheck, BatchResult
+from policy_export.parity_report import ArtifactCheck, BatchResult, gated_compare
 from policy_export.spec import ArtifactMetadata
 
 if TYPE_CHECKING:
@@ -166,6 +165,7 @@ class RolloutResult(BatchResult):
     """A rollout row: statistics over ``[steps, B, A]`` plus what happened at each step."""
 
     resets: list[int] | None = None
+    #: Per control step, the largest difference in the check's tolerance space.
     per_step_max_abs: list[float] | None = None
     lerobot_chunk_calls: int = 0
     client_core_calls: int = 0
@@ -196,20 +196,25 @@ def _check_mode(
             image_format=check.image_format,
             progress=progress,
         )
-        stats = compare(trace.reference, trace.candidate, check.atol, rtol)
+        scale = ckpt.action_scale
+        stats, robot = gated_compare(trace.reference, trace.candidate, check.atol, rtol, check.tolerance_space, scale)
         if trace.lerobot_chunk_calls != trace.client_core_calls:
             stats.passed = False
             check.reason = (
                 f"batch {bs}: the shim asked the core for {trace.client_core_calls} chunks, "
                 f"LeRobot's select_action for {trace.lerobot_chunk_calls}"
             )
-        diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
+        if check.tolerance_space == ToleranceSpace.NORMALIZED:
+            diff = np.abs(scale.normalize(trace.reference) - scale.normalize(trace.candidate))
+        else:
+            diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
         check.results.append(
             RolloutResult(
                 batch_size=bs,
                 samples=steps,
                 stats=stats,
                 infer_ms_median=trace.step_ms_median,
+                robot_units=robot,
                 resets=trace.resets,
                 per_step_max_abs=[float(x) for x in diff.reshape(steps, -1).max(axis=1)],
                 lerobot_chunk_calls=trace.lerobot_chunk_calls,
@@ -233,6 +238,7 @@ def rollout_checks(
     per_artifact_atol: dict[str, float] | None = None,
     progress: Progress = None,
     allow_other_checkpoint: bool = False,
+    tolerance_space: ToleranceSpace | str = ToleranceSpace.NORMALIZED,
 ) -> list[ArtifactCheck]:
     """One check per (artifact, mode), one row per batch size, in verify's report scheme.
 
@@ -253,7 +259,13 @@ def rollout_checks(
         modes = family_for(spec.policy_type).rollout_modes(spec)
         mode_checks = [
             ArtifactCheck.start(
-                info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn, check=mode.label
+                info,
+                atol=atol,
+                rtol=rtol,
+                per_artifact_atol=per_artifact_atol,
+                warnings=warn,
+                check=mode.label,
+                tolerance_space=tolerance_space,
             )
             for mode in modes
         ]

@@ -20,12 +20,11 @@ import numpy as np
 
 from policy_export.artifacts import check_compatible, inspect_artifact
 from policy_export.checkpoint import LoadedCheckpoint
-from policy_export.compare import merge_samples
-from policy_export.enums import Status
+from policy_export.enums import Status, ToleranceSpace
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import eager_chunk
 from policy_export.inputs import checkpoint_inputs
-from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport
+from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport, gated_compare
 from policy_export.spec import PolicySpec
 from policy_export.tolerances import DEFAULT_ATOL
 
@@ -110,9 +109,13 @@ def verify_artifacts(
     rollout_steps: int = 0,
     progress: Callable[[], None] | None = None,
     allow_other_checkpoint: bool = False,
+    tolerance_space: ToleranceSpace | str = ToleranceSpace.NORMALIZED,
 ) -> VerifyReport:
     """Chunk parity of every artifact at every batch size; with ``rollout_steps``, also
-    rollout parity (client + shim vs LeRobot's ``select_action``, :mod:`policy_export.rollout`)."""
+    rollout parity (client + shim vs LeRobot's ``select_action``, :mod:`policy_export.rollout`).
+
+    Tolerances apply in ``tolerance_space``: by default the policy's normalized action space
+    (the checkpoint's action statistics and mode), robot-unit figures beside them."""
     if not artifacts:
         raise BadInputError("no --artifact given; pass at least one exported file")
     if any(b < 1 for b in batch_sizes) or samples < 1:
@@ -139,10 +142,16 @@ def verify_artifacts(
         checkpoint=str(ckpt.path), policy=ckpt.spec.to_dict(), seed=seed, batch_sizes=list(batch_sizes), samples=samples
     )
     report.extra["default_atol"] = dict(DEFAULT_ATOL)
+    space = ToleranceSpace(tolerance_space)
+    scale = ckpt.action_scale
+    report.extra["tolerance_space"] = space
+    report.extra["action_scale"] = scale.to_dict()
     refs = ReferenceCache(ckpt, seed)
     for info, warn in zip(infos, warnings, strict=True):
         meta = info.metadata
-        check = ArtifactCheck.start(info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn)
+        check = ArtifactCheck.start(
+            info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn, tolerance_space=space
+        )
         report.checks.append(check)
         try:
             runner = open_runner(info.path, ort_provider=ort_provider)
@@ -173,8 +182,8 @@ def verify_artifacts(
                     out_list.append(np.asarray(out, dtype=np.float32))
                     if progress is not None:
                         progress()
-                stats = merge_samples(ref_list, out_list, check.atol, rtol)
-                check.results.append(BatchResult(bs, samples, stats, float(np.median(times))))
+                stats, robot = gated_compare(np.stack(ref_list), np.stack(out_list), check.atol, rtol, space, scale)
+                check.results.append(BatchResult(bs, samples, stats, float(np.median(times)), robot))
                 if not stats.passed:
                     check.status = Status.FAILED
         finally:
@@ -194,6 +203,7 @@ def verify_artifacts(
             per_artifact_atol=per_artifact_atol,
             progress=progress,
             allow_other_checkpoint=allow_other_checkpoint,
+            tolerance_space=space,
         )
         report.extra["rollout_steps"] = rollout_steps
     return report

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from policy_export.action_space import ActionScale
 from policy_export.checkpoint.diagnose import _shape_mismatch
 from policy_export.checkpoint.files import _check_files
 from policy_export.checkpoint.keys import ACTION_KEY, ENV_STATE_KEY, STATE_KEY
@@ -38,6 +39,13 @@ class LoadedCheckpoint:
     input_stats: dict[str, dict[str, np.ndarray]]
     output_stats: dict[str, dict[str, np.ndarray]]
     eps: float
+
+    @property
+    def action_scale(self) -> ActionScale:
+        """The policy's normalized action space (per-dimension scale from the action statistics)."""
+        spec = self.spec
+        mode = spec.normalization.get(spec.action_key, "IDENTITY")
+        return ActionScale.from_stats(mode, self.output_stats.get(spec.action_key, {}), spec.action_dim, self.eps)
 
 
 def load_checkpoint(path: str | Path) -> LoadedCheckpoint:

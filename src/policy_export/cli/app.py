@@ -14,6 +14,7 @@ from policy_export.cli import (
     bench_shim_cmd,
     bench_triton_cmd,
     demo_cmd,
+    eval_cmd,
     export_cmd,
     inspect_cmd,
     onnx_cmd,
@@ -57,6 +58,7 @@ def root(
 app.command("inspect", cls=Command, epilog=epilog("inspect"))(inspect_cmd.inspect)
 app.command("onnx", cls=Command, epilog=epilog("onnx"))(onnx_cmd.onnx)
 app.command("verify", cls=Command, epilog=epilog("verify"))(verify_cmd.verify)
+app.command("eval", cls=Command, epilog=epilog("eval"))(eval_cmd.eval_)
 app.command("torchscript", cls=Command, epilog=epilog("torchscript"))(torchscript_cmd.torchscript)
 app.command("tensorrt", cls=Command, epilog=epilog("tensorrt"))(tensorrt_cmd.tensorrt)
 app.command("export", cls=Command, epilog=epilog("export"))(export_cmd.export)

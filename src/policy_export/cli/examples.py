@@ -20,6 +20,11 @@ EXAMPLES: dict[str, list[str]] = {
         "policy-export verify --checkpoint DIR --artifact policy.onnx --report parity.json --junit parity.xml",
         "policy-export verify -c DIR -a policy.onnx -a policy.pt --batch-sizes 1,4 --rollout 50",
     ],
+    "eval": [
+        "policy-export eval --checkpoint DIR --artifact policy.onnx --artifact policy.pt --env pusht --episodes 5 --report eval.json",
+        "policy-export eval -c DIR -a policy.onnx --env pusht --client realtime --latency-steps 0,1,3,10 --plot latency.png",
+        "policy-export eval -c DIR -a policy.onnx --env pusht --episodes 2 --steps 100 --video videos",
+    ],
     "torchscript": [
         "policy-export torchscript --checkpoint DIR --output policy.pt",
         "policy-export torchscript -c DIR --output policy-uint8.pt --image-format uint8",

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_errors, load, parse_int_list
-from policy_export.enums import OrtProvider
+from policy_export.enums import OrtProvider, ToleranceSpace
 from policy_export.tolerances import DEFAULT_ATOL
 
 
@@ -37,9 +37,17 @@ def verify(
     tolerance: Annotated[
         float | None,
         typer.Option(
-            help=f"Absolute tolerance for every artifact (default by precision: fp32 {DEFAULT_ATOL['fp32']:g}, fp16 {DEFAULT_ATOL['fp16']:g})."
+            help=f"Absolute tolerance for every artifact, in --tolerance-space (default by precision: fp32 {DEFAULT_ATOL['fp32']:g}, fp16 {DEFAULT_ATOL['fp16']:g})."
         ),
     ] = None,
+    tolerance_space: Annotated[
+        ToleranceSpace,
+        typer.Option(
+            help="Where tolerances apply: 'normalized' = the policy's normalized action space (the checkpoint's "
+            "action stats and mode; 1e-4 means the same for pixels, radians or millimetres), robot-unit errors "
+            "reported beside; 'robot' = absolute in robot units (the meaning before issue 19)."
+        ),
+    ] = ToleranceSpace.NORMALIZED,
     rtol: Annotated[
         float, typer.Option(help="Relative tolerance added to the absolute one (numpy.allclose rule).")
     ] = 0.0,
@@ -118,6 +126,7 @@ def verify(
             rollout_steps=rollout or 0,
             progress=lambda: progress.advance(task),
             allow_other_checkpoint=allow_other_checkpoint,
+            tolerance_space=tolerance_space,
         )
     console.print(render_table(result))
     for c in result.checks:

@@ -100,11 +100,14 @@ class ACTRollout(ReferenceRollout):
     def select_action(
         self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
     ) -> np.ndarray:
+        return self.select_lerobot(lerobot_observation(self.ckpt, feed, image_format), core_feed)
+
+    def select_lerobot(self, observation: dict[str, Any], core_feed: dict[str, np.ndarray] | None) -> np.ndarray:
         import torch
 
         ckpt = self.ckpt
         with torch.inference_mode():
-            batch = ckpt.preprocessor(lerobot_observation(ckpt, feed, image_format))
+            batch = ckpt.preprocessor(observation)
             action = ckpt.policy.select_action(batch)
             return ckpt.postprocessor(action).detach().cpu().numpy().astype(np.float32)
 

@@ -81,6 +81,12 @@ class ReferenceRollout(AbstractContextManager["ReferenceRollout"]):
         """One control step in robot units. ``core_feed`` is what the candidate's core was given
         at this step (None when it was not called): a sampling family takes its noise from it."""
 
+    def select_lerobot(self, observation: dict[str, Any], core_feed: dict[str, np.ndarray] | None) -> np.ndarray:
+        """:meth:`select_action` on an observation already in LeRobot's form (its keys, float CHW tensors
+        with a batch axis: what ``lerobot.envs.utils.preprocess_observation`` makes of a simulator's);
+        ``policy-export eval`` drives the eager side through it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be driven from LeRobot observations yet")
+
 
 class Family(ABC):
     """One policy family's toolchain side; ``declaration`` is its light half."""

@@ -130,6 +130,9 @@ class DiffusionRollout(ReferenceRollout):
     def select_action(
         self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
     ) -> np.ndarray:
+        return self.select_lerobot(lerobot_observation(self.ckpt, feed, image_format), core_feed)
+
+    def select_lerobot(self, observation: dict[str, Any], core_feed: dict[str, np.ndarray] | None) -> np.ndarray:
         import torch
 
         ckpt = self.ckpt
@@ -139,7 +142,7 @@ class DiffusionRollout(ReferenceRollout):
             if STEP_NOISE in core_feed:
                 step = torch.from_numpy(np.ascontiguousarray(core_feed[STEP_NOISE]))
         with torch.inference_mode(), replayed_ddpm_draws(step):
-            batch = ckpt.preprocessor(lerobot_observation(ckpt, feed, image_format))
+            batch = ckpt.preprocessor(observation)
             action = ckpt.policy.select_action(batch, noise=noise)
             return ckpt.postprocessor(action).detach().cpu().numpy().astype(np.float32)
 

@@ -1,0 +1,285 @@
+"""``policy-export eval``: eager and every artifact, episode by episode, on the same seeds.
+
+Each episode is run once by LeRobot's eager policy, once by eager with its observations moved
+one float32 ulp (the chaos baseline: how soon contact dynamics turn rounding into a different
+trajectory), and once per artifact (and per simulated latency, for the realtime client).
+Every run is compared with eager step by step in the policy's normalized action space.
+
+The gate (exit 1), for an fp32 artifact run synchronously or realtime at K = 0: in some episode
+its actions left the tolerance *before* the chaos baseline's did (or the baseline never did),
+or neither diverged and the outcome (success, episode length, return) differs. Reduced-precision
+artifacts get :data:`BANDS` instead. Realtime runs at K > 0 are reported, never gated: their
+trajectories differ by design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from policy_export.action_space import ActionScale
+from policy_export.artifacts import check_compatible, inspect_artifact
+from policy_export.checkpoint import LoadedCheckpoint
+from policy_export.enums import Precision
+from policy_export.errors import BadInputError
+from policy_export.sim.envs import MAX_EPISODES, check_features, make_sim
+from policy_export.sim.episodes import ClientPolicy, EagerPolicy, Episode, run_episode
+
+#: fp32 actions within this of eager, in the policy's normalized action space (as ``verify``'s default).
+DEFAULT_TOLERANCE = 1e-4
+#: Two returns are the same outcome when they differ by at most this, relative to the larger (or 1e-9 absolute).
+RETURN_RTOL = 1e-4
+#: Reduced-precision artifacts (metadata precision != fp32): over the N episodes, the success rate within
+#: ``success_rate`` (absolute) of eager's, and the mean return within ``mean_return_rel`` of eager's
+#: (relative to |eager's mean return|, at least ``mean_return_abs``).
+BANDS = {"success_rate": 0.10, "mean_return_rel": 0.10, "mean_return_abs": 1e-6}
+#: Latencies (control steps) the realtime client's table covers by default.
+DEFAULT_LATENCIES = (0, 1, 3, 10)
+
+
+@dataclass
+class EvalSettings:
+    env: str
+    episodes: int
+    seed: int = 0
+    steps: int = 300
+    task: str | None = None
+    tolerance: float = DEFAULT_TOLERANCE
+    #: None: the synchronous PolicyClient; a list: RealtimeClient at each latency (control steps).
+    latency_steps: list[int] | None = None
+    chaos: bool = True
+    video_dir: Path | None = None
+    threads: int = 1
+
+
+@dataclass
+class EpisodeRow:
+    """One runner in one episode, compared with eager's run of the same episode."""
+
+    runner: str
+    episode: int
+    seed: int
+    total_return: float
+    success: bool
+    steps: int
+    #: Over the steps both ran: max and mean of the per-step largest difference, normalized and robot units.
+    max_diff: float = 0.0
+    mean_diff: float = 0.0
+    max_diff_robot: float = 0.0
+    mean_diff_robot: float = 0.0
+    #: First step whose action is beyond the tolerance (normalized), None: never.
+    first_divergence: int | None = None
+    same_outcome: bool = True
+    artifact: str = ""
+    precision: str = ""
+    latency_steps: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+def compare_episode(eager: Episode, other: Episode, scale: ActionScale, tolerance: float) -> EpisodeRow:
+    """``other`` against eager's run of the same episode, over the steps both took."""
+    n = min(eager.steps, other.steps)
+    robot = np.abs(other.actions[:n].astype(np.float64) - eager.actions[:n]).max(axis=1)
+    norm = np.abs(scale.normalize(other.actions[:n]) - scale.normalize(eager.actions[:n])).max(axis=1)
+    beyond = np.flatnonzero(~(norm <= tolerance))  # NaN counts as beyond
+    same = (
+        other.success == eager.success
+        and other.steps == eager.steps
+        and abs(other.total_return - eager.total_return)
+        <= max(RETURN_RTOL * max(abs(other.total_return), abs(eager.total_return)), 1e-9)
+    )
+    return EpisodeRow(
+        runner=other.runner,
+        episode=other.episode,
+        seed=other.seed,
+        total_return=other.total_return,
+        success=other.success,
+        steps=other.steps,
+        max_diff=float(norm.max()) if n else 0.0,
+        mean_diff=float(norm.mean()) if n else 0.0,
+        max_diff_robot=float(robot.max()) if n else 0.0,
+        mean_diff_robot=float(robot.mean()) if n else 0.0,
+        first_divergence=int(beyond[0]) if beyond.size else None,
+        same_outcome=same,
+        extra=dict(other.extra),
+    )
+
+
+def diverged_sooner(row: EpisodeRow, baseline: EpisodeRow | None) -> bool:
+    """Did ``row`` leave the tolerance before float32 rounding alone (the chaos baseline) did?"""
+    if row.first_divergence is None:
+        return False
+    if baseline is None or baseline.first_divergence is None:
+        return True
+    return row.first_divergence < baseline.first_divergence
+
+
+@dataclass
+class RunnerVerdict:
+    runner: str
+    artifact: str
+    precision: str
+    latency_steps: int | None
+    gated: bool
+    passed: bool
+    reason: str
+    success_rate: float
+    mean_return: float
+
+
+def verdicts(rows: list[EpisodeRow], episodes: int) -> list[RunnerVerdict]:
+    """Per runner: the fp32 gate, the reduced-precision band, or report-only (eager and K > 0)."""
+    eager = {r.episode: r for r in rows if r.runner == "eager"}
+    chaos = {r.episode: r for r in rows if r.runner == "eager+1ulp"}
+    e_sr = float(np.mean([r.success for r in eager.values()])) if eager else 0.0
+    e_ret = float(np.mean([r.total_return for r in eager.values()])) if eager else 0.0
+    out = []
+    for runner in dict.fromkeys(r.runner for r in rows):
+        mine = [r for r in rows if r.runner == runner]
+        first = mine[0]
+        sr = float(np.mean([r.success for r in mine]))
+        ret = float(np.mean([r.total_return for r in mine]))
+        verdict = RunnerVerdict(runner, first.artifact, first.precision, first.latency_steps, False, True, "", sr, ret)
+        out.append(verdict)
+        if not first.artifact or (first.latency_steps or 0) > 0:
+            verdict.reason = "reported, not gated"
+            continue
+        verdict.gated = True
+        if first.precision == Precision.FP32:
+            bad = [
+                r
+                for r in mine
+                if diverged_sooner(r, chaos.get(r.episode)) or (r.first_divergence is None and not r.same_outcome)
+            ]
+            if bad:
+                r = bad[0]
+                verdict.passed = False
+                verdict.reason = (
+                    f"episode {r.episode} (seed {r.seed}): "
+                    + (
+                        f"actions beyond tolerance from step {r.first_divergence}"
+                        + (
+                            f", before the chaos baseline (step {chaos[r.episode].first_divergence})"
+                            if r.episode in chaos and chaos[r.episode].first_divergence is not None
+                            else " (the chaos baseline never diverged)"
+                        )
+                        if r.first_divergence is not None
+                        else "a different outcome with no action beyond tolerance"
+                    )
+                    + (f"; {len(bad)} of {len(mine)} episodes" if len(bad) > 1 else "")
+                )
+            else:
+                verdict.reason = "fp32: no earlier divergence than the chaos baseline, same outcomes"
+        else:
+            sr_ok = abs(sr - e_sr) <= BANDS["success_rate"] + 1e-12
+            margin = max(BANDS["mean_return_rel"] * abs(e_ret), BANDS["mean_return_abs"])
+            ret_ok = abs(ret - e_ret) <= margin
+            verdict.passed = sr_ok and ret_ok
+            verdict.reason = (
+                f"{first.precision} band over {episodes} episodes: success rate {sr:.2f} vs eager {e_sr:.2f} "
+                f"(margin {BANDS['success_rate']:.2f}), mean return {ret:.4g} vs {e_ret:.4g} (margin {margin:.3g})"
+            )
+    return out
+
+
+@dataclass
+class EvalResult:
+    settings: EvalSettings
+    checkpoint: str
+    rows: list[EpisodeRow]
+    verdicts: list[RunnerVerdict]
+    action_scale: dict[str, object]
+    fps: float
+    videos: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(v.gated and not v.passed for v in self.verdicts) else 0
+
+
+def evaluate(
+    ckpt: LoadedCheckpoint,
+    artifacts: list[Path],
+    settings: EvalSettings,
+    *,
+    backend_for: Callable[[Path], object] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> EvalResult:
+    """Run every episode on every side and compare (see the module's docstring for the gate)."""
+    if not 1 <= settings.episodes <= MAX_EPISODES:
+        raise BadInputError(f"--episodes {settings.episodes}: use 1 to {MAX_EPISODES}")
+    if not settings.tolerance >= 0:
+        raise BadInputError(f"--tolerance {settings.tolerance}: give a non-negative number")
+    for k in settings.latency_steps or []:
+        if not 0 <= k <= settings.steps:
+            raise BadInputError(f"--latency-steps {k}: use 0 to --steps ({settings.steps}) control steps")
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    infos = [inspect_artifact(Path(a)) for a in artifacts]  # bad files fail before any slow work
+    for info in infos:
+        check_compatible(info, ckpt.spec, ckpt.path)
+    from policy_export.rollout import check_settings
+
+    for info in infos:
+        check_settings(info, ckpt)
+    sim = make_sim(settings.env, steps=settings.steps, task=settings.task, policy_config=ckpt.policy.config)
+    sides: list[ClientPolicy] = []
+    try:
+        check_features(sim, ckpt.spec, str(ckpt.path))
+        scale = ckpt.action_scale
+        eager = EagerPolicy(ckpt, sim, settings.seed)
+        chaos = EagerPolicy(ckpt, sim, settings.seed, perturb_seed=settings.seed + 1) if settings.chaos else None
+        from policy_export.runtime.backends import LocalCore
+
+        names = _runner_names(infos)
+        labels: dict[int, tuple[str, str, int | None]] = {}
+        for info, name in zip(infos, names, strict=True):
+            backend = LocalCore(info.path, threads=settings.threads) if backend_for is None else backend_for(info.path)
+            latencies: list[int | None] = list(settings.latency_steps) if settings.latency_steps is not None else [None]
+            for lat in latencies:
+                label = name if lat is None else f"{name} realtime K={lat}"
+                client = ClientPolicy(label, backend, sim.fps, settings.seed, lat)  # type: ignore[arg-type]
+                labels[id(client)] = (str(info.path), info.metadata.precision, lat)
+                sides.append(client)
+        rows: list[EpisodeRow] = []
+        videos: list[str] = []
+        record = settings.video_dir is not None
+        for i in range(settings.episodes):
+            seed = settings.seed + i
+            if progress:
+                progress(f"episode {i + 1}/{settings.episodes}: eager")
+            ref = run_episode(sim, eager, i, seed, record=record)
+            rows.append(compare_episode(ref, ref, scale, settings.tolerance))
+            if chaos is not None:
+                rows.append(compare_episode(ref, run_episode(sim, chaos, i, seed), scale, settings.tolerance))
+            for side in sides:
+                if progress:
+                    progress(f"episode {i + 1}/{settings.episodes}: {side.name}")
+                ep = run_episode(sim, side, i, seed, record=record)
+                row = compare_episode(ref, ep, scale, settings.tolerance)
+                row.artifact, row.precision, row.latency_steps = labels[id(side)]
+                rows.append(row)
+                if record and settings.video_dir is not None:
+                    from policy_export.sim.video import side_by_side
+
+                    videos.append(str(side_by_side(settings.video_dir, ref, ep)))
+        return EvalResult(
+            settings, str(ckpt.path), rows, verdicts(rows, settings.episodes), scale.to_dict(), sim.fps, videos
+        )
+    finally:
+        closed: set[int] = set()
+        for side in sides:
+            if id(side.backend) not in closed:
+                closed.add(id(side.backend))
+                side.close()
+        sim.close()
+
+
+def _runner_names(infos: list) -> list[str]:
+    """File names, or paths where two artifacts share a name."""
+    names = [i.path.name for i in infos]
+    return [str(i.path) if names.count(n) > 1 else n for i, n in zip(infos, names, strict=True)]
