@@ -8,6 +8,7 @@ nox -s triton     # the Triton repository + real-server tests, with the server's
 nox -s bench_shim # per-step overhead of the host-side action shim (reports/bench-shim.json)
 nox -s bench      # BENCHMARKS.md: demo policy, every CPU backend vs LeRobot eager (reports/bench/)
 nox -s fleet      # BENCHMARKS.md fleet section: perf_analyzer + bench-fleet on real servers (reports/fleet/)
+nox -s eval_chaos # BENCHMARKS.md closed-loop section: pusht eval, chaos baseline, realtime vs latency (reports/eval/)
 nox -s robot_host # README's robot-host install from the package index, then a RealtimeClient loop (ARTIFACT=x.onnx)
 """
 
@@ -263,3 +264,37 @@ def robot_host(session: nox.Session) -> None:
     session.install("numpy", "onnxruntime")
     session.install("--no-deps", *glob.glob(f"{wheel_dir}/policy_export-*.whl"))
     session.run("python", "tests/robot_host_loop.py", os.path.abspath(artifact), "300")
+
+
+EVAL_DIR = "reports/eval"
+
+
+@nox.session(python=PYTHON)
+def eval_chaos(session: nox.Session) -> None:
+    """BENCHMARKS.md's closed-loop section: pusht-shaped ACT and Diffusion (random weights), exported to fp32
+    ONNX and TorchScript, against LeRobot eager and the chaos baseline (eager, observations moved one float32
+    ulp) over 300-step episodes; then the ACT ONNX through the realtime client at latencies 0, 1, 3, 10 steps.
+
+    Writes reports/eval/pusht-{act,diffusion}.json, pusht-act-realtime.json and .png. Args after -- go to
+    every eval run (e.g. -- --episodes 2 --steps 50 for a quick check of the recipe).
+    """
+    session.install("-e", ".[sim,bench]")
+    os.makedirs(EVAL_DIR, exist_ok=True)
+    for family in ("act", "diffusion"):
+        checkpoint = f"{EVAL_DIR}/pusht-{family}-checkpoint"
+        build = f"from policy_export.demo import build_env_checkpoint; build_env_checkpoint({checkpoint!r}, 'pusht', {family!r})"
+        session.run("python", "-c", build)
+        onnx, pt = f"{EVAL_DIR}/pusht-{family}.onnx", f"{EVAL_DIR}/pusht-{family}.pt"
+        session.run("policy-export", "onnx", "--checkpoint", checkpoint, "--output", onnx, "--force")
+        session.run("policy-export", "torchscript", "--checkpoint", checkpoint, "--output", pt, "--force")
+        run = ["policy-export", "eval", "--checkpoint", checkpoint, "-a", onnx, "-a", pt, "--env", "pusht"]
+        session.run(
+            *run, "--episodes", "5", "--steps", "300", "--report", f"{EVAL_DIR}/pusht-{family}.json", *session.posargs
+        )
+    checkpoint, onnx = f"{EVAL_DIR}/pusht-act-checkpoint", f"{EVAL_DIR}/pusht-act.onnx"
+    session.run(
+        "policy-export", "eval", "--checkpoint", checkpoint, "-a", onnx, "--env", "pusht", "--episodes", "5",
+        "--steps", "300", "--client", "realtime", "--latency-steps", "0,1,3,10", "--no-chaos",
+        "--report", f"{EVAL_DIR}/pusht-act-realtime.json", "--plot", f"{EVAL_DIR}/pusht-act-realtime.png",
+        *session.posargs,
+    )  # fmt: skip

@@ -168,7 +168,7 @@ def render_table(report: VerifyReport) -> Table:
         )
         if space == ToleranceSpace.NORMALIZED:
             table.caption += (
-                "; errors and atol are in the policy's normalized action space, 'robot max abs' in robot units "
+                "; errors and atol are in the policy's normalized action space, 'robot' is max abs in robot units "
                 "(--tolerance-space robot gates on robot units)"
             )
         table.caption_justify = "left"
@@ -183,7 +183,7 @@ def render_table(report: VerifyReport) -> Table:
         "max rel",
         "cosine",
         "worst [s,b,t,a]",
-        "robot max abs",
+        "robot",
         "min atol",
         "atol",
         "status",

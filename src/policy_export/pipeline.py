@@ -156,8 +156,14 @@ def _wrap_check(ckpt: LoadedCheckpoint, image_format: ImageFormat) -> dict[str, 
         got = core(*(torch.from_numpy(feed[n]) for n in ckpt.spec.input_names)).numpy()
     want = eager_chunk(ckpt, feed, image_format)
     atol = default_atol("fp32")
-    stats = parity_gate(want, got, atol, what="stateless core differs from LeRobot eager before any export")
-    return {"max_abs_vs_eager": stats.max_abs, "batch": WRAP_CHECK_BATCH, "atol": atol}
+    scale = ckpt.action_scale  # in the policy's normalized action space, as verify gates (issue 19)
+    stats = parity_gate(
+        scale.normalize(want),
+        scale.normalize(got),
+        atol,
+        what="stateless core differs from LeRobot eager before any export (normalized action space)",
+    )
+    return {"max_abs_vs_eager": stats.max_abs, "batch": WRAP_CHECK_BATCH, "atol": atol, "space": "normalized"}
 
 
 def _export_one(fmt: str, ckpt: LoadedCheckpoint, path: Path, report: PipelineReport, force: bool) -> dict[str, Any]:

@@ -332,10 +332,11 @@ def _quick_check(core: nn.Module, path: Path, ckpt: LoadedCheckpoint, image_form
     got = sess.run(None, {n: a.numpy() for n, a in zip(names, feed_args, strict=True)})[0]
     with torch.no_grad():
         want = core(*feed_args).numpy()
+    scale = ckpt.action_scale  # in the policy's normalized action space, as verify gates (issue 19)
     return parity_gate(
-        want,
-        got,
+        scale.normalize(want),
+        scale.normalize(got),
         quick_check_atol(precision),
-        what=f"{path.name}: quick parity check failed right after export",
+        what=f"{path.name}: quick parity check failed right after export (normalized action space)",
         then="the file was not written",
     ).max_abs

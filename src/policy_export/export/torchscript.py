@@ -126,11 +126,12 @@ def _quick_check(core: nn.Module, path: Path, ckpt: LoadedCheckpoint, image_form
                 f"{path.name}: traced module returned {tuple(got.shape)} at batch {batch}, expected {tuple(want.shape)}: "
                 "the batch size was baked into the trace; the file was not written"
             )
+        scale = ckpt.action_scale  # in the policy's normalized action space, as verify gates (issue 19)
         stats = parity_gate(
-            want.numpy(),
-            got.numpy(),
+            scale.normalize(want.numpy()),
+            scale.normalize(got.numpy()),
             quick_check_atol("fp32"),
-            what=f"{path.name}: quick parity check failed right after export at batch {batch}",
+            what=f"{path.name}: quick parity check failed right after export at batch {batch} (normalized action space)",
             then="the file was not written",
         )
         worst = max(worst, stats.max_abs)

