@@ -8,7 +8,7 @@ temporal ensembler of :mod:`policy_export.runtime.shim`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 

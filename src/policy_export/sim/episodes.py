@@ -114,10 +114,11 @@ AbstractEpisode = Any  # a context manager yielding a StepFn (contextlib's gener
 def deployed_mode(ckpt: LoadedCheckpoint) -> RolloutMode:
     """The rollout mode ``PolicyClient`` runs by default for this checkpoint (what eager must run too)."""
     from policy_export.rollout import deployed_settings
+    from policy_export.runtime.shim import ShimSettings
 
     deployed = deployed_settings(ArtifactMetadata(spec=ckpt.spec, artifact_kind="checkpoint"))
     for mode in family_for(ckpt.spec.policy_type).rollout_modes(ckpt.spec):
-        if mode.settings == deployed:
+        if (ShimSettings.from_spec(mode.spec), mode.spec.host) == deployed:
             return mode
     raise BadInputError(f"{ckpt.path}: no LeRobot rollout mode matches the runtime's settings {deployed}")
 
@@ -141,9 +142,13 @@ class EagerPolicy(SidePolicy):
 
         from policy_export.runtime.host import host_for
 
-        noise = host_for(self.noise_meta, seed=noise_seed(self.seed, seed))
-        draws = getattr(noise, "draw_noise", None)  # a sampling family's host draws the core's noise
-        n_action_steps = self.mode.settings.n_action_steps
+        # The inputs the robot's host makes (a sampling family's noise), drawn as PolicyClient's host draws them.
+        host = host_for(self.noise_meta, seed=noise_seed(self.seed, seed))
+
+        def draws(rows: int) -> dict[str, np.ndarray]:
+            return {k: v for provider in host.providers for k, v in provider(rows).items()}
+
+        n_action_steps = self.mode.spec.n_action_steps
         gen = None
         if self.perturb_seed is not None:
             gen = torch.Generator().manual_seed(noise_seed(self.perturb_seed, seed))
@@ -158,7 +163,7 @@ class EagerPolicy(SidePolicy):
                     obs = {k: _one_ulp(v, gen) for k, v in obs.items()}
                 obs["task"] = self.task
                 obs = self.sim.preprocessor(obs)
-                core_feed = draws(1) if draws is not None and step[0] % n_action_steps == 0 else None
+                core_feed = draws(1) if host.providers and step[0] % n_action_steps == 0 else None
                 action = self._select(ref, obs, core_feed)
                 step[0] += 1
                 out = self.sim.postprocessor({ACTION: torch.from_numpy(action)})[ACTION]
