@@ -154,6 +154,19 @@ def bench_realtime(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def vla_realtime(session: nox.Session) -> None:
+    """Reproduce BENCHMARKS.md's real-time chunking rows on a real (small) SmolVLA core: the jump where
+    chunks meet with rtc / replace / ensemble at one simulated latency, the highest control rate with
+    0 fallback ticks per chunk latency, and the robot's RTC loop against LeRobot's RTC engine.
+
+    Writes reports/vla_realtime.json. Args after -- go to benchmarks/vla_realtime.py (e.g.
+    -- --extra-latency eager-default=2700 for the default configuration's eager chunk latency).
+    """
+    session.install("-e", ".")
+    session.run("python", "benchmarks/vla_realtime.py", "--out", "reports/vla_realtime.json", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench_diffusion(session: nox.Session) -> None:
     """Reproduce BENCHMARKS.md's Diffusion Policy rows: LeRobot's default Diffusion Policy (DDPM, 100
     steps, 96x96 cropped to 84x84), LeRobot eager vs ONNX Runtime per chunk at batch 1 and 8, with

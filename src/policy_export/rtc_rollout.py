@@ -75,6 +75,7 @@ def run_rtc_rollout(
     image_format: str = "float32",
     task: str = DEFAULT_TASK,
     queue_threshold: int | None = None,
+    tokenizer: Any = None,
 ) -> RTCTrace:
     """Drive both sides ``steps`` control steps with chunks taking ``delay_steps`` (after the first)."""
     import torch
@@ -133,7 +134,7 @@ def run_rtc_rollout(
         latency_steps=lambda k: 0 if k == 0 else delay_steps,
         rtc_config=policy.config.rtc_config,
     )
-    client = PolicyClient(backend, seed=seed)
+    client = PolicyClient(backend, seed=seed, tokenizer=tokenizer)
     refs, outs = [], []
     fallbacks = 0
     try:
