@@ -10,7 +10,7 @@ control rate with 0 fallback ticks for a chunk latency (:func:`fallback_free_fps
 model's measured LeRobot-eager and ONNX Runtime latencies and for the latencies given on the
 command line (e.g. the default configuration's, measured by ``benchmarks/smolvla.py``).
 
-    python benchmarks/vla_realtime.py --out reports/vla_realtime.json [--latency-ms 100 500 1000]
+    python benchmarks/vla_realtime.py --out reports/vla_realtime.json [--latency-ms 100 500 800]
         [--extra-latency eager-default=2700 ort-default=1100]
 """
 
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports/vla_realtime.json"))
     ap.add_argument("--fps", type=float, default=30.0)
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--latency-ms", type=float, nargs="*", default=[100.0, 500.0, 1000.0])
+    ap.add_argument("--latency-ms", type=float, nargs="*", default=[100.0, 500.0, 800.0])
     ap.add_argument("--extra-latency", nargs="*", default=[], help="name=ms: more latencies for the fallback-free rate")
     ap.add_argument("--timing-calls", type=int, default=5)
     ap.add_argument("--rollout-delays", type=int, nargs="*", default=[0, 5])

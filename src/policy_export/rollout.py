@@ -28,7 +28,7 @@ from policy_export.parity_report import ArtifactCheck, BatchResult, gated_compar
 from policy_export.spec import ArtifactMetadata
 
 if TYPE_CHECKING:
-    from policy_export.runtime import PolicyClient
+    from policy_export.runtime import CoreHandle, PolicyClient
 
 Progress = Callable[[], None] | None
 
@@ -295,6 +295,61 @@ def rollout_checks(
                     seed=seed,
                     progress=progress,
                 )
+            if spec.host.rtc:  # the robot's RTC loop against LeRobot's RTC engine, at fixed delays
+                for delay in RTC_ROLLOUT_DELAYS:
+                    check = ArtifactCheck.start(
+                        info,
+                        atol=atol,
+                        rtol=rtol,
+                        per_artifact_atol=per_artifact_atol,
+                        warnings=warn,
+                        check=f"rollout rtc delay={delay}",
+                    )
+                    check.runner = backend.name
+                    checks.append(check)
+                    _check_rtc(check, ckpt, backend, steps=steps, delay=delay, rtol=rtol, seed=seed)
         finally:
             backend.close()
     return checks
+
+
+#: Control steps each chunk takes in the RTC rollouts (after the episode's first): none, and a few.
+RTC_ROLLOUT_DELAYS = (0, 3)
+
+
+def _check_rtc(
+    check: ArtifactCheck,
+    ckpt: LoadedCheckpoint,
+    backend: CoreHandle,
+    *,
+    steps: int,
+    delay: int,
+    rtol: float,
+    seed: int,
+) -> None:
+    """``RealtimeClient(rtc=True)`` in virtual time vs LeRobot's RTC engine (:mod:`policy_export.rtc_rollout`)."""
+    from policy_export.rtc_rollout import run_rtc_rollout
+
+    trace = run_rtc_rollout(ckpt, backend, steps=steps, delay_steps=delay, seed=seed, image_format=check.image_format)
+    stats = compare(trace.reference, trace.candidate, check.atol, rtol)
+    if trace.reference_requests != trace.candidate_requests:
+        stats.passed = False
+        check.reason = (
+            f"delay {delay}: the client asked for chunks at steps {trace.candidate_requests}, "
+            f"LeRobot's RTC engine at {trace.reference_requests}"
+        )
+    diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
+    check.results.append(
+        RolloutResult(
+            batch_size=1,
+            samples=steps,
+            stats=stats,
+            infer_ms_median=0.0,
+            resets=[0],
+            per_step_max_abs=[float(x) for x in diff.reshape(steps, -1).max(axis=1)],
+            lerobot_chunk_calls=len(trace.reference_requests),
+            client_core_calls=len(trace.candidate_requests),
+        )
+    )
+    if not stats.passed:
+        check.status = Status.FAILED

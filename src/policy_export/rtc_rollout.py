@@ -50,13 +50,13 @@ class _Recorded:
     """The artifact's core, with each call's inputs kept by the control step that asked and a
     fixed virtual latency charged to the worker's clock."""
 
-    def __init__(self, inner: CoreHandle, worker: Any, delay_steps: int) -> None:
-        self.inner, self.worker, self.delay_steps = inner, worker, delay_steps
+    def __init__(self, infer: Any, worker: Any, delay_steps: int) -> None:
+        self.inner_infer, self.worker, self.delay_steps = infer, worker, delay_steps
         self.step = 0
         self.feeds: dict[int, dict[str, np.ndarray]] = {}
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        out = self.inner.infer(feed)
+        out = self.inner_infer(feed)
         # The first chunk is waited for (both sides start from it); the others take a hair under
         # delay_steps ticks, so that they land at the tick delay_steps after they were asked.
         if self.feeds:
@@ -90,7 +90,7 @@ def run_rtc_rollout(
     if not 0 <= delay_steps < rtc.chunk_size:
         raise BadInputError(f"RTC rollout delay {delay_steps} is outside [0, chunk_size={rtc.chunk_size})")
     worker, clock = InlineWorker(), ManualClock()
-    recorded = _Recorded(backend, worker, delay_steps)
+    recorded = _Recorded(backend.infer, worker, delay_steps)  # the method as it is, before it is wrapped
     backend.infer = recorded.infer  # type: ignore[method-assign]  # instance attribute, removed below
     rng = np.random.default_rng([seed, delay_steps, 0xA7C])
     feeds = [checkpoint_inputs(ckpt, 1, rng, image_format, observation_only=True) for _ in range(steps)]
@@ -122,9 +122,11 @@ def run_rtc_rollout(
             noise = torch.from_numpy(np.ascontiguousarray(core_feed["noise"]))
         obs = lerobot_observation(ckpt, feeds[t], image_format)
         obs["task"] = [task]
-        with torch.inference_mode():
+        # Not under inference_mode: LeRobot's RTC guidance takes an autograd step inside (as its engine runs it).
+        with torch.no_grad():
             batch = dict(ckpt.preprocessor(obs))
-            actions = policy.predict_action_chunk(batch, noise=noise, inference_delay=delay, prev_chunk_left_over=prev)
+        actions = policy.predict_action_chunk(batch, noise=noise, inference_delay=delay, prev_chunk_left_over=prev)
+        with torch.no_grad():
             return actions.squeeze(0).clone(), ckpt.postprocessor(actions).squeeze(0)
 
     engine = LeRobotRTCEngine(
