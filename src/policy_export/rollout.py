@@ -331,20 +331,25 @@ def _check_rtc(
     from policy_export.rtc_rollout import run_rtc_rollout
 
     trace = run_rtc_rollout(ckpt, backend, steps=steps, delay_steps=delay, seed=seed, image_format=check.image_format)
-    stats = compare(trace.reference, trace.candidate, check.atol, rtol)
+    scale = ckpt.action_scale
+    stats, robot = gated_compare(trace.reference, trace.candidate, check.atol, rtol, check.tolerance_space, scale)
     if trace.reference_requests != trace.candidate_requests:
         stats.passed = False
         check.reason = (
             f"delay {delay}: the client asked for chunks at steps {trace.candidate_requests}, "
             f"LeRobot's RTC engine at {trace.reference_requests}"
         )
-    diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
+    if check.tolerance_space == ToleranceSpace.NORMALIZED:
+        diff = np.abs(scale.normalize(trace.reference) - scale.normalize(trace.candidate))
+    else:
+        diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
     check.results.append(
         RolloutResult(
             batch_size=1,
             samples=steps,
             stats=stats,
             infer_ms_median=0.0,
+            robot_units=robot,
             resets=[0],
             per_step_max_abs=[float(x) for x in diff.reshape(steps, -1).max(axis=1)],
             lerobot_chunk_calls=len(trace.reference_requests),
