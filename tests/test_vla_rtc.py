@@ -379,6 +379,10 @@ def test_bench_boundary_jump_rtc_below_replace_and_ensemble_at_the_same_latency(
     assert {r["delay_steps"] for r in rows} == {4} and all(r["fallback_ticks"] == 0 for r in rows)
     assert by["rtc"]["boundaries"] > 5 and by["replace"]["boundaries"] > 5
     assert by["rtc"]["boundary_jump_max"] < 0.5 * by["replace"]["boundary_jump_max"], rows
+    # What switching chunks changed at the switch step: defined where the old chunk still had an action
+    # (RTC asks with 8 left); replace here switches only when the old chunk ran out (nothing to compare).
+    assert by["rtc"]["switch_jump_mean"] is not None and by["replace"]["switch_jump_mean"] is None
+    assert by["ensemble"]["switch_jump_max"] is None
 
 
 def test_fallback_free_rate_follows_the_latency():

@@ -314,6 +314,8 @@ MERGE_ROW_KEYS = (
     "boundary_jump_max",
     "boundary_jump_mean",
     "within_jump_max",
+    "switch_jump_max",
+    "switch_jump_mean",
     "fallback_ticks",
 )
 #: ACT's default ``temporal_ensemble_coeff``: the ensemble merge for a model that does not ensemble itself.
@@ -327,9 +329,13 @@ class _VirtualLatency(Backend):
         self.inner, self.metadata, self.name, self.where = inner, inner.metadata, inner.name, inner.where
         self.path = getattr(inner, "path", None)  # where a language model's tokenizer file lies beside it
         self.worker, self.latency_s = worker, latency_s
+        #: Every chunk computed, by the control step that asked for it (set by the loop: ``step``).
+        self.step = 0
+        self.chunks: dict[int, np.ndarray] = {}
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         out = self.inner.infer(feed)
+        self.chunks[self.step] = np.asarray(out)[0]  # the virtual worker serves a request at the step it was asked
         self.worker.clock.advance(self.latency_s)
         return out
 
@@ -363,6 +369,21 @@ def boundary_jumps(actions: np.ndarray, chunks: list[int | None]) -> tuple[list[
     return at, within
 
 
+def switch_jumps(chunks: list[int | None], computed: dict[int, np.ndarray]) -> list[float]:
+    """At every step ``t`` where the action's chunk changed from ``old`` to ``new``: ``max |new[t] - old[t]|``,
+    what switching chunks changed at that step (0 if the new chunk agreed with the old one there). Unlike
+    the jump between consecutive actions, it does not count the motion within a chunk."""
+    out = []
+    for t in range(1, len(chunks)):
+        old, new = chunks[t - 1], chunks[t]
+        if old is None or new is None or old == new or old not in computed or new not in computed:
+            continue
+        a, b = computed[old], computed[new]
+        if t - old < len(a) and t - new < len(b):
+            out.append(float(np.abs(b[t - new] - a[t - old]).max()))
+    return out
+
+
 def simulate(
     core: Backend,
     merge: Merge,
@@ -383,7 +404,8 @@ def simulate(
     from policy_export.runtime import InlineWorker, ManualClock
 
     worker, clock = InlineWorker(), ManualClock()
-    client = PolicyClient(_VirtualLatency(core, worker, latency_s), seed=seed, tokenizer=tokenizer)
+    timed = _VirtualLatency(core, worker, latency_s)
+    client = PolicyClient(timed, seed=seed, tokenizer=tokenizer)
     options: dict[str, Any] = {"merge": merge}
     if merge is Merge.RTC and rtc_queue_threshold is not None:
         options["rtc_queue_threshold"] = rtc_queue_threshold
@@ -392,6 +414,7 @@ def simulate(
     actions, chunks = [], []
     for t in range(steps):
         clock.set(t / fps)
+        timed.step = t
         action = np.asarray(rt.select_action(robot.observe()))[0]
         robot.act(action)
         actions.append(action)
@@ -399,6 +422,7 @@ def simulate(
         if t == 0:
             worker.clock.set(0.0)  # the first chunk waited for: latency counts from here on
     stats = rt.stats()
+    stats["computed_chunks"] = timed.chunks
     return np.stack(actions), chunks, stats
 
 
@@ -435,6 +459,7 @@ def compare_merges(
             tokenizer=tokenizer,
         )
         at, within = boundary_jumps(actions[1:], chunks[1:])  # from the first chunk's end of wait on
+        switch = switch_jumps(chunks, stats["computed_chunks"]) if merge is not Merge.ENSEMBLE else []
         rows.append(
             {
                 "merge": merge.value,
@@ -446,6 +471,8 @@ def compare_merges(
                 "boundary_jump_max": max(at) if at else None,
                 "boundary_jump_mean": float(np.mean(at)) if at else None,
                 "within_jump_max": max(within) if within else None,
+                "switch_jump_max": max(switch) if switch else None,
+                "switch_jump_mean": float(np.mean(switch)) if switch else None,
                 "fallback_ticks": stats["fallback_ticks"],
             }
         )
@@ -539,6 +566,7 @@ def render_merges(report: dict[str, Any]) -> Any:
             num(r["boundary_jump_max"]),
             num(r["boundary_jump_mean"]),
             num(r["within_jump_max"]),
+            f"{num(r['switch_jump_max'])} / {num(r['switch_jump_mean'])}",
             str(r["fallback_ticks"]),
         )
     fps = report["max_fps"]
