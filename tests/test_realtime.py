@@ -76,12 +76,23 @@ class ScriptedBackend(CoreHandle):
         self.faults = faults if callable(faults) else (lambda call: (faults or {}).get(call))
         self.timeout_s = timeout_s
         self.calls: list[int] = []  # observation step of every call
+        self.times: list[float] = []  # (virtual) time of every call
         self.reconnects = 0
+        #: ``accepting(now)``: what a readiness probe finds (None: a backend that cannot be probed).
+        self.accepting = None
+        self.probes: list[float] = []
+
+    def probe(self):
+        if self.accepting is None:
+            return None
+        self.probes.append(self.worker.clock.now())
+        return self.accepting(self.worker.clock.now())
 
     def infer(self, feed):
         call = len(self.calls)
         step = int(feed["state"][0, 0])
         self.calls.append(step)
+        self.times.append(self.worker.clock.now())
         fault = self.faults(call)
         if fault == "hang":
             self.worker.clock.advance(self.timeout_s)
@@ -367,6 +378,63 @@ def test_stale_actions_are_dropped_never_executed():
     model = [t for t, (_, tick) in enumerate(out) if tick.fallback is None]
     assert model == [0, 1, 2, 3, 4, 5]  # arrived at 0 s: actions at 0.6 s and later are too old
     assert rt.stats()["stale_dropped"] == 4 and rt.stats()["fallback_ticks"] == 4
+
+
+# -- reconnecting: probe often, back off only full attempts (issue 18 item 9) ---------------------------
+
+DOWN, UP = 1.0, 12.0  # the server is killed at 1 s and accepts connections again at 12 s
+
+
+def _restart_drill(accepting, fps=10.0, steps=200, **settings):
+    """A server away from DOWN to UP (calls fail at once, as a refused connection does); default
+    backoff settings (0.5 s doubling to 10 s) unless overridden."""
+    rt, backend, clock, _ = _client(
+        faults=lambda call: None,
+        latency=0.05,
+        fps=fps,
+        merge="replace",
+        buffer_time_s=0.5,
+        **settings,
+    )
+    backend.faults = lambda call: "error" if DOWN <= backend.worker.clock.now() < UP else None
+    backend.accepting = accepting
+    out = _run(rt, clock, steps, fps)
+    return rt, backend, out
+
+
+def test_a_restarted_server_streams_again_within_one_probe_of_accepting():
+    """Before: the backoff had grown to 8-10 s while the server was away, and the client came back up to
+    one whole backoff after the server did. Now the probe (every 0.2 s) sees it come back."""
+    rt, backend, out = _restart_drill(lambda now: not DOWN <= now < UP)
+    fresh = [t for t in backend.times if t >= UP]
+    assert fresh and fresh[0] - UP <= 0.2 + 1e-9, fresh[0]  # the first full attempt: the next probe after UP
+    # While the server was down, nothing but the probe ran: the two failed calls that started the reconnect.
+    assert len([t for t in backend.times if DOWN <= t < UP]) == 2
+    gaps = np.diff([p for p in backend.probes if p < UP])
+    assert np.allclose(gaps, 0.2), gaps  # a short fixed interval, not a growing one
+    assert rt.stats()["reconnects"] == 1 and rt.state is State.STREAMING
+    first_fresh_tick = next(k for k, (_, tick) in enumerate(out) if tick.chunk is not None and tick.chunk >= UP * 10)
+    assert first_fresh_tick / 10.0 - UP <= 0.2 + 0.05 + 0.1 + 1e-9  # probe + call + the next tick
+
+
+def test_a_server_that_accepts_but_keeps_failing_is_backed_off():
+    """The connection storm the backoff is for: the server accepts connections but its calls fail
+    (overloaded, frozen, still loading): full attempts stay spaced 0.5, 1, 2, 4, 8, 10 s apart."""
+    _, backend, _ = _restart_drill(lambda now: True, steps=300)
+    during = [t for t in backend.times if DOWN <= t < UP + 10]
+    gaps = np.round(np.diff(during), 6)
+    # the first failure is retried at once with the newest observation, then each wait doubles
+    assert list(gaps[:5]) == pytest.approx([0.0, 0.5, 1.0, 2.0, 4.0], abs=0.051), gaps
+    assert max(gaps) <= 10.0 + 0.05 + 1e-6
+
+
+def test_a_server_down_for_good_is_dead_after_max_offline_while_probing():
+    rt, backend, clock, _ = _client(latency=0.05, fps=10.0, merge="replace", buffer_time_s=0.5, max_offline_s=3.0)
+    backend.faults = lambda call: "error" if call >= 1 else None
+    backend.accepting = lambda now: now < 0.5
+    out = _run(rt, clock, 100, 10.0, until_dead=True)
+    assert rt.state is State.DEAD and 30 <= len(out) <= 50
+    assert len(backend.calls) == 3  # the first chunk and the two failures: never a full attempt while down
 
 
 def test_offline_longer_than_max_offline_is_dead_with_one_line():

@@ -276,3 +276,65 @@ def test_frozen_server_deadlines_hold_and_the_loop_keeps_its_rate(repos, servers
         rt.close()
         for client in syncs.values():
             client.close()
+
+
+# -- reconnect fast and quietly (issue 18 item 9) ---------------------------------------------------------
+
+
+def test_a_restarted_server_streams_again_within_2_s_of_ready_and_nothing_prints_a_traceback(repos):
+    """The drill runs in its own process (tests/reconnect_drill.py) so that its stderr is what a robot
+    process prints; default reconnect settings (backoff 0.5 s doubling to 10 s). Before: 7.3 s after
+    the server was ready, and now and then gRPC's poller thread printed a ValueError traceback."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from triton_harness import SERVER_VENV, require_server
+
+    require_server()
+    drill = Path(__file__).resolve().parent / "reconnect_drill.py"
+    args = [sys.executable, str(drill), "--repo", str(repos["good"]), "--server-venv", str(SERVER_VENV)]
+    proc = subprocess.run([*args, "--down-s", "5"], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["error"] is None and result["state"] == "STREAMING", result
+    assert result["back_s"] <= 2.0, result
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_a_failed_handshake_leaves_no_grpc_poller_and_close_waits_for_it(repos, servers, monkeypatch):
+    """gRPC's connectivity poller is a thread that raises on a channel closed under it. It is started
+    only once a handshake has passed (a reconnect attempt to a dead server closes its channel at once),
+    and close() lets it end before the channel closes."""
+    pytest.importorskip("tritonclient.grpc")
+    import grpc._channel
+
+    from policy_export.runtime.triton import TritonCore
+
+    Channel = grpc._channel.Channel
+    subscribed: list[object] = []
+    polling_at_close: list[bool] = []
+    real_subscribe, real_close = Channel.subscribe, Channel._close
+
+    def subscribe(self, callback, try_to_connect=False):
+        subscribed.append(self)
+        return real_subscribe(self, callback, try_to_connect)
+
+    def close(self):
+        if self in subscribed:
+            polling_at_close.append(self._connectivity_state.polling)
+        return real_close(self)
+
+    monkeypatch.setattr(Channel, "subscribe", subscribe)
+    monkeypatch.setattr(Channel, "_close", close)
+    with pytest.raises(UnavailableError):
+        TritonCore("127.0.0.1:1", "act", timeout_s=1.0)  # nothing listens on port 1
+    assert subscribed == []
+
+    good = servers.start(repos["good"])
+    backend = TritonCore(good.grpc_url, "act", timeout_s=TIMEOUT_S)
+    assert len(subscribed) == 1
+    assert backend.probe() is True
+    backend.close()
+    assert polling_at_close and not any(polling_at_close)  # the poller had ended: nothing left to raise on the closed channel

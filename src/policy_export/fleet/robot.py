@@ -112,6 +112,9 @@ class Watched(Backend):
             robot.counts["wrong_model_chunks"] += 1
         return chunk
 
+    def probe(self) -> bool | None:
+        return self.inner.probe()
+
     def reconnect(self) -> Watched | None:
         new = self.inner.reconnect()
         self.robot.counts["failovers"] += 1

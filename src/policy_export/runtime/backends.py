@@ -37,6 +37,12 @@ class CoreHandle(ABC):
         otherwise); ``None`` when there is nothing to reconnect (an in-process runtime: retry as is)."""
         return None
 
+    def probe(self) -> bool | None:
+        """Whether the server looks able to take a reconnect right now, answered cheaply and
+        without side effects (probed several times a second while reconnecting); ``None`` when
+        there is nothing to probe (an in-process runtime)."""
+        return None
+
     @abstractmethod
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         """Named core inputs (batch first) -> ``action_chunk`` ``[B, chunk_size, action_dim]`` in robot units."""

@@ -299,6 +299,7 @@ class RealtimeClient:
         self.worker.stop()
         timeout = float(getattr(self.session.backend, "timeout_s", 5.0)) + 5.0
         self.session.close()
+        self._link.close_retired()
         if not self.worker.close(timeout):
             log.error("realtime worker still in a backend call %.0f s after close(); it is a daemon thread", timeout)
 

@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from policy_export.errors import BadInputError, PolicyExportError, first_line
-from policy_export.runtime.backends import ModelChangedError
+from policy_export.runtime.backends import CoreHandle, ModelChangedError
 from policy_export.runtime.host import FeedFn
 from policy_export.runtime.realtime.settings import RealtimeSettings
 from policy_export.runtime.session import Session
@@ -138,6 +138,8 @@ class _Link:
         self.failures = 0
         self.backoff = settings.reconnect_initial_backoff_s
         self.offline_since: float | None = None
+        self.last_message = ""
+        self.retired: list[CoreHandle] = []
         self.reconnect_needed = False
         self.dead = False
 
@@ -174,6 +176,7 @@ class _Link:
             self.failures, self.offline_since = 0, None
             self.backoff = self.settings.reconnect_initial_backoff_s
             self.emit(_Chunk(t1, request.episode, request.step, np.asarray(chunk, np.float32)[0], t1 - t0))
+            self.close_retired()
             return
 
     def _failed(self, exc: Exception) -> bool:
@@ -183,28 +186,77 @@ class _Link:
         message = str(exc) if isinstance(exc, PolicyExportError) else first_line(exc)
         self.failures += 1
         self.offline_since = now if self.offline_since is None else self.offline_since
+        self.last_message = message
         self.emit(_Failure(now, message))
-        if now - self.offline_since > s.max_offline_s:
-            self.dead = True
-            self.emit(
-                _Dead(
-                    now, f"offline for {now - self.offline_since:.1f} s > max_offline_s {s.max_offline_s:g}: {message}"
-                )
-            )
+        if self._offline_too_long(now):
             return True
         if self.failures >= FAILURES_BEFORE_RECONNECT:
             self.emit(_Reconnecting(now, self.backoff))
-            if not w.wait(self.backoff):
+            if not self._await_server(now + self.backoff):
                 return True
             self.backoff = min(2 * self.backoff, s.reconnect_max_backoff_s)
             self.reconnect_needed = True
         return False
 
+    def _offline_too_long(self, now: float) -> bool:
+        s = self.settings
+        if self.offline_since is None or now - self.offline_since <= s.max_offline_s:
+            return False
+        self.dead = True
+        self.emit(
+            _Dead(
+                now,
+                f"offline for {now - self.offline_since:.1f} s > max_offline_s {s.max_offline_s:g}: {self.last_message}",
+            )
+        )
+        return True
+
+    def _await_server(self, not_before: float) -> bool:
+        """Wait for the moment of the next full reconnect; False when the worker stops or the link dies.
+
+        The backend is probed every ``reconnect_probe_interval_s`` (``CoreHandle.probe``: a TCP
+        connect for Triton). While it is down nothing else is tried. Once it accepts again after
+        being seen down (a restart), the reconnect starts at once: the backoff alone held a
+        client 7 s past a restarted server's readiness. A server that never looked down (it
+        accepts but calls fail) waits out the backoff, which is what spaces a fleet's attempts.
+        A backend that cannot be probed (in-process) waits the backoff as before.
+        """
+        w = self.worker
+        seen_down = False
+        while True:
+            now = w.now()
+            up = self.client.backend.probe()
+            if up is None:
+                return w.wait(max(0.0, not_before - now))
+            if up and (seen_down or now >= not_before):
+                return True
+            if not up:
+                seen_down = True
+                if self._offline_too_long(now):
+                    return False
+            pause = self.settings.reconnect_probe_interval_s
+            if up:  # up but not yet due: sleep to the backoff's end, still probing for a drop
+                pause = min(pause, not_before - now)
+            if not w.wait(pause):
+                return False
+
     def _reconnect(self) -> None:
+        self.close_retired()
         old = self.client.backend
         new = old.reconnect()  # Triton: the next replica, same model or ModelChangedError
         if new is not None:
             self.client.backend = new
-            old.close()
+            # Closed once the new backend has answered: closing a gRPC client waits (up to 0.2 s)
+            # for its connectivity poller, time the first chunk after a restart should not wait.
+            self.retired.append(old)
             self.emit(_Reconnected(self.worker.now(), new.where))
         self.reconnect_needed = False
+
+    def close_retired(self) -> None:
+        """Close the backends replaced by reconnects (the worker after a chunk; the client at close)."""
+        while True:
+            try:
+                backend = self.retired.pop()
+            except IndexError:  # empty (the worker and close() may both get here)
+                return
+            backend.close()

@@ -88,6 +88,11 @@ class RealtimeSettings:
     max_action_age_s: float = 3.0
     reconnect_initial_backoff_s: float = 0.5
     reconnect_max_backoff_s: float = 10.0
+    #: While reconnecting, how often the server is probed (a TCP connect: no RPC, no channel).
+    #: A server seen down and then accepting again is reconnected to at once, however long the
+    #: backoff; the backoff spaces only full reconnects to a server that looks up but keeps
+    #: failing (overloaded, frozen, still loading), which is the connection storm it is for.
+    reconnect_probe_interval_s: float = 0.2
     max_offline_s: float = 60.0
     #: The longest the first action of an episode may wait for the first chunk.
     startup_timeout_s: float = 30.0
