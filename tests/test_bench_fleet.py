@@ -60,7 +60,9 @@ def test_model_not_in_repository(repo, server_tag):
 
 def test_url_nobody_answers(server_tag):
     url = f"127.0.0.1:{free_port()}"
-    res = CliRunner().invoke(app, ["bench-fleet", "--triton-url", url, "--model", "act", "--robots", "1", "--timeout", "2"])
+    res = CliRunner().invoke(
+        app, ["bench-fleet", "--triton-url", url, "--model", "act", "--robots", "1", "--timeout", "2"]
+    )
     _one_error_line(res, f"--triton-url {url}")
     assert not tritonservers(server_tag)
 

@@ -82,3 +82,43 @@ def test_bad_input_exits_2_before_any_work(small_onnx, extra, message):
 def test_missing_artifact_is_one_line(tmp_path):
     res = runner.invoke(app, ["bench-realtime", "-a", str(tmp_path / "nope.onnx")])
     assert res.exit_code == 2 and "no such file" in res.output
+
+
+def _busy_children() -> list[int]:
+    """Live busy processes started by this process (BUSY_CODE's own text in their command line)."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            stat = (proc / "stat").read_text()
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"os.getppid() == parent" in cmdline:
+            found.append(int(proc.name))
+    return found
+
+
+def test_stress_runs_busy_processes_beside_the_loop_and_reaps_them(small_onnx, tmp_path):
+    from policy_export.bench.realtime import busy_processes
+
+    with pytest.raises(RuntimeError, match="boom"), busy_processes(2, max_s=60) as procs:
+        assert len(_busy_children()) == 2 and all(p.poll() is None for p in procs)
+        raise RuntimeError("boom")
+    assert _busy_children() == [] and all(p.returncode is not None for p in procs)  # killed and reaped
+
+    out = tmp_path / "rt.json"
+    args = ["bench-realtime", "-a", str(small_onnx), "--fps", "20", "--steps", "10", "--stress", "2"]
+    res = runner.invoke(app, [*args, "--no-compare-merges", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["results"]
+    assert [r["stress"] for r in rows] == [2, 2] and all(r["chunk_ms_p50"] > 0 for r in rows)
+    assert "2 busy processes beside the loop" in res.output
+    assert _busy_children() == []
+    res = runner.invoke(app, [*args[:-1], "-1"])
+    assert res.exit_code == 2 and "--stress must be between 0 and 64" in res.output

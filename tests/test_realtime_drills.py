@@ -337,4 +337,5 @@ def test_a_failed_handshake_leaves_no_grpc_poller_and_close_waits_for_it(repos, 
     assert len(subscribed) == 1
     assert backend.probe() is True
     backend.close()
-    assert polling_at_close and not any(polling_at_close)  # the poller had ended: nothing left to raise on the closed channel
+    # The poller had ended when the channel closed: nothing left to raise on it.
+    assert polling_at_close and not any(polling_at_close)

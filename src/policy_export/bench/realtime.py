@@ -16,13 +16,21 @@ model has spoken), and it includes each runtime's warm-up.
 Observations are like ``examples/closed_loop.py``'s toy robot (raw uint8 camera frames, a
 state drifting toward the commanded action), from a small pool of pre-drawn frames so that
 drawing noise does not eat the loop's time.
+
+``stress`` (``--stress N``) runs N busy processes beside both timed loops, as a robot's
+computer runs its drivers, planners and loggers: the loop must keep its rate while the cores
+are oversubscribed. Each spins until it is killed at the end of the run, its parent dies, or
+its own deadline passes, whichever comes first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,10 +58,44 @@ ROW_KEYS = (
     "fallback_ticks",
     "stale_dropped",
     "streaming_fraction",
+    "stress",
 )
 FRAME_POOL = 8
 #: The instruction a language model's simulated robot is given (ignored by the others).
 DEFAULT_TASK = "pick up the red cube and place it in the box"
+#: A busy process: pure Python spinning (one core each), checking its deadline and its parent
+#: every few milliseconds, so that it never outlives the benchmark.
+BUSY_CODE = """
+import os, time
+end = time.monotonic() + {max_s}
+parent = os.getppid()
+while time.monotonic() < end and os.getppid() == parent:
+    for _ in range(20000):
+        pass
+"""
+
+
+@contextlib.contextmanager
+def busy_processes(n: int, max_s: float) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` CPU-bound processes for at most ``max_s`` seconds; always killed and reaped on exit."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for _ in range(n):
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-S", "-c", BUSY_CODE.format(max_s=max_s)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:
+            proc.wait(timeout=30)
 
 
 @dataclass(frozen=True)
@@ -75,6 +117,8 @@ class RealtimeBenchConfig:
     #: The eager policy's chunk latency (``policy-export bench``'s eager figure), for its fallback-free rate.
     eager_ms: float | None = None
     rtc_queue_threshold: int | None = None
+    #: Busy processes beside the timed loops (``--stress``).
+    stress: int = 0
 
 
 class ToyRobot:
@@ -169,14 +213,26 @@ def _row(
         "select_ms_p50": percentile(select_ms, 50),
         "select_ms_p99": percentile(select_ms, 99),
         "select_ms_max": float(max(select_ms)),
+        "stress": cfg.stress,
         **rest,
     }
     return {k: row[k] for k in ROW_KEYS}
 
 
 def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Both clients on the same robot; ``{"results": [sync row, realtime row]}``."""
+    """Both clients on the same robot; ``{"results": [sync row, realtime row]}`` (and the merges)."""
     say = progress or (lambda _: None)
+    if cfg.stress:
+        say(f"{cfg.stress} busy processes beside the loop")
+    # Bounded by the children themselves too: both loops at worst a few times their nominal length.
+    with busy_processes(cfg.stress, max_s=8 * cfg.steps / cfg.fps + 300):
+        results, spec, merge = _timed_loops(cfg, say)
+    return _compare(cfg, say, results, spec, merge)
+
+
+def _timed_loops(
+    cfg: RealtimeBenchConfig, say: Callable[[str], None]
+) -> tuple[list[dict[str, Any]], PolicySpec, Merge]:
     results = []
 
     say("synchronous PolicyClient")
@@ -238,6 +294,12 @@ def run_realtime_bench(cfg: RealtimeBenchConfig, progress: Callable[[str], None]
                 streaming_fraction=time_in["STREAMING"] / total if total > 0 else 0.0,
             )
         )
+    return results, spec, merge
+
+
+def _compare(
+    cfg: RealtimeBenchConfig, say: Callable[[str], None], results: list[dict[str, Any]], spec: PolicySpec, merge: Merge
+) -> dict[str, Any]:
     if not cfg.compare_merges:
         return {"results": results}
 
@@ -271,7 +333,9 @@ def render_table(report: dict[str, Any]) -> Any:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    table = Table(title="bench-realtime: a simulated robot loop, synchronous vs realtime client")
+    stress = max((r.get("stress", 0) for r in report["results"]), default=0)
+    beside = f", {stress} busy processes beside the loop" if stress else ""
+    table = Table(title=f"bench-realtime: a simulated robot loop, synchronous vs realtime client{beside}")
     for col in (
         "client",
         "merge",

@@ -46,6 +46,12 @@ def bench_realtime(
     rtc_queue_threshold: Annotated[
         int | None, typer.Option(help="RTC: ask for a chunk with at most this many actions left (default 30).")
     ] = None,
+    stress: Annotated[
+        int,
+        typer.Option(
+            help="Run this many busy processes beside the loop (killed at the end), as a robot's other work would."
+        ),
+    ] = 0,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Drive a simulated robot at --fps, once with PolicyClient and once with RealtimeClient, on the same model.
@@ -55,6 +61,8 @@ def bench_realtime(
     Then, in virtual time at one latency (the realtime run's median chunk, or --sim-latency-ms), every merge on the same robot: the jump max |a_t - a_(t-1)| where chunks meet, and the highest control rate with 0 fallback ticks (ours, and LeRobot eager's with --eager-ms).
 
     Example: policy-export bench-realtime -a smolvla.onnx --fps 30 --steps 600 --eager-ms 2700 --json rt.json
+
+    Under load: policy-export bench-realtime -a act.onnx --fps 30 --steps 900 --stress 4 --no-compare-merges
     """
     import math
 
@@ -69,6 +77,8 @@ def bench_realtime(
         raise BadInputError(f"--fps must be > 0, got {fps:g}")
     if steps < 1:
         raise BadInputError(f"--steps must be >= 1, got {steps}")
+    if not 0 <= stress <= 64:
+        raise BadInputError(f"--stress must be between 0 and 64 busy processes, got {stress}")
     if sim_steps < 2:
         raise BadInputError(f"--sim-steps must be >= 2, got {sim_steps}")
     for name, value in (("--sim-latency-ms", sim_latency_ms), ("--eager-ms", eager_ms)):
@@ -93,6 +103,7 @@ def bench_realtime(
         sim_steps=sim_steps,
         eager_ms=eager_ms,
         rtc_queue_threshold=rtc_queue_threshold,
+        stress=stress,
     )
     report = run_realtime_bench(
         cfg, progress=lambda what: console.print(f"[dim]running {steps} steps at {fps:g} Hz: {what}[/]")

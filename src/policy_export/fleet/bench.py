@@ -70,7 +70,9 @@ class FleetConfig:
 
     def __post_init__(self) -> None:
         if not self.urls and self.repo is None:
-            raise BadInputError("give --repo DIR (a server is started for the run) or --triton-url host:port[,host:port]")
+            raise BadInputError(
+                "give --repo DIR (a server is started for the run) or --triton-url host:port[,host:port]"
+            )
         counts = self.sweep or self.robots
         if not counts or any(not isinstance(n, int) or n < 1 for n in counts):
             raise BadInputError(f"robot counts must be positive integers, got {list(counts)}")

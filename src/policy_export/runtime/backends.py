@@ -31,6 +31,9 @@ class CoreHandle(ABC):
     metadata: ArtifactMetadata
     #: Where it runs, for log lines and errors (a file, or a Triton URL and model).
     where: str = "backend"
+    #: The core runs in this process, on this machine's cores (the realtime client then gives its
+    #: control thread real-time priority by default: control_priority="auto").
+    local: bool = False
 
     def reconnect(self) -> CoreHandle | None:
         """A fresh connection after failures, checked to serve the same model (``ModelChangedError``
@@ -61,6 +64,8 @@ class CoreHandle(ABC):
 class LocalCore(CoreHandle):
     """An artifact file run in this process by its runner (ORT providers cpu / cuda / tensorrt,
     TorchScript, or a TensorRT engine): the same runners ``policy-export verify`` trusts."""
+
+    local = True
 
     def __init__(self, path: str | Path, *, provider: str = "cpu", threads: int | None = None) -> None:
         from policy_export.runners import open_runner

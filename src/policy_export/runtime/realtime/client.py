@@ -30,12 +30,14 @@ from policy_export.runtime.realtime.link import (
     _Reconnecting,
     _Request,
 )
+from policy_export.runtime.realtime.priority import CONTROL_FIFO_PRIORITY, FifoThread
 from policy_export.runtime.realtime.settings import (
     DEFAULT_BUFFER_TIME_S,
     ENV,
     LATENCY_MARGIN,
     LATENCY_RECENT,
     LATENCY_WINDOW,
+    ControlPriority,
     Fallback,
     Merge,
     RealtimeDeadError,
@@ -174,6 +176,8 @@ class RealtimeClient:
         )
         self.last_tick: Tick | None = None
         self._closed = False
+        self._priority: list[FifoThread] = []
+        self._priority_taken = False
         self._link = _Link(self.session, settings, self.worker, self._emit)
         self.worker.start(self._link)
 
@@ -228,6 +232,8 @@ class RealtimeClient:
             raise BadInputError("RealtimeClient is closed; create a new one")
         if self._state is State.DEAD:
             raise RealtimeDeadError(self._dead_reason)
+        if not self._priority_taken:
+            self._take_priority()
         now = self.clock.now()
         prep = self.session.prepare(observation)
         if prep.batch_size != 1:
@@ -299,6 +305,8 @@ class RealtimeClient:
         self.worker.stop()
         timeout = float(getattr(self.session.backend, "timeout_s", 5.0)) + 5.0
         self.session.close()
+        for taken in self._priority:
+            taken.release()
         self._link.close_retired()
         if not self.worker.close(timeout):
             log.error("realtime worker still in a backend call %.0f s after close(); it is a daemon thread", timeout)
@@ -319,6 +327,22 @@ class RealtimeClient:
         )
 
     # -- internals ----------------------------------------------------------------------------------
+    def _take_priority(self) -> None:
+        """SCHED_FIFO for the control thread (see :mod:`~policy_export.runtime.realtime.priority`)."""
+        self._priority_taken = True
+        mode = self.settings.control_priority
+        if self.worker.virtual or mode is ControlPriority.NONE:
+            return
+        if mode is ControlPriority.AUTO and not self.session.backend.local:
+            return  # the core runs elsewhere: leave this process's scheduling to its owner
+        control = FifoThread.take()
+        worker = getattr(self.worker, "native_id", None)
+        if control is None:
+            return
+        self._priority.append(control)
+        if worker:  # the core's thread just below: on time with no chunk is fallbacks
+            self._priority += [t for t in [FifoThread.take(CONTROL_FIFO_PRIORITY - 1, worker)] if t is not None]
+
     def _emit(self, event: _Event) -> None:
         self._events.append(event)
         self.worker.notify()

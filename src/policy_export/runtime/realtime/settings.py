@@ -47,6 +47,18 @@ class Fallback(StrEnum):
     ZERO = "zero"
 
 
+class ControlPriority(StrEnum):
+    """Scheduling of the thread that calls ``select_action`` (the robot's control loop)."""
+
+    #: ``fifo`` when the core runs in this process (its inference competes for these cores), else ``none``.
+    AUTO = "auto"
+    #: SCHED_FIFO (Linux real-time) while the client is open, where the process may (root,
+    #: CAP_SYS_NICE or an rtprio limit); otherwise one log line and the thread is left as it was.
+    FIFO = "fifo"
+    #: Leave the thread's scheduling alone.
+    NONE = "none"
+
+
 class State(StrEnum):
     """Health of the link to the model, most severe last."""
 
@@ -98,14 +110,21 @@ class RealtimeSettings:
     startup_timeout_s: float = 30.0
     #: merge="rtc": ask for a chunk when at most this many actions are buffered (None: LeRobot's 30).
     rtc_queue_threshold: int | None = None
+    #: See :class:`ControlPriority`; BENCHMARKS.md ("under contention") has the measurements.
+    control_priority: ControlPriority = ControlPriority.AUTO
 
     def __post_init__(self) -> None:
         if self.merge is not None:
             object.__setattr__(self, "merge", _choice(Merge, self.merge, "merge (INFERENCE_MERGE)"))
         object.__setattr__(self, "fallback", _choice(Fallback, self.fallback, "fallback (INFERENCE_FALLBACK)"))
+        object.__setattr__(
+            self,
+            "control_priority",
+            _choice(ControlPriority, self.control_priority, "control_priority (INFERENCE_CONTROL_PRIORITY)"),
+        )
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("merge", "fallback") or (f.name == "buffer_time_s" and value is None):
+            if f.name in ("merge", "fallback", "control_priority") or (f.name == "buffer_time_s" and value is None):
                 continue
             if f.name == "rtc_queue_threshold":
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -134,7 +153,7 @@ class RealtimeSettings:
             text = (env.get(var) or "").strip()
             if not text:
                 continue
-            if name in ("merge", "fallback"):
+            if name in ("merge", "fallback", "control_priority"):
                 values[name] = text.lower()
                 continue
             try:

@@ -79,6 +79,11 @@ class ThreadWorker:
             log.exception("realtime worker failed")
             self._link.emit(_Dead(time.monotonic(), f"the worker thread failed: {first_line(exc)}"))
 
+    @property
+    def native_id(self) -> int | None:
+        """The worker thread's kernel id (its scheduling can be changed by it), None before start."""
+        return None if self._thread is None else self._thread.native_id
+
     def kick(self, now: float) -> None:
         """Nothing to do: posting to the mailbox wakes the thread."""
 
