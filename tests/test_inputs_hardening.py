@@ -98,7 +98,7 @@ def test_verify_reports_never_overwrite_a_state_file_or_onnx_external_data(small
     model = onnx.load(str(small_onnx))
     art = tmp_path / "ext" / "policy.onnx"
     art.parent.mkdir()
-    onnx.save_model(model, str(art), save_as_external_data=True, location="weights.bin", size_threshold=0)
+    onnx.save_model(model, str(art), save_as_external_data=True, location="weights.bin", size_threshold=1024)
     data = art.parent / "weights.bin"
     ckpt = tmp_path / "ckpt"
     shutil.copytree(small_ckpt, ckpt)
