@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), f"need Python 3.12 (see .python-version), got {sys.version.split()[0]}"'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench,gpu,triton,sim]'
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev,bench,gpu,triton,sim,cpu-lowp]'
 	@touch $(STAMP)
 
 $(TRITON_STAMP): requirements-triton-server.txt

@@ -31,7 +31,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    session.install("-e", ".[dev,bench,gpu,triton,sim]")
+    session.install("-e", ".[dev,bench,gpu,triton,sim,cpu-lowp]")
     session.run("lint-imports")
     session.run("mypy")
     session.run("pytest", *session.posargs)

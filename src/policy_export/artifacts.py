@@ -59,11 +59,22 @@ def read_tensorrt_sidecar(plan: Path) -> dict[str, Any]:
     return record
 
 
+def openvino_weights(xml: Path) -> Path:
+    """The ``.bin`` weights file an OpenVINO IR's ``.xml`` names by convention (same stem)."""
+    return xml.with_suffix(".bin")
+
+
 def detect_kind(path: Path) -> ArtifactKind:
     if not path.exists():
         raise BadInputError(f"{path}: artifact does not exist; export one first (policy-export onnx ...)")
     if not path.is_file():
         raise BadInputError(f"{path}: artifact must be a file")
+    if path.suffix == ".xml":
+        if not openvino_weights(path).is_file():
+            raise BadInputError(
+                f"{path}: OpenVINO IR without its weights {openvino_weights(path).name}; copy both files"
+            )
+        return ArtifactKind.OPENVINO
     if zipfile.is_zipfile(path):
         return ArtifactKind.TORCHSCRIPT
     if path.suffix in (".pt", ".pth"):
@@ -193,6 +204,22 @@ def _onnx_info_onnxruntime(path: Path) -> ArtifactInfo:
     return ArtifactInfo(path=path, kind=ArtifactKind.ONNX, metadata=meta, inputs=inputs, outputs=outputs)
 
 
+def read_openvino_metadata(path: Path) -> ArtifactMetadata:
+    """Metadata from the IR's ``<rt_info><policy_export value=...>`` (XML only: no OpenVINO import needed)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise BadInputError(
+            f"{path}: not a readable OpenVINO IR ({type(exc).__name__}); re-run policy-export quantize"
+        ) from exc
+    node = root.find("rt_info/policy_export")
+    if root.tag != "net" or node is None or node.get("value") is None:
+        raise _metadata_error(path, "OpenVINO IR has no policy_export metadata")
+    return _parse_metadata(path, node.get("value", ""), "its policy_export metadata")
+
+
 def read_torchscript_metadata(path: Path) -> ArtifactMetadata:
     with zipfile.ZipFile(path) as zf:
         names = [n for n in zf.namelist() if n.endswith("extra/" + TORCHSCRIPT_EXTRA)]
@@ -214,6 +241,8 @@ def inspect_artifact(path: Path) -> ArtifactInfo:
         return _onnx_info(path)
     if kind == ArtifactKind.TORCHSCRIPT:
         meta = read_torchscript_metadata(path)
+    elif kind == ArtifactKind.OPENVINO:
+        meta = read_openvino_metadata(path)
     else:
         side = tensorrt_sidecar(path)
         record = read_tensorrt_sidecar(path)

@@ -16,6 +16,31 @@ class Precision(StrEnum):
 
     FP32 = "fp32"
     FP16 = "fp16"
+    #: OpenVINO's inference precision hint (bf16 kernels); the weights stay fp32 in the file.
+    BF16 = "bf16"
+    #: Post-training quantized (int8 weights and activations): OpenVINO IR via NNCF, or ONNX QDQ.
+    INT8 = "int8"
+
+
+class ExportPrecision(StrEnum):
+    """What ``onnx`` / ``export`` / ``tensorrt`` write (bf16 and int8 come from ``quantize``, which calibrates)."""
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+
+
+class LowPrecision(StrEnum):
+    """What ``quantize`` writes from an fp32 ONNX artifact."""
+
+    BF16 = "bf16"
+    INT8 = "int8"
+
+
+class QuantRuntime(StrEnum):
+    """Which runtime a reduced-precision artifact is written for."""
+
+    OPENVINO = "openvino"
+    ONNXRUNTIME = "onnxruntime"
 
 
 class ImageFormat(StrEnum):
@@ -31,6 +56,8 @@ class ArtifactKind(StrEnum):
     ONNX = "onnx"
     TORCHSCRIPT = "torchscript"
     TENSORRT = "tensorrt"
+    #: OpenVINO IR (``model.xml`` + ``model.bin``), written by ``policy-export quantize``.
+    OPENVINO = "openvino"
 
 
 class OrtProvider(StrEnum):

@@ -12,7 +12,7 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from policy_export.artifacts import tensorrt_sidecar
+from policy_export.artifacts import openvino_weights, tensorrt_sidecar
 from policy_export.checkpoint.files import checkpoint_files
 
 
@@ -39,10 +39,12 @@ def onnx_external_data(path: Path) -> list[Path]:
 
 
 def artifact_files(path: Path) -> list[Path]:
-    """An artifact and the files read with it (TensorRT sidecar, ONNX external data)."""
+    """An artifact and the files read with it (TensorRT sidecar, ONNX external data, OpenVINO weights)."""
     files = [path]
     side = tensorrt_sidecar(path)
-    if path.suffix in (".plan", ".engine") or side.exists():
+    if path.suffix == ".xml":
+        files.append(openvino_weights(path))
+    elif path.suffix in (".plan", ".engine") or side.exists():
         files.append(side)
     elif path.is_file() and path.suffix not in (".pt", ".pth") and not zipfile.is_zipfile(path):
         files.extend(onnx_external_data(path))

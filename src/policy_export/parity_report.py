@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from policy_export.action_error import DimError, worst_frac_std
 from policy_export.action_space import ActionScale
 from policy_export.artifacts import ArtifactInfo
 from policy_export.compare import ErrorStats, compare
@@ -36,6 +37,18 @@ class BatchResult:
     infer_ms_median: float
     #: The same comparison in robot units, reported beside a normalized-space gate (figures only: not gated).
     robot_units: ErrorStats | None = None
+    #: Error per action dimension (robot units and as a fraction of the dataset's action std).
+    dims: list[DimError] = field(default_factory=list)
+    #: The per-dimension gate (``--tolerance-std``); None: only the absolute/relative one applies.
+    tolerance_std: float | None = None
+
+    @property
+    def worst_frac_std(self) -> float:
+        return worst_frac_std(self.dims)
+
+    @property
+    def passed(self) -> bool:
+        return self.stats.passed and (self.tolerance_std is None or self.worst_frac_std <= self.tolerance_std)
 
 
 def gated_compare(
@@ -73,6 +86,10 @@ class ArtifactCheck:
     check: str = "chunk"
     #: Where ``atol``/``rtol`` apply: the policy's normalized action space (default) or robot units.
     tolerance_space: str = ToleranceSpace.NORMALIZED
+    #: Per-dimension gate, as a fraction of the action std (reduced-precision artifacts; None: none).
+    tolerance_std: float | None = None
+    #: "uniform" (iid pixels, states around the statistics) or "frames" (:mod:`policy_export.frames`).
+    inputs: str = "uniform"
 
     @classmethod
     def start(
@@ -186,6 +203,7 @@ def render_table(report: VerifyReport) -> Table:
         "robot",
         "min atol",
         "atol",
+        "max/std",
         "status",
     ):
         table.add_column(col, justify="right" if col not in ("artifact", "runner", "status") else "left")
@@ -198,7 +216,10 @@ def render_table(report: VerifyReport) -> Table:
             continue
         for r in c.results:
             s = r.stats
-            ok = "[green]pass[/]" if s.passed else "[red]FAIL[/]"
+            ok = "[green]pass[/]" if r.passed else "[red]FAIL[/]"
+            frac = f"{r.worst_frac_std:.4f}" if r.dims else "-"
+            if r.tolerance_std is not None:
+                frac += f" <= {r.tolerance_std:g}" if r.worst_frac_std <= r.tolerance_std else f" > {r.tolerance_std:g}"
             table.add_row(
                 name,
                 _runner(c),
@@ -213,9 +234,26 @@ def render_table(report: VerifyReport) -> Table:
                 _fmt((r.robot_units or s).max_abs),
                 _fmt(s.min_passing_atol),
                 _fmt(s.atol),
+                frac,
                 ok,
             )
     return table
+
+
+def per_dim_lines(report: VerifyReport) -> list[str]:
+    """Per action dimension, for every row that has a ``--tolerance-std`` gate: max abs error in robot units
+    and as a fraction of the dataset's action std (plain text, one line per artifact and batch size)."""
+    lines = []
+    for c in report.checks:
+        for r in c.results:
+            if r.tolerance_std is None or not r.dims:
+                continue
+            dims = ", ".join(f"{d.max_abs:.2e} ({100 * d.max_frac_std:.2f}%)" for d in r.dims)
+            lines.append(
+                f"{Path(c.artifact).name} batch {r.batch_size} on {c.inputs} inputs, max abs per action dim "
+                f"(% of action std): {dims}"
+            )
+    return lines
 
 
 def report_inputs(report: VerifyReport) -> list[Path]:
@@ -252,13 +290,16 @@ def write_junit(report: VerifyReport, path: Path, force: bool = False) -> None:
             figures = {"tolerance_space": c.tolerance_space, **s.to_dict()}
             if r.robot_units is not None:
                 figures["robot_units"] = r.robot_units.to_dict()
+            figures |= {"per_dim": [d.to_dict() for d in r.dims], "tolerance_std": r.tolerance_std}
             ET.SubElement(case, "system-out").text = json.dumps(figures)
-            if not s.passed:
+            if not r.passed:
                 failures += 1
                 msg = (
                     f"max abs error {s.max_abs:.3e} > atol {s.atol:.1e} (rtol {s.rtol:g}, {c.tolerance_space} "
                     f"action space) at {s.worst_index}: reference {s.worst_reference:.6g}, "
                     f"artifact {s.worst_candidate:.6g}"
+                    if not s.passed
+                    else f"worst action dim error {r.worst_frac_std:.4f} of its std > --tolerance-std {r.tolerance_std:g}"
                 )
                 if r.robot_units is not None:
                     msg += f"; robot units: max abs {r.robot_units.max_abs:.3e}"

@@ -511,6 +511,9 @@ class ArtifactMetadata:
     opset: int | None = None
     versions: dict[str, str] = field(default_factory=dict)
     schema: int = METADATA_SCHEMA
+    #: Reduced-precision artifacts (``policy-export quantize``): runtime, inference precision hint,
+    #: calibration source, the CPU it was calibrated and measured on, and what was measured there.
+    quantization: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from policy_export.action_error import action_std, per_dim_errors
 from policy_export.artifacts import check_compatible, inspect_artifact
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.enums import Status, ToleranceSpace
@@ -26,7 +27,7 @@ from policy_export.families import eager_chunk
 from policy_export.inputs import checkpoint_inputs
 from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport, gated_compare
 from policy_export.spec import PolicySpec
-from policy_export.tolerances import DEFAULT_ATOL
+from policy_export.tolerances import DEFAULT_ATOL, DEFAULT_TOLERANCE_STD, default_tolerance_std
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +85,23 @@ class ReferenceCache:
     def __init__(self, ckpt: LoadedCheckpoint, seed: int) -> None:
         self.ckpt = ckpt
         self.seed = seed
-        self._cache: dict[tuple[str, int, int], tuple[dict[str, np.ndarray], np.ndarray]] = {}
+        self._cache: dict[tuple[str, int, int, str], tuple[dict[str, np.ndarray], np.ndarray]] = {}
 
-    def get(self, image_format: str, batch: int, sample: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        key = (image_format, batch, sample)
+    def get(
+        self, image_format: str, batch: int, sample: int, inputs: str = "uniform"
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """``inputs``: "uniform" (iid pixels) or "frames" (smooth, frame-like images with the dataset's colour statistics)."""
+        key = (image_format, batch, sample, inputs)
         if key not in self._cache:
-            rng = np.random.default_rng([self.seed, batch, sample])
-            feed = checkpoint_inputs(self.ckpt, batch, rng, image_format)
+            if inputs == "frames":
+                from policy_export.frames import synthetic_batch
+
+                feed = synthetic_batch(
+                    self.ckpt.spec, self.ckpt.input_stats, batch, [self.seed, batch, sample], image_format
+                )
+            else:
+                rng = np.random.default_rng([self.seed, batch, sample])
+                feed = checkpoint_inputs(self.ckpt, batch, rng, image_format)
             self._cache[key] = (feed, eager_chunk(self.ckpt, feed, image_format))
         return self._cache[key]
 
@@ -110,12 +121,19 @@ def verify_artifacts(
     progress: Callable[[], None] | None = None,
     allow_other_checkpoint: bool = False,
     tolerance_space: ToleranceSpace | str = ToleranceSpace.NORMALIZED,
+    tolerance_std: float | None = None,
 ) -> VerifyReport:
     """Chunk parity of every artifact at every batch size; with ``rollout_steps``, also
     rollout parity (client + shim vs LeRobot's ``select_action``, :mod:`policy_export.rollout`).
 
     Tolerances apply in ``tolerance_space``: by default the policy's normalized action space
-    (the checkpoint's action statistics and mode), robot-unit figures beside them."""
+    (the checkpoint's action statistics and mode), robot-unit figures beside them.
+
+    Every row also reports the error per action dimension, in robot units and as a fraction of the
+    dataset's action std. Reduced-precision artifacts (bf16, int8) are gated on that fraction
+    (``tolerance_std``, default by precision) and judged on frame-like inputs, the distribution
+    they were calibrated for; their atol defaults to the loosest per-dimension bound (in the gated space).
+    """
     if not artifacts:
         raise BadInputError("no --artifact given; pass at least one exported file")
     if any(b < 1 for b in batch_sizes) or samples < 1:
@@ -141,17 +159,30 @@ def verify_artifacts(
     report = VerifyReport(
         checkpoint=str(ckpt.path), policy=ckpt.spec.to_dict(), seed=seed, batch_sizes=list(batch_sizes), samples=samples
     )
+    if tolerance_std is not None and not tolerance_std > 0:
+        raise BadInputError("--tolerance-std takes a positive fraction of the action std, e.g. 0.02")
     report.extra["default_atol"] = dict(DEFAULT_ATOL)
     space = ToleranceSpace(tolerance_space)
     scale = ckpt.action_scale
     report.extra["tolerance_space"] = space
     report.extra["action_scale"] = scale.to_dict()
+    report.extra["default_tolerance_std"] = dict(DEFAULT_TOLERANCE_STD)
+    std = action_std(ckpt.output_stats, ckpt.spec.action_key, ckpt.spec.action_dim)
+    report.extra["action_std"] = [float(x) for x in std]
     refs = ReferenceCache(ckpt, seed)
     for info, warn in zip(infos, warnings, strict=True):
         meta = info.metadata
         check = ArtifactCheck.start(
             info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn, tolerance_space=space
         )
+        lowp = default_tolerance_std(meta.precision)
+        if lowp is not None:
+            check.tolerance_std = lowp if tolerance_std is None else tolerance_std
+            check.inputs = "frames"
+            if check.atol_source.startswith("default"):  # the loosest per-dimension bound, in the gated space
+                bound = std if space == ToleranceSpace.ROBOT else std / scale.scale
+                check.atol = float(check.tolerance_std * bound.max())
+                check.atol_source = f"default {meta.precision}: --tolerance-std x largest action std"
         report.checks.append(check)
         try:
             runner = open_runner(info.path, ort_provider=ort_provider)
@@ -174,7 +205,7 @@ def verify_artifacts(
             for bs in batch_sizes:
                 ref_list, out_list, times = [], [], []
                 for s in range(samples):
-                    feed, ref = refs.get(meta.image_format, bs, s)
+                    feed, ref = refs.get(meta.image_format, bs, s, check.inputs)
                     t0 = time.perf_counter()
                     out = runner.infer(feed)["action_chunk"]
                     times.append((time.perf_counter() - t0) * 1e3)
@@ -183,8 +214,10 @@ def verify_artifacts(
                     if progress is not None:
                         progress()
                 stats, robot = gated_compare(np.stack(ref_list), np.stack(out_list), check.atol, rtol, space, scale)
-                check.results.append(BatchResult(bs, samples, stats, float(np.median(times)), robot))
-                if not stats.passed:
+                dims = per_dim_errors(np.stack(ref_list), np.stack(out_list), std)
+                result = BatchResult(bs, samples, stats, float(np.median(times)), robot, dims, check.tolerance_std)
+                check.results.append(result)
+                if not result.passed:
                     check.status = Status.FAILED
         finally:
             runner.deactivate()

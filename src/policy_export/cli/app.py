@@ -18,6 +18,7 @@ from policy_export.cli import (
     export_cmd,
     inspect_cmd,
     onnx_cmd,
+    quantize_cmd,
     serve_cmd,
     tensorrt_cmd,
     torchscript_cmd,
@@ -61,6 +62,7 @@ app.command("verify", cls=Command, epilog=epilog("verify"))(verify_cmd.verify)
 app.command("eval", cls=Command, epilog=epilog("eval"))(eval_cmd.eval_)
 app.command("torchscript", cls=Command, epilog=epilog("torchscript"))(torchscript_cmd.torchscript)
 app.command("tensorrt", cls=Command, epilog=epilog("tensorrt"))(tensorrt_cmd.tensorrt)
+app.command("quantize", cls=Command, epilog=epilog("quantize"))(quantize_cmd.quantize)
 app.command("export", cls=Command, epilog=epilog("export"))(export_cmd.export)
 app.command("demo", cls=Command, epilog=epilog("demo"))(demo_cmd.demo)
 app.command("triton-repo", cls=Command, epilog=epilog("triton-repo"))(triton_cmd.triton_repo)

@@ -17,7 +17,9 @@ def bench(
     checkpoint: CheckpointOpt,
     artifact: Annotated[
         list[Path] | None,
-        typer.Option("--artifact", "-a", help="Exported file (ONNX, TorchScript, TensorRT plan); repeatable."),
+        typer.Option(
+            "--artifact", "-a", help="Exported file (ONNX, TorchScript, TensorRT plan, OpenVINO IR .xml); repeatable."
+        ),
     ] = None,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8",
     iterations: Annotated[int, typer.Option(help="Timed calls per backend and batch size.")] = 20,
@@ -58,14 +60,19 @@ def bench(
 
     Also measures this machine's sustained matmul rate (the ceiling) and the core's flops per sample, and reports each backend's share of that ceiling.
 
+    Prints what this CPU has for bf16/int8 (VNNI, BF16, AMX) and warns when an artifact's precision will not be
+    faster here.
+
     Exit code 0: every backend ran; 2: bad input, or a backend whose runtime is not available here (the others are still reported).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from policy_export.artifacts import inspect_artifact
     from policy_export.bench.harness import BenchConfig, planned_steps, run_bench, workload_requests
     from policy_export.bench.machine import machine_info
     from policy_export.bench.report import render_table, require_matplotlib, skipped_lines, write_json, write_plot
     from policy_export.bench.results import to_json_dict
+    from policy_export.cpu import cpu_info, precision_gain_warning
     from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK
     from policy_export.fsutil import check_report_writable
     from policy_export.input_files import files_read
@@ -82,6 +89,11 @@ def bench(
         ceiling_seconds=ceiling_seconds,
         max_background=max_background,
     )
+    cpu, precision_warnings = cpu_info(), []
+    for path in config.artifacts:  # what this CPU has decides whether bf16/int8 can be faster here
+        warning = precision_gain_warning(inspect_artifact(path).metadata.precision, cpu)
+        if warning:
+            precision_warnings.append(f"{path.name}: {warning}")
     inputs = files_read(checkpoint, config.artifacts)
     for out, what in ((json_path, "JSON report"), (plot, "plot")):
         if out is not None:
@@ -94,9 +106,14 @@ def bench(
         task = progress.add_task("benchmarking", total=planned_steps(config, n_backends))
         raw = run_bench(config, step=lambda what, n: progress.update(task, advance=n, description=what))
     report = to_json_dict(raw, machine_info(), ["policy-export", *sys.argv[1:]])
+    report["machine"]["reduced_precision"] = cpu.record()
+    report["machine"]["precision_warnings"] = precision_warnings
     console.print(render_table(report))
     for line in skipped_lines(report):
         console.print(line, soft_wrap=True)
+    console.print(f"cpu: {cpu.summary()}")
+    for warning in precision_warnings:
+        console.print(f"[yellow]warning[/] {warning}", soft_wrap=True)
     if json_path:
         write_json(report, json_path, force, inputs)
         console.print(f"wrote {json_path}")

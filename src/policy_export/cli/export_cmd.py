@@ -17,7 +17,7 @@ from policy_export.cli.common import (
     handle_errors,
     parse_int_list,
 )
-from policy_export.enums import ImageFormat, Precision
+from policy_export.enums import ExportPrecision, ImageFormat, Precision
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -39,8 +39,8 @@ def export(
     ] = "onnx,torchscript",
     image_format: ImageFormatOpt = ImageFormat.FLOAT32,
     precision: Annotated[
-        Precision, typer.Option(help="For ONNX and TensorRT; TorchScript is always fp32.")
-    ] = Precision.FP32,
+        ExportPrecision, typer.Option(help="For ONNX and TensorRT; TorchScript is always fp32.")
+    ] = ExportPrecision.FP32,
     batch_sizes: Annotated[str, typer.Option(help="Batch sizes verify checks every artifact at.")] = "1,4",
     samples: Annotated[int, typer.Option(help="Random input draws per batch size.")] = 2,
     max_batch: Annotated[int, typer.Option(help="Largest batch of the TensorRT plan's profile.")] = 16,
@@ -100,7 +100,7 @@ def export(
             out_dir,
             formats=fmts,
             image_format=image_format,
-            precision=precision,
+            precision=Precision(precision),
             batch_sizes=sizes,
             samples=samples,
             max_batch=max_batch,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from policy_export.cli.common import CheckpointOpt, ForceOpt, ImageFormatOpt, console, handle_errors, load, status
-from policy_export.enums import ImageFormat, Precision
+from policy_export.enums import ExportPrecision, ImageFormat, Precision
 
 
 class Exporter(StrEnum):
@@ -27,8 +27,8 @@ def onnx(
         Exporter, typer.Option(help="auto tries dynamo, then falls back to legacy with a logged reason.")
     ] = Exporter.auto,
     precision: Annotated[
-        Precision, typer.Option(help="fp16 converts the network inside; inputs/outputs stay float32.")
-    ] = Precision.FP32,
+        ExportPrecision, typer.Option(help="fp16 converts the network inside; inputs/outputs stay float32.")
+    ] = ExportPrecision.FP32,
     image_format: ImageFormatOpt = ImageFormat.FLOAT32,
     force: ForceOpt = False,
 ) -> None:
@@ -49,7 +49,7 @@ def onnx(
             exporter=exporter.value,
             force=force,
             image_format=image_format,
-            precision=precision,
+            precision=Precision(precision),
         )
     if res.fallback_reason:
         console.print(f"[yellow]used the legacy exporter: {escape(res.fallback_reason)}[/]")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from policy_export.cli.common import ForceOpt, console, handle_errors, status
-from policy_export.enums import Precision
+from policy_export.enums import ExportPrecision, Precision
 
 
 @handle_errors
@@ -20,9 +20,9 @@ def tensorrt(
         Path, typer.Option("--output", "-o", help="Where to write the .plan; <plan>.json is written beside it.")
     ],
     precision: Annotated[
-        Precision,
+        ExportPrecision,
         typer.Option(help="fp32 (TF32 off) or fp16 (network converted to fp16 inside, float32 inputs/outputs)."),
-    ] = Precision.FP32,
+    ] = ExportPrecision.FP32,
     min_batch: Annotated[int, typer.Option(help="Smallest batch the plan accepts.")] = 1,
     opt_batch: Annotated[int, typer.Option(help="Batch size TensorRT tunes kernels for.")] = 4,
     max_batch: Annotated[int, typer.Option(help="Largest batch the plan accepts.")] = 16,
@@ -44,7 +44,7 @@ def tensorrt(
         res = build_tensorrt(
             onnx,
             output,
-            precision=precision,
+            precision=Precision(precision),
             min_batch=min_batch,
             opt_batch=opt_batch,
             max_batch=max_batch,

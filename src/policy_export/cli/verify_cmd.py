@@ -9,7 +9,7 @@ import typer
 
 from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_errors, load, parse_int_list
 from policy_export.enums import OrtProvider, ToleranceSpace
-from policy_export.tolerances import DEFAULT_ATOL
+from policy_export.tolerances import DEFAULT_ATOL, DEFAULT_TOLERANCE_STD
 
 
 def _parse_atol_overrides(items: list[str]) -> dict[str, float]:
@@ -54,6 +54,13 @@ def verify(
     artifact_tolerance: Annotated[
         list[str] | None, typer.Option(help="Per-artifact absolute tolerance, FILE=ATOL; repeatable.")
     ] = None,
+    tolerance_std: Annotated[
+        float | None,
+        typer.Option(
+            help="Reduced-precision artifacts: largest error per action dimension as a fraction of the dataset's "
+            f"action std (default int8 {DEFAULT_TOLERANCE_STD['int8']:g}, bf16 {DEFAULT_TOLERANCE_STD['bf16']:g})."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     ort_provider: Annotated[
         OrtProvider, typer.Option(help="ONNX Runtime execution provider for .onnx artifacts.")
@@ -94,7 +101,7 @@ def verify(
 
     from policy_export.fsutil import check_report_writable
     from policy_export.input_files import files_read
-    from policy_export.parity_report import render_table, write_json, write_junit
+    from policy_export.parity_report import per_dim_lines, render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
     sizes = parse_int_list(batch_sizes, "--batch-sizes")
@@ -127,8 +134,11 @@ def verify(
             progress=lambda: progress.advance(task),
             allow_other_checkpoint=allow_other_checkpoint,
             tolerance_space=tolerance_space,
+            tolerance_std=tolerance_std,
         )
     console.print(render_table(result))
+    for line in per_dim_lines(result):
+        console.print(escape(line), soft_wrap=True)
     for c in result.checks:
         for w in c.warnings:
             console.print(f"[yellow]warning[/] {escape(Path(c.artifact).name)}: {escape(w)}")

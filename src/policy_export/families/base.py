@@ -94,6 +94,9 @@ class Family(ABC):
     declaration: Declaration
     #: What ``--exporter auto`` means for this family: "auto" (dynamo, legacy as the fallback) or "legacy".
     onnx_exporter: str = "auto"
+    #: Module scopes ``quantize`` keeps in float (int8 of the rest): the layers whose rounding errors reach
+    #: the actions directly with no averaging after them, and which cost little compute.
+    quantize_float_scopes: tuple[str, ...] = ()
 
     @property
     def policy_type(self) -> str:

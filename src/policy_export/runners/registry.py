@@ -29,4 +29,8 @@ def open_runner(path: str | Path, *, ort_provider: str = "cpu", threads: int | N
         from policy_export.runners.tensorrt import TensorRTRunner
 
         return TensorRTRunner(info)
+    if info.kind == "openvino":
+        from policy_export.runners.openvino import OpenVinoRunner
+
+        return OpenVinoRunner(info, threads=threads)
     raise BadInputError(f"{path}: no runner for artifact kind {info.kind!r}")

@@ -1,0 +1,241 @@
+"""``policy-export quantize``: bf16 and int8 CPU artifacts of the small policy, run by their real runtimes and
+judged by verify against LeRobot eager per action dimension; the robot runtime runs them without torch.
+
+The small policy (random weights, 96x128 camera) errs more under int8 than the demo policy: measured 2.6-4.7% of
+an action std (OpenVINO and ONNX Runtime, several seeds), against 1.5% for the demo policy (BENCHMARKS.md). Its int8
+rows are therefore judged at ``--tolerance-std 0.06``; bf16 (1.2%) at its default 0.015. Calibrating on black
+frames must fail that same gate: the gate can tell a calibration that fits the robot's frames from one that does not.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_runtime_shim import run_blocked
+from typer.testing import CliRunner
+
+from policy_export.artifacts import inspect_artifact
+from policy_export.cli.app import app
+from policy_export.cpu import cpu_info, precision_gain_warning
+from policy_export.enums import Status
+from policy_export.frames import image_stats, synthetic_frame
+from policy_export.quantize.run import quantize
+from policy_export.verify import verify_artifacts
+
+SMALL_INT8_TOLERANCE_STD = 0.06
+needs_bf16 = pytest.mark.skipif(not cpu_info().bf16, reason="this CPU has neither avx512_bf16 nor amx_bf16")
+
+
+@pytest.fixture(scope="module")
+def int8_onnx(small_loaded, small_onnx, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("q") / "small-int8.onnx"
+    quantize(small_loaded, small_onnx, out, precision="int8", samples=8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bf16_xml(small_loaded, small_onnx, tmp_path_factory) -> Path:
+    if not cpu_info().bf16:
+        pytest.skip("this CPU has neither avx512_bf16 nor amx_bf16")
+    out = tmp_path_factory.mktemp("q") / "small-bf16.xml"
+    quantize(small_loaded, small_onnx, out, precision="bf16")
+    return out
+
+
+def write_dataset(root: Path, spec, frames: list[np.ndarray], states: np.ndarray, shape_override=None) -> Path:
+    """A LeRobotDataset v3.0 folder as LeRobot writes one with images embedded (no videos):
+    meta/info.json, and data/chunk-000/file-000.parquet with {bytes, path} image cells."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    cam = spec.cameras[0]
+    c, h, w = cam.shape
+    info = {
+        "codebase_version": "v3.0",
+        "fps": 30,
+        "total_episodes": 2,
+        "total_frames": len(frames),
+        "data_path": "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet",
+        "features": {
+            spec.state_key: {"dtype": "float32", "shape": [spec.state_dim], "names": None},
+            cam.key: {"dtype": "image", "shape": shape_override or [h, w, c], "names": ["height", "width", "channels"]},
+            spec.action_key: {"dtype": "float32", "shape": [spec.action_dim], "names": None},
+            "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+            "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+        },
+    }
+    (root / "meta").mkdir(parents=True)
+    (root / "meta" / "info.json").write_text(json.dumps(info))
+    cells = []
+    for f in frames:
+        buf = io.BytesIO()
+        Image.fromarray(np.clip(np.rint(f.transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)).save(buf, "PNG")
+        cells.append({"bytes": buf.getvalue(), "path": None})
+    n = len(frames)
+    table = pa.table(
+        {
+            spec.state_key: [list(map(float, s)) for s in states],
+            cam.key: cells,
+            "timestamp": [float(i % (n // 2)) / 30 for i in range(n)],
+            "episode_index": [i // (n // 2) for i in range(n)],
+        }
+    )
+    (root / "data" / "chunk-000").mkdir(parents=True)
+    pq.write_table(table, root / "data" / "chunk-000" / "file-000.parquet")
+    return root
+
+
+def _dataset(small_loaded, root: Path, black: bool = False, shape_override=None) -> Path:
+    spec = small_loaded.spec
+    cam = spec.cameras[0]
+    rng = np.random.default_rng(3)
+    stats = image_stats(small_loaded.input_stats, cam.key, 3)
+    frames = [np.zeros(cam.shape, np.float32) if black else synthetic_frame(rng, cam.shape, stats) for _ in range(8)]
+    states = np.zeros((8, spec.state_dim)) if black else rng.standard_normal((8, spec.state_dim))
+    return write_dataset(root, spec, frames, states, shape_override)
+
+
+def test_int8_artifact_is_quantized_and_records_where(int8_onnx):
+    import onnx
+
+    info = inspect_artifact(int8_onnx)
+    meta = info.metadata
+    assert (info.kind, meta.precision) == ("onnx", "int8")
+    ops = {n.op_type for n in onnx.load(str(int8_onnx)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # really QDQ, not a copy of the fp32 graph
+    q = meta.quantization
+    assert q["runtime"] == "onnxruntime" and q["calibration"]["samples"] == 8
+    assert q["cpu"]["flags"] == cpu_info().record()["flags"] and q["cpu"]["vnni"] == cpu_info().vnni
+    assert q["measured"]["fp32_onnxruntime_ms"] > 0 and q["measured"]["ms"] > 0
+    assert q["float_scopes"] == ["decoder", "action_head"]
+
+
+@needs_bf16
+def test_verify_judges_each_action_dimension_against_its_std(small_loaded, int8_onnx, bf16_xml):
+    report = verify_artifacts(small_loaded, [bf16_xml], batch_sizes=[1, 2], samples=1)
+    (check,) = report.checks
+    assert check.runner == "openvino-cpu-bf16" and check.tolerance_std == 0.015 and check.inputs == "frames"
+    assert check.status == Status.PASSED, [(r.worst_frac_std, r.stats.max_abs) for r in check.results]
+    std = np.asarray(report.extra["action_std"])
+    for r in check.results:
+        assert len(r.dims) == small_loaded.spec.action_dim
+        assert max(d.max_abs for d in r.dims) == pytest.approx(r.stats.max_abs)
+        np.testing.assert_allclose([d.max_frac_std for d in r.dims], [d.max_abs for d in r.dims] / std)
+        assert 0 < r.worst_frac_std <= 0.015
+    report = verify_artifacts(
+        small_loaded, [int8_onnx], batch_sizes=[1], samples=2, tolerance_std=SMALL_INT8_TOLERANCE_STD
+    )
+    assert report.checks[0].status == Status.PASSED, report.checks[0].results[0].worst_frac_std
+
+
+def test_calibration_from_a_dataset_and_black_frames_fail_the_gate(small_loaded, small_onnx, tmp_path):
+    good = tmp_path / "good.onnx"
+    res = quantize(
+        small_loaded, small_onnx, good, precision="int8", calibration=_dataset(small_loaded, tmp_path / "ds")
+    )
+    assert res.calibration["source"] == "LeRobotDataset ds" and res.calibration["samples"] == 8
+    bad = tmp_path / "black.onnx"
+    quantize(small_loaded, small_onnx, bad, precision="int8", calibration=_dataset(small_loaded, tmp_path / "k", True))
+    report = verify_artifacts(
+        small_loaded, [good, bad], batch_sizes=[1], samples=2, tolerance_std=SMALL_INT8_TOLERANCE_STD
+    )
+    assert [c.status for c in report.checks] == [Status.PASSED, Status.FAILED], [
+        c.results[0].worst_frac_std for c in report.checks
+    ]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None):
+    return CliRunner().invoke(app, ["quantize", *args], env=env)
+
+
+def test_bad_input_is_one_line_and_exit_2(small_ckpt, small_onnx, int8_onnx, tmp_path):
+    base = ["-c", str(small_ckpt), "-a", str(small_onnx)]
+    (tmp_path / "empty").mkdir()
+    mismatched = _dataset_folder_with_wrong_shape(small_ckpt, tmp_path / "wrong")
+    cases = [
+        (["--precision", "bf16", "--runtime", "onnxruntime", "-o", str(tmp_path / "a.onnx")], None, "no bfloat16"),
+        (
+            ["--precision", "bf16", "-o", str(tmp_path / "b.xml")],
+            {"POLICY_EXPORT_CPU_FLAGS": "avx2 fma"},
+            "neither avx512_bf16 nor amx_bf16",
+        ),
+        (
+            ["--precision", "int8", "--calibration", str(tmp_path / "empty"), "-o", str(tmp_path / "c.onnx")],
+            None,
+            "not a LeRobotDataset",
+        ),
+        (
+            ["--precision", "int8", "--calibration", str(mismatched), "-o", str(tmp_path / "d.onnx")],
+            None,
+            "features do not match",
+        ),
+        (["--precision", "int8", "-o", str(tmp_path / "e.xml")], None, "writes ONNX"),
+    ]
+    for extra, env, message in cases:
+        res = _cli(*base, *extra, env=env)
+        assert res.exit_code == 2, (extra, res.output)
+        lines = [ln for ln in res.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and message in lines[0], (extra, res.output)
+    res = _cli("-c", str(small_ckpt), "-a", str(int8_onnx), "--precision", "int8", "-o", str(tmp_path / "f.onnx"))
+    assert res.exit_code == 2 and "takes an fp32 ONNX artifact" in res.output and "onnx int8" in res.output
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(b"not onnx at all")
+    res = _cli("-c", str(small_ckpt), "-a", str(foreign), "--precision", "int8", "-o", str(tmp_path / "g.onnx"))
+    assert res.exit_code == 2 and "not a readable ONNX file" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "foreign.onnx", "wrong"]  # nothing half-written
+
+
+def _dataset_folder_with_wrong_shape(small_ckpt: Path, root: Path) -> Path:
+    from policy_export.checkpoint import load_checkpoint
+
+    return _dataset(load_checkpoint(small_ckpt), root, shape_override=[48, 64, 3])
+
+
+@needs_bf16
+def test_robot_runtime_runs_quantized_artifacts_without_torch(small_loaded, int8_onnx, bf16_xml, tmp_path):
+    from policy_export.runners import open_runner
+
+    spec = small_loaded.spec
+    cam = spec.cameras[0]
+    frame = synthetic_frame(
+        np.random.default_rng(1),
+        cam.shape,
+        __import__("policy_export.frames").frames.image_stats(small_loaded.input_stats, cam.key, 3),
+    )
+    state = np.linspace(-1, 1, spec.state_dim).astype(np.float32)
+    np.save(tmp_path / "state.npy", state)
+    np.save(tmp_path / "frame.npy", frame)
+    for artifact in (int8_onnx, bf16_xml):
+        proc = run_blocked(
+            f"""
+            import numpy as np
+            from policy_export.runtime import PolicyClient
+            obs = {{{spec.state_key!r}: np.load({str(tmp_path / "state.npy")!r}), {cam.key!r}: np.load({str(tmp_path / "frame.npy")!r})}}
+            with PolicyClient.from_artifact({str(artifact)!r}) as client:
+                np.save({str(tmp_path / "chunk.npy")!r}, client.predict_chunk(obs))
+            heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "lerobot", "nncf"))
+            assert not heavy, heavy
+            """,
+            ("torch", "lerobot", "nncf"),
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        with open_runner(artifact) as runner:
+            want = runner.infer({"state": state[None], "image": frame[None]})["action_chunk"]
+        np.testing.assert_array_equal(np.load(tmp_path / "chunk.npy"), want)
+
+
+def test_precision_warnings_follow_the_cpu_flags(monkeypatch):
+    monkeypatch.setenv("POLICY_EXPORT_CPU_FLAGS", "avx2 fma")
+    info = cpu_info()
+    assert info.overridden and not info.vnni and not info.bf16
+    assert "avx512_bf16" in (precision_gain_warning("bf16", info) or "")
+    assert "VNNI" in (precision_gain_warning("int8", info) or "")
+    monkeypatch.setenv("POLICY_EXPORT_CPU_FLAGS", "avx512f avx512_vnni avx512_bf16")
+    assert precision_gain_warning("bf16") is None and precision_gain_warning("int8") is None
+    assert os.environ["POLICY_EXPORT_CPU_FLAGS"].startswith("avx512f")
