@@ -7,6 +7,7 @@ nox -s gpu        # TensorRT + onnxruntime-gpu tests (pytest -m gpu) on an NVIDI
 nox -s triton     # the Triton repository + real-server tests, with the server's own venv (numpy < 2)
 nox -s bench_shim # per-step overhead of the host-side action shim (reports/bench-shim.json)
 nox -s bench      # BENCHMARKS.md: demo policy, every CPU backend vs LeRobot eager (reports/bench/)
+nox -s bench_lowp # BENCHMARKS.md "CPU beyond fp32": int8/bf16 of the demo policy, verify + bench (reports/lowp/)
 nox -s fleet      # BENCHMARKS.md fleet section: perf_analyzer + bench-fleet on real servers (reports/fleet/)
 nox -s eval_chaos # BENCHMARKS.md closed-loop section: pusht eval, chaos baseline, realtime vs latency (reports/eval/)
 nox -s robot_host # README's robot-host install from the package index, then a RealtimeClient loop (ARTIFACT=x.onnx)
@@ -218,6 +219,72 @@ def bench(session: nox.Session) -> None:
         "--plot",
         f"{out}/bench.png",
         "--force",  # this session owns reports/bench: a plot from before plots were marked as ours is replaced too
+        *session.posargs,
+    )
+
+
+LOWP_DIR = "reports/lowp"
+
+
+@nox.session(python=PYTHON)
+def bench_lowp(session: nox.Session) -> None:
+    """BENCHMARKS.md "CPU beyond fp32": the demo policy (ACT, 3x480x640, chunk 100) quantized to int8 with ONNX
+    Runtime (QDQ) and with OpenVINO/NNCF, and bf16 through OpenVINO; verify (per action dimension, vs LeRobot
+    eager) then bench (every artifact interleaved in one run, batch 1).
+
+    FAMILY=diffusion does the same for Diffusion Policy at LeRobot's default configuration (heavy: ~6 GB,
+    export ~90 s, fp32 ~4 s per chunk). Writes reports/lowp/<family>/{verify,bench}.json.
+    """
+    session.install("-e", ".[bench,cpu-lowp]")
+    family = os.environ.get("FAMILY", "act")
+    out = f"{LOWP_DIR}/{family}"
+    ckpt = f"{out}/checkpoint"
+    builder = "build_diffusion_checkpoint" if family == "diffusion" else "build_checkpoint"
+    session.run("python", "-c", f"from policy_export.demo import {builder}; {builder}({ckpt!r})")
+    fp32 = f"{out}/fp32.onnx"
+    session.run("policy-export", "onnx", "--checkpoint", ckpt, "--output", fp32, "--force")
+    artifacts = [fp32]
+    for precision, runtime, name in (
+        ("int8", "onnxruntime", "int8.onnx"),
+        ("int8", "openvino", "int8.xml"),
+        ("bf16", "openvino", "bf16.xml"),
+    ):
+        if family == "diffusion" and precision == "int8":
+            continue  # see BENCHMARKS.md: bf16 is what halves the U-Net's streamed weights
+        artifacts.append(f"{out}/{name}")
+        quantize = ["--checkpoint", ckpt, "--artifact", fp32, "--precision", precision, "--runtime", runtime]
+        session.run("policy-export", "quantize", *quantize, "--output", artifacts[-1], "--force", success_codes=[0, 1])
+    each = [a for path in artifacts for a in ("--artifact", path)]
+    session.run(
+        "policy-export",
+        "verify",
+        "--checkpoint",
+        ckpt,
+        *each,
+        "--batch-sizes",
+        "1",
+        "--samples",
+        "2",
+        "--report",
+        f"{out}/verify.json",
+        "--force",
+        success_codes=[0, 1],
+    )
+    session.run(
+        "policy-export",
+        "bench",
+        "--checkpoint",
+        ckpt,
+        *each,
+        "--batch-sizes",
+        "1",
+        "--iterations",
+        os.environ.get("ITERATIONS", "20"),
+        "--warmup",
+        "3",
+        "--json",
+        f"{out}/bench.json",
+        "--force",
         *session.posargs,
     )
 

@@ -239,3 +239,47 @@ def test_precision_warnings_follow_the_cpu_flags(monkeypatch):
     monkeypatch.setenv("POLICY_EXPORT_CPU_FLAGS", "avx512f avx512_vnni avx512_bf16")
     assert precision_gain_warning("bf16") is None and precision_gain_warning("int8") is None
     assert os.environ["POLICY_EXPORT_CPU_FLAGS"].startswith("avx512f")
+
+
+@needs_bf16
+def test_triton_serves_them_natively_configured_and_through_python(small_loaded, int8_onnx, bf16_xml, tmp_path):
+    """The native OpenVINO config (served here by its stand-in) and the Python-backend model, on a real server."""
+    from test_triton_server import infer
+    from triton_harness import triton_server
+
+    from policy_export.runners import open_runner
+    from policy_export.triton.validate import check_model
+
+    repo = tmp_path / "repo"
+    writes = [
+        (bf16_xml, "act_bf16", []),
+        (bf16_xml, "act_bf16_py", ["--backend", "python"]),
+        (int8_onnx, "act_int8", []),
+    ]
+    for artifact, name, extra in writes:
+        res = CliRunner().invoke(app, ["triton-repo", "-a", str(artifact), "--repo", str(repo), "--name", name, *extra])
+        assert res.exit_code == 0, res.output
+    config = (repo / "act_bf16" / "config.pbtxt").read_text()
+    assert 'backend: "openvino"' in config and 'key: "HINT_BF16"' in config
+    assert sorted(p.name for p in (repo / "act_bf16" / "1").iterdir()) == ["model.bin", "model.xml"]
+    assert (repo / "act_bf16_py" / "1" / "model.py").exists()
+    res = CliRunner().invoke(app, ["triton-repo", "--check", str(repo)])
+    assert res.exit_code == 0, res.output
+    # A config that would run a bf16 artifact at f32 (or the reverse) fails the offline check.
+    (repo / "act_bf16" / "config.pbtxt").write_text(config.replace('"HINT_BF16"', '"HINT_BF16_OFF"'))
+    assert any("HINT_BF16" in p for p in check_model(repo / "act_bf16").problems)
+    (repo / "act_bf16" / "config.pbtxt").write_text(config)
+
+    spec = small_loaded.spec
+    rng = np.random.default_rng(5)
+    stats = image_stats(small_loaded.input_stats, spec.cameras[0].key, 3)
+    feed = {
+        "state": rng.standard_normal((2, spec.state_dim)).astype(np.float32),
+        "image": np.stack([synthetic_frame(rng, spec.cameras[0].shape, stats) for _ in range(2)]),
+    }
+    with triton_server(repo) as server:
+        for name, artifact in (("act_bf16", bf16_xml), ("act_bf16_py", bf16_xml), ("act_int8", int8_onnx)):
+            with open_runner(artifact) as runner:
+                want = runner.infer(feed)["action_chunk"]
+            got = infer(server, "grpc", name, 1, feed)
+            np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=name)

@@ -37,8 +37,9 @@ def triton_repo(
     backend: Annotated[
         BackendChoice | None,
         typer.Option(
-            help="auto: the artifact's native backend (onnxruntime_onnx, tensorrt_plan, pytorch_libtorch). "
-            "python: serve an ONNX file through ONNX Runtime from Triton's Python backend."
+            help="auto: the artifact's native backend (onnxruntime_onnx, tensorrt_plan, pytorch_libtorch, openvino). "
+            "python: serve an ONNX file through ONNX Runtime, or an OpenVINO IR through OpenVINO, from Triton's "
+            "Python backend."
         ),
     ] = None,
     max_batch_size: Annotated[int | None, typer.Option(help="Largest batch Triton forms (>= 1; default 8).")] = None,
@@ -72,7 +73,10 @@ def triton_repo(
     ] = None,
     intra_op_threads: Annotated[
         int | None,
-        typer.Option(help="--backend python: ONNX Runtime intra-op threads per instance (default: ONNX Runtime's)."),
+        typer.Option(
+            help="--backend python: ONNX Runtime intra-op threads per instance (default: ONNX Runtime's); "
+            "OpenVINO models: INFERENCE_NUM_THREADS."
+        ),
     ] = None,
     force: ForceOpt = False,
     lock_wait: Annotated[

@@ -46,7 +46,8 @@ def policy_parameters(
     """The typed ``parameters`` of a model serving ``versions`` (see :mod:`policy_export.triton_contract`)."""
     latest = versions[max(versions)].metadata
     s = latest.spec
-    threads = options.intra_op_threads if options is not None and spec.key == "python" else None
+    threaded = spec.key == "python" or spec.artifact_kind == "openvino"  # ORT's or OpenVINO's threads
+    threads = options.intra_op_threads if options is not None and threaded else None
     return ModelParameters(
         policy_export_version=__version__,
         policy_type=s.policy_type,
@@ -139,7 +140,32 @@ def build_config(
 
     for key, value in policy_parameters(sig, versions, spec, options).to_strings().items():
         cfg.parameters[key].string_value = value
+    if spec.artifact_kind == "openvino":
+        for key, value in openvino_parameters(versions, options).items():
+            cfg.parameters[key].string_value = value
     return cfg, sig
+
+
+def openvino_parameters(versions: dict[int, ArtifactInfo], options: TritonOptions) -> dict[str, str]:
+    """What Triton's OpenVINO backend reads (and the Python model, and its test stand-in): latency mode, one
+    stream, the threads, and ``HINT_BF16`` for bf16 artifacts. One config holds one hint, so the versions of
+    a model must agree on their inference precision (checked offline, see version_check)."""
+    params = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"}
+    if options.intra_op_threads:
+        params["INFERENCE_NUM_THREADS"] = str(options.intra_op_threads)
+    hints = {openvino_hint(info) for info in versions.values()}
+    if len(hints) > 1:
+        raise BadInputError(
+            f"versions {sorted(versions)} mix OpenVINO inference precisions ({', '.join(sorted(hints))}); one config "
+            "holds one precision hint: serve them under different --name"
+        )
+    if hints == {"bf16"}:
+        params["HINT_BF16"] = "YES"
+    return params
+
+
+def openvino_hint(info: ArtifactInfo) -> str:
+    return str(info.metadata.quantization.get("inference_precision", "f32"))
 
 
 def render(cfg: ModelConfig, sig: Signature, spec: ServingBackend) -> str:

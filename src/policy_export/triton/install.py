@@ -21,7 +21,12 @@ from policy_export.triton.templates import template_text
 
 VENV_ENV = "POLICY_EXPORT_TRITON_VENV"
 DEFAULT_VENV = ".venv-triton"
-STAND_IN_BACKENDS = ("onnxruntime",)
+STAND_IN_BACKENDS = ("onnxruntime", "openvino")
+#: Stand-in file and the model module it subclasses, per backend name.
+_STAND_IN_FILES = {
+    "onnxruntime": ("onnxruntime_stand_in.py", "ort_model.py", "policy_export_ort_model.py"),
+    "openvino": ("openvino_stand_in.py", "ov_model.py", "policy_export_ov_model.py"),
+}
 MAKE_HINT = "create it with `make triton-venv` (or pip install -r requirements-triton-server.txt in a Python 3.12 venv)"
 
 
@@ -132,12 +137,13 @@ def prepare_backends(install: ServerInstall, dest: Path, stand_ins: tuple[str, .
         shutil.copy2(install.python_backend / name, python_dir / name)
     shutil.copy2(install.stub, python_dir / "triton_python_backend_stub")
     for backend in stand_ins:
-        if backend != "onnxruntime":
+        if backend not in _STAND_IN_FILES:
             raise BadInputError(f"no stand-in backend named {backend!r}; available: {', '.join(STAND_IN_BACKENDS)}")
+        stand_in, model, module = _STAND_IN_FILES[backend]
         bdir = dest / backend
         bdir.mkdir(exist_ok=True)
-        (bdir / "model.py").write_text(template_text("onnxruntime_stand_in.py"))
-        (bdir / "policy_export_ort_model.py").write_text(template_text("ort_model.py"))
+        (bdir / "model.py").write_text(template_text(stand_in))
+        (bdir / module).write_text(template_text(model))
     return dest
 
 

@@ -170,6 +170,8 @@ def check_options(options: TritonOptions, spec: ServingBackend) -> None:
     if options.intra_op_threads is not None:
         if options.intra_op_threads < 1:
             raise BadInputError(f"--intra-op-threads {options.intra_op_threads}: must be >= 1")
-        if spec.key != "python":
-            raise BadInputError("--intra-op-threads applies to --backend python models (their ONNX Runtime session)")
+        if spec.key not in ("python", "python-openvino", "openvino"):
+            raise BadInputError(
+                "--intra-op-threads applies to --backend python models (their ONNX Runtime session) and OpenVINO models"
+            )
     parse_version_policy(options.version_policy)

@@ -151,8 +151,11 @@ def _copy_artifact(info: ArtifactInfo, spec: ServingBackend, vdir: Path) -> list
         side = vdir / (spec.filename + ".json")
         shutil.copy2(tensorrt_sidecar(info.path), side)
         files.append(side)
-    if spec.key == "python":
-        (vdir / "model.py").write_text(template_text("ort_model.py"))
+    for suffix, name in spec.companions:  # e.g. an OpenVINO IR's weights
+        shutil.copy2(info.path.with_suffix(suffix), vdir / name)
+        files.append(vdir / name)
+    if spec.python_model:
+        (vdir / "model.py").write_text(template_text(spec.python_model))
         files.append(vdir / "model.py")
     return files
 
@@ -176,7 +179,8 @@ def _backend(model_dir: Path, cfg: ModelConfig | None, artifact_kind: str, choic
     """The backend for the new version; an existing model keeps the one its config names."""
     if cfg is None:
         return backend_for(artifact_kind, choice)
-    existing = backend_from_config(cfg.platform, cfg.backend)
+    kind = cfg.parameters["artifact_kind"].string_value if "artifact_kind" in cfg.parameters else ""
+    existing = backend_from_config(cfg.platform, cfg.backend, kind)
     if existing is not None and existing.artifact_kind == artifact_kind:
         spec = backend_for(artifact_kind, choice)
         if spec.key == existing.key:

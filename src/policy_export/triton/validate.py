@@ -184,7 +184,8 @@ def check_model(model_dir: Path, expected_name: str | None = None) -> ModelRepor
     p = report.problems
     if cfg.name and cfg.name != name:
         p.append(f'name "{cfg.name}" differs from the folder name "{name}" (Triton refuses that)')
-    spec = backend_from_config(cfg.platform, cfg.backend)
+    kind = cfg.parameters["artifact_kind"].string_value if "artifact_kind" in cfg.parameters else ""
+    spec = backend_from_config(cfg.platform, cfg.backend, kind)
     if spec is None:
         known = ", ".join(sorted({s.platform or s.backend for s in BACKENDS.values()}))
         p.append(f"platform {cfg.platform!r} / backend {cfg.backend!r} is not one policy-export writes ({known})")

@@ -46,7 +46,12 @@ def _check_version(
             f"{label}: {vdir.name}/{spec.filename} is missing (the {spec.platform or spec.backend} backend loads that file)"
         )
         return
-    if spec.key == "python" and not (vdir / "model.py").exists():
+    for _suffix, name in spec.companions:
+        if not (vdir / name).exists():
+            problems.append(
+                f"{label}: {vdir.name}/{name} is missing (the {spec.backend} backend loads it with {spec.filename})"
+            )
+    if spec.python_model and not (vdir / "model.py").exists():
         problems.append(f"{label}: {vdir.name}/model.py is missing (the Python backend runs it)")
     try:
         info = inspect_artifact(artifact)
@@ -63,6 +68,14 @@ def _check_version(
         problems.append(f"{label}: {diff.replace('the new artifact', f'{vdir.name}/{spec.filename}')}")
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     _check_parameters(params, version, info.metadata, spec.filename, label, problems)
+    if spec.artifact_kind == "openvino":
+        bf16 = info.metadata.quantization.get("inference_precision") == "bf16"
+        if bf16 != (params.get("HINT_BF16", "").upper() == "YES"):
+            problems.append(
+                f"{label}: {spec.filename} is a {info.metadata.precision} artifact but HINT_BF16 is "
+                f"{params.get('HINT_BF16', 'not set')!r}; the OpenVINO backend would run it at another precision "
+                "(regenerate the config with triton-repo)"
+            )
     digest_key = version_key(version, VersionParam.SHA256)
     if digest_key in params and params[digest_key] != file_sha256(artifact):
         problems.append(
