@@ -257,7 +257,7 @@ def test_triton_serves_them_natively_configured_and_through_python(small_loaded,
         (int8_onnx, "act_int8", []),
     ]
     for artifact, name, extra in writes:
-        res = CliRunner().invoke(app, ["triton-repo", "-a", str(artifact), "--repo", str(repo), "--name", name, *extra])
+        res = CliRunner().invoke(app, ["triton-repo", "-a", str(artifact), "--repo", str(repo), "--model", name, *extra])
         assert res.exit_code == 0, res.output
     config = (repo / "act_bf16" / "config.pbtxt").read_text()
     assert 'backend: "openvino"' in config and 'key: "HINT_BF16"' in config

@@ -35,7 +35,7 @@ EXAMPLES: dict[str, list[str]] = {
     "quantize": [
         "policy-export quantize --checkpoint DIR --artifact policy.onnx --precision int8 --output policy-int8.onnx",
         "policy-export quantize -c DIR -a policy.onnx --precision bf16 --output policy-bf16.xml",
-        "policy-export quantize -c DIR -a policy.onnx --precision int8 --runtime openvino --calibration DATASET_DIR -o int8.xml",
+        "policy-export quantize -c DIR -a policy.onnx --precision int8 --runtime openvino --calibration DATASET_DIR -o policy-int8.xml",
     ],
     "export": [
         "policy-export export --checkpoint DIR --out-dir artifacts --formats onnx,torchscript",
