@@ -10,6 +10,7 @@ nox -s bench      # BENCHMARKS.md: demo policy, every CPU backend vs LeRobot eag
 nox -s bench_lowp # BENCHMARKS.md "CPU beyond fp32": int8/bf16 of the demo policy, verify + bench (reports/lowp/)
 nox -s fleet      # BENCHMARKS.md fleet section: perf_analyzer + bench-fleet on real servers (reports/fleet/)
 nox -s eval_chaos # BENCHMARKS.md closed-loop section: pusht eval, chaos baseline, realtime vs latency (reports/eval/)
+nox -s heavy      # the tests marked heavy (over make test's memory budget)
 nox -s robot_host # README's robot-host install from the package index, then a RealtimeClient loop (ARTIFACT=x.onnx)
 """
 
@@ -176,6 +177,14 @@ def bench_diffusion(session: nox.Session) -> None:
     """
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/diffusion.py", "--out", "reports/diffusion", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def heavy(session: nox.Session) -> None:
+    """The tests marked `heavy`, left out of `make test` for memory (LeRobot's default Diffusion Policy
+    exported and verified: ~8.9 GB peak, minutes on 2 cores)."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "heavy", *session.posargs)
 
 
 BENCH_DIR = "reports/bench"
