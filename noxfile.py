@@ -187,6 +187,17 @@ def heavy(session: nox.Session) -> None:
     session.run("pytest", "-m", "heavy", *session.posargs)
 
 
+@nox.session(python=PYTHON)
+def smolvla_default(session: nox.Session) -> None:
+    """LeRobot's default SmolVLA (450M parameters, built offline with random weights): export it to ONNX
+    (time and peak memory), verify it against LeRobot at batch 1 and 4 (fp32, 1e-4), and bench LeRobot
+    eager vs ONNX Runtime per chunk at batch 1. Writes reports/smolvla/. Needs about 10 GB of memory;
+    run it on an otherwise idle machine. Args after -- go to benchmarks/smolvla.py (e.g. -- --tiny).
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/smolvla.py", "--out", "reports/smolvla", *session.posargs)
+
+
 BENCH_DIR = "reports/bench"
 
 

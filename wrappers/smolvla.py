@@ -399,6 +399,7 @@ class SmolVLACore(nn.Module):
         self.action_unnormalizer = action_unnormalizer
         self.vision = VisionEncoder(vlm.vision_model, vlm.connector, vision_position_ids, vwe.config.scale_factor)
         self.embed_tokens = vlm.text_model.get_input_embeddings()
+        self.vocab_size = int(self.embed_tokens.num_embeddings)
         self.state_proj = model.state_proj
         self.text_layers = vlm.text_model.layers
         text = vwe.config.text_config
@@ -439,7 +440,9 @@ class SmolVLACore(nn.Module):
         """``embed_prefix`` + the VLM's cache-filling forward: per layer the post-RoPE prefix K/V
         ``[B, P, KVH, D]``, and the prefix padding mask ``[B, P]``."""
         img_embs = self._image_tokens(images)
-        lang = self.embed_tokens(lang_tokens)
+        # Ids are clamped into the vocabulary: valid ids (all the host's tokenizer makes) are unchanged,
+        # and a server's warm-up with random int64 data cannot make the embedding lookup fail.
+        lang = self.embed_tokens(lang_tokens.clamp(0, self.vocab_size - 1))
         lang = lang * math.sqrt(lang.shape[-1])
         state = F.pad(self.state_normalizer(state), (0, self.max_state_dim - state.shape[-1]))
         state_emb = self.state_proj(state)[:, None, :]

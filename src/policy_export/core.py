@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 from policy_export.checkpoint import LoadedCheckpoint
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
 
@@ -34,3 +36,10 @@ def for_tracing(ckpt: LoadedCheckpoint, core: torch.nn.Module, args: tuple[torch
     from policy_export.families import family_for
 
     return family_for(ckpt.spec.policy_type).for_tracing(core, args)
+
+
+def write_sidecars(ckpt: LoadedCheckpoint, artifact: Path) -> list[Path]:
+    """The files the checkpoint's family writes beside an exported artifact (e.g. a VLA's tokenizer)."""
+    from policy_export.families import family_for
+
+    return family_for(ckpt.spec.policy_type).write_sidecars(ckpt, artifact)

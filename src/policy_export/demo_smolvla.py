@@ -286,8 +286,9 @@ def _quiet_vlm_build() -> Any:
 def build_smolvla_checkpoint(
     out_dir: str | Path, recipe: SmolVLARecipe | None = None, vlm_dir: str | Path | None = None
 ) -> Path:
-    """Write a SmolVLA ``pretrained_model`` folder (and, unless ``vlm_dir`` exists already, its
-    VLM folder, by default ``<out_dir>-vlm`` beside it) and return the checkpoint's path."""
+    """Write a SmolVLA ``pretrained_model`` folder and its VLM folder (``<out_dir>-vlm`` beside it,
+    rewritten each time; or ``vlm_dir``, written only when it holds no VLM yet, so several
+    checkpoints can share one) and return the checkpoint's path."""
     import torch
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
     from lerobot.policies.smolvla.processor_smolvla import make_smolvla_pre_post_processors
@@ -295,7 +296,7 @@ def build_smolvla_checkpoint(
     recipe = recipe or DEFAULT_SMOLVLA
     out = Path(out_dir)
     vlm_path = Path(vlm_dir) if vlm_dir is not None else out.with_name(out.name + "-vlm")
-    if not (vlm_path / "config.json").is_file():
+    if vlm_dir is None or not (vlm_path / "config.json").is_file():
         build_vlm_folder(vlm_path, recipe.vlm)
     rng = np.random.default_rng(recipe.seed)
     torch.manual_seed(recipe.seed)

@@ -15,6 +15,7 @@ from policy_export.cli.common import console, exit_with, handle_errors, load, st
 class DemoFamily(StrEnum):
     act = "act"
     diffusion = "diffusion"
+    smolvla = "smolvla"
 
 
 @handle_errors
@@ -26,26 +27,36 @@ def demo(
         DemoFamily,
         typer.Option(
             help="act: LeRobot's default-size ACT (3x480x640 camera, chunk 100). diffusion: a small Diffusion "
-            "Policy (96x96 camera, 10 DDIM steps)."
+            "Policy (96x96 camera, 10 DDIM steps). smolvla: LeRobot's default SmolVLA (450M parameters; "
+            "SmolVLM2-500M's architecture built locally with random weights; minutes and ~10 GB to export)."
         ),
     ] = DemoFamily.act,
     force: Annotated[bool, typer.Option("--force", help="Rebuild the checkpoint and overwrite artifacts.")] = False,
+    tiny: Annotated[bool, typer.Option("--tiny", help="With --family smolvla: a toy-size SmolVLA (seconds).")] = False,
 ) -> None:
     """Build a demo checkpoint (random weights, plausible statistics), export ONNX, verify against LeRobot eager at batch 1 and 4, summarize.
 
-    The two families write side by side in --out-dir: ACT as checkpoint/, act_demo.onnx, parity.json/.xml; Diffusion as diffusion-checkpoint/, diffusion_demo.onnx, diffusion-parity.json/.xml.
+    The families write side by side in --out-dir: ACT as checkpoint/, act_demo.onnx, parity.json/.xml; Diffusion as diffusion-checkpoint/, diffusion_demo.onnx, diffusion-parity.json/.xml; SmolVLA likewise with smolvla- (its VLM folder beside its checkpoint). Example: policy-export demo --family smolvla --tiny.
     """
     from policy_export.demo import SMALL_DIFFUSION_RECIPE, build_checkpoint, build_diffusion_checkpoint
     from policy_export.export.onnx import export_onnx
     from policy_export.parity_report import render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
+    if tiny and family is not DemoFamily.smolvla:
+        from policy_export.errors import BadInputError
+
+        raise BadInputError("--tiny applies to --family smolvla only")
     prefix = "" if family is DemoFamily.act else f"{family.value}-"
     ckpt_dir = out_dir / f"{prefix}checkpoint" / "pretrained_model"
     if force or not (ckpt_dir / "model.safetensors").exists():
         with status(f"building a demo {family.value} checkpoint (random weights, plausible stats)"):
             if family is DemoFamily.act:
                 build_checkpoint(ckpt_dir)
+            elif family is DemoFamily.smolvla:
+                from policy_export.demo_smolvla import DEFAULT_SMOLVLA, TINY_SMOLVLA, build_smolvla_checkpoint
+
+                build_smolvla_checkpoint(ckpt_dir, TINY_SMOLVLA if tiny else DEFAULT_SMOLVLA)
             else:
                 build_diffusion_checkpoint(ckpt_dir, SMALL_DIFFUSION_RECIPE)
         console.print(f"[green]built[/] demo checkpoint {ckpt_dir}")

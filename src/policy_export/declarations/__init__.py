@@ -13,6 +13,7 @@ from __future__ import annotations
 from policy_export.declarations.act import ACTDeclaration
 from policy_export.declarations.base import Declaration, Declared, FieldRule
 from policy_export.declarations.diffusion import DiffusionDeclaration
+from policy_export.declarations.smolvla import SmolVLADeclaration
 from policy_export.errors import BadInputError
 from policy_export.spec import (
     ACTION_DIM,
@@ -50,7 +51,7 @@ def unregister_declaration(policy_type: str) -> None:
     _DECLARATIONS.pop(policy_type, None)
 
 
-for _builtin in (ACTDeclaration(), DiffusionDeclaration()):
+for _builtin in (ACTDeclaration(), DiffusionDeclaration(), SmolVLADeclaration()):
     register_declaration(_builtin)
 
 

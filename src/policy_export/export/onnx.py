@@ -195,7 +195,7 @@ def export_onnx(
     import onnx
     import torch
 
-    from policy_export.core import build_core, example_args, for_tracing
+    from policy_export.core import build_core, example_args, for_tracing, write_sidecars
 
     if exporter not in ("auto", "dynamo", "legacy"):
         raise BadInputError(f"--exporter must be auto, dynamo or legacy, not {exporter!r}")
@@ -282,6 +282,7 @@ def export_onnx(
         onnx.checker.check_model(str(tmp), full_check=True)
         max_abs = _quick_check(core, tmp, ckpt, image_format, precision) if quick_check else float("nan")
         nodes = len(model.graph.node)
+        write_sidecars(ckpt, output)
     return OnnxExportResult(
         path=output,
         exporter=used,

@@ -71,7 +71,7 @@ def export_torchscript(
     """Trace, save with metadata, reload the saved file and check it, then move into place."""
     import torch
 
-    from policy_export.core import build_core, example_args, for_tracing
+    from policy_export.core import build_core, example_args, for_tracing, write_sidecars
 
     core = build_core(ckpt, image_format=image_format)
     args = example_args(ckpt, TRACE_BATCH, image_format)
@@ -103,6 +103,7 @@ def export_torchscript(
         tmp.write_bytes(buf.getbuffer())
         del buf
         max_abs = _quick_check(core, tmp, ckpt, image_format) if quick_check else float("nan")
+        write_sidecars(ckpt, output)
     return TorchScriptExportResult(output, image_format, max_abs, CHECK_BATCHES if quick_check else ())
 
 

@@ -25,6 +25,8 @@ from policy_export.declarations import Declaration
 from policy_export.spec import PolicySpec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
     from policy_export.checkpoint import LoadedCheckpoint
@@ -114,6 +116,11 @@ class Family(ABC):
         loop; the exporters use it as it is instead of tracing (and so unrolling) ``core``.
         """
         return core
+
+    def write_sidecars(self, ckpt: LoadedCheckpoint, artifact: Path) -> list[Path]:
+        """Files the robot needs beside an exported ``artifact`` (a language model's tokenizer); default none.
+        Called once the artifact is complete, before it is moved into place."""
+        return []
 
     @abstractmethod
     def reference_chunk(self, ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:

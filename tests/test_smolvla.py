@@ -10,8 +10,6 @@ against LeRobot's preprocessor-normalized batch -> ``predict_action_chunk(batch,
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -28,65 +26,24 @@ TOL = 1e-4
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The tiny checkpoint loaded as LeRobot's rollout loads it, its core, and the core exported."""
-    from lerobot.configs.policies import PreTrainedConfig
-    from lerobot.policies import get_policy_class, make_pre_post_processors
-
-    from policy_export.checkpoint.normalization import _find_step, _stats_as_numpy
-    from policy_export.families.smolvla_tables import build_core
-    from policy_export_wrappers.act import FeatureNormalizer
-    from policy_export_wrappers.smolvla import script_for_export
+    """The tiny checkpoint loaded as every command loads it, and exported by ``policy-export onnx``'s code."""
+    from policy_export.checkpoint import load_checkpoint
+    from policy_export.export.onnx import export_onnx
 
     root = build_smolvla_checkpoint(tmp_path_factory.mktemp("smolvla") / "pretrained_model", TINY_SMOLVLA)
-    cfg = PreTrainedConfig.from_pretrained(str(root))
-    with contextlib.redirect_stdout(io.StringIO()):
-        policy = get_policy_class(cfg.type).from_pretrained(str(root), config=cfg)
-    pre, post = make_pre_post_processors(
-        policy.config, pretrained_path=str(root), preprocessor_overrides={"device_processor": {"device": "cpu"}}
-    )
-    in_stats = _stats_as_numpy(_find_step(pre, "NormalizerProcessorStep"))
-    out_stats = _stats_as_numpy(_find_step(post, "UnnormalizerProcessorStep"))
-
-    def norm(key: str, stats: dict, mode: str, inverse: bool) -> FeatureNormalizer:
-        tensors = {k: torch.from_numpy(v) for k, v in stats[key].items()} if mode != "IDENTITY" else None
-        return FeatureNormalizer(mode, tensors, inverse=inverse)
-
-    cams = list(policy.config.image_features)
-    shapes = [tuple(policy.config.image_features[k].shape) for k in cams]
-    core = build_core(
-        policy,
-        camera_shapes=shapes,
-        state_normalizer=norm("observation.state", in_stats, "MEAN_STD", False),
-        image_normalizers=[norm(k, in_stats, "IDENTITY", False) for k in cams],
-        action_normalizer=norm("action", out_stats, "MEAN_STD", False),
-        action_unnormalizer=norm("action", out_stats, "MEAN_STD", True),
-    )
-    names = ["state", *(f"image_{k.rsplit('.', 1)[-1]}" for k in cams)]
-    names += ["lang_tokens", "lang_mask", "noise", "rtc_prev_chunk", "rtc_prev_len", "rtc_delay"]
-    example = _inputs(policy, pre, shapes, 2, np.random.default_rng(1234))
+    ckpt = load_checkpoint(root)
     onnx_path = tmp_path_factory.mktemp("smolvla_onnx") / "tiny.onnx"
-    axes = {n: {0: "batch"} for n in [*names, "action_chunk"]}
-    axes["lang_tokens"] = axes["lang_mask"] = {0: "batch", 1: "tokens"}
-    args = tuple(example["core"])
-    with torch.no_grad():
-        traced = torch.jit.trace(script_for_export(core, args), args, check_trace=False)
-        torch.onnx.export(
-            traced,
-            args,
-            str(onnx_path),
-            dynamo=False,
-            opset_version=20,
-            input_names=names,
-            output_names=["action_chunk"],
-            dynamic_axes=axes,
-        )
+    result = export_onnx(ckpt, onnx_path)
+    assert result.exporter == "legacy" and result.quick_check_max_abs <= TOL
+    policy = ckpt.policy
+    shapes = [tuple(policy.config.image_features[k].shape) for k in policy.config.image_features]
     return {
+        "ckpt": ckpt,
         "policy": policy,
-        "pre": pre,
-        "post": post,
-        "core": core,
+        "pre": ckpt.preprocessor,
+        "post": ckpt.postprocessor,
         "onnx": onnx_path,
-        "names": names,
+        "names": ckpt.spec.input_names,
         "shapes": shapes,
     }
 
@@ -106,8 +63,10 @@ def _inputs(policy: Any, pre: Any, shapes: list, batch: int, rng: np.random.Gene
     noise = torch.from_numpy(rng.normal(0, 1, (batch, chunk, cfg.max_action_dim)).astype(np.float32))
     prev = torch.from_numpy(rng.normal(0, 1, (batch, chunk, action_dim)).astype(np.float32))
     zeros = torch.zeros(batch, dtype=torch.long)
-    tokens = batch_in["observation.language.tokens"]
-    mask = batch_in["observation.language.attention_mask"]
+    # The host pads to the core's token axis (tokenizer_max_length); LeRobot's batch keeps its own padding.
+    pad = cfg.tokenizer_max_length - batch_in["observation.language.tokens"].shape[1]
+    tokens = torch.nn.functional.pad(batch_in["observation.language.tokens"], (0, pad), value=2)
+    mask = torch.nn.functional.pad(batch_in["observation.language.attention_mask"], (0, pad), value=False)
     return {
         "batch": batch_in,
         "noise": noise,
@@ -253,3 +212,101 @@ def test_unsupported_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="self-attends but has no expert layer"):
         expert_layout(8, 2, "cross_attn", 2)
     assert [e for e, _ in expert_layout(4, 2, "cross_attn", 2)] == [0, None, 1, None]
+
+
+def test_verify_passes_and_the_reference_guides_per_robot(tiny: dict[str, Any]) -> None:
+    """``verify`` (the family's LeRobot reference) passes at batch 1 and 4; and that reference, given RTC
+    inputs that differ per robot, equals the artifact (it runs LeRobot per robot with RTC enabled)."""
+    from policy_export.families import family_for
+    from policy_export.verify import verify_artifacts
+
+    ckpt = tiny["ckpt"]
+    report = verify_artifacts(ckpt, [tiny["onnx"]], batch_sizes=[1, 4], samples=1)
+    assert report.exit_code == 0
+    assert max(r.stats.max_abs for c in report.checks for r in c.results) <= TOL
+    data = _inputs(tiny["policy"], tiny["pre"], tiny["shapes"], 3, np.random.default_rng(11))
+    feed = {n: x.numpy() for n, x in zip(tiny["names"], data["core"], strict=True)}
+    feed["rtc_prev_len"] = np.array([0, 8, 3])
+    feed["rtc_delay"] = np.array([4, 2, 0])
+    want = family_for("smolvla").reference_chunk(ckpt, feed, "float32")
+    got = _ort(tiny, [torch.from_numpy(feed[n]) for n in tiny["names"]])
+    assert np.abs(got - want).max() <= TOL
+    unguided = _ort(tiny, data["core"])
+    assert np.abs(unguided[1:] - want[1:]).max() > 100 * TOL and np.abs(unguided[0] - want[0]).max() <= TOL
+
+
+def test_metadata_declares_language_rtc_and_the_tokenizer_file(tiny: dict[str, Any]) -> None:
+    import hashlib
+
+    from policy_export.artifacts import inspect_artifact
+
+    info = inspect_artifact(tiny["onnx"])
+    spec = info.metadata.spec
+    roles = [str(t.role) for t in spec.signature.inputs]
+    assert roles == [
+        "state",
+        "camera",
+        "camera",
+        "lang_tokens",
+        "lang_mask",
+        "noise",
+        "rtc_prev_chunk",
+        "rtc_prev_len",
+        "rtc_delay",
+    ]
+    assert spec.host.rtc == {
+        "execution_horizon": 6,
+        "max_guidance_weight": 5.0,
+        "prefix_attention_schedule": "LINEAR",
+        "source": "checkpoint",
+    }
+    assert spec.host.tokenizer is not None and spec.host.tokenizer["max_length"] == TINY_SMOLVLA.tokenizer_max_length
+    sidecar = Path(str(tiny["onnx"]) + ".tokenizer.json")
+    assert hashlib.sha256(sidecar.read_bytes()).hexdigest() == spec.host.tokenizer["sha256"]
+    assert spec.family["num_steps"] == TINY_SMOLVLA.num_steps and spec.family["image_size"] == [32, 32]
+
+
+def _edited_checkpoint(src: Path, dst: Path, **changes: object) -> Path:
+    import json
+    import shutil
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    cfg.update(changes)
+    (dst / "config.json").write_text(json.dumps(cfg))
+    return dst
+
+
+def test_bad_vlm_folders_and_unsupported_settings_are_one_line_exit_2(tiny: dict[str, Any], tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from policy_export.cli.app import app
+
+    src = tiny["ckpt"].path
+    vlm = Path(tiny["policy"].config.vlm_model_name)
+    no_tokenizer = tmp_path / "vlm-no-tokenizer"
+    shutil.copytree(vlm, no_tokenizer)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (no_tokenizer / name).unlink()
+    no_processor = tmp_path / "vlm-no-processor"
+    shutil.copytree(vlm, no_processor)
+    (no_processor / "processor_config.json").write_text("{ not json")
+    cases = {
+        "hub": ({"vlm_model_name": "HuggingFaceTB/SmolVLM2-500M-Video-Instruct"}, "never downloads"),
+        "tokenizer": ({"vlm_model_name": str(no_tokenizer)}, "tokenizer"),
+        "processor": ({"vlm_model_name": str(no_processor)}, "processor"),
+        "attention": ({"attention_mode": "prefix_attn"}, "attention_mode"),
+        "cameras": ({"empty_cameras": 1}, "empty_cameras"),
+        "layout": ({"num_expert_layers": 1}, "expert layout"),
+    }
+    for name, (changes, words) in cases.items():
+        ckpt = _edited_checkpoint(src, tmp_path / name, **changes)
+        res = CliRunner().invoke(app, ["inspect", "--checkpoint", str(ckpt)])
+        lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+        assert res.exit_code == 2, (name, res.output)
+        assert words in " ".join(res.output.split()), (name, res.output)
+        if name in ("hub", "tokenizer", "processor"):
+            assert "vlm_model_name" in res.output
+        assert len(lines) <= 2, (name, res.output)  # one message (rich may wrap it)
