@@ -102,6 +102,8 @@ class SmolVLARecipe:
             "prefix_attention_schedule": "LINEAR",
         }
     )
+    #: As :attr:`policy_export.demo.CheckpointRecipe.value_range` (None: joint-like statistics).
+    value_range: tuple[float, float] | None = None
     #: Any other ``SmolVLAConfig`` field (``attention_mode``, ``num_expert_layers``, ``self_attn_every_n_layers``...).
     config_overrides: dict[str, object] = field(default_factory=dict)
     seed: int = 0

@@ -126,7 +126,8 @@ def _lerobot_batch(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_fo
 def _predict(ckpt: LoadedCheckpoint, batch: dict[str, Any], noise: Any, **rtc: Any) -> np.ndarray:
     import torch
 
-    with torch.inference_mode():
+    # no_grad, not inference_mode: LeRobot's RTC guidance runs autograd inside (enable_grad).
+    with torch.no_grad():
         chunk = ckpt.policy.predict_action_chunk(dict(batch), noise=noise, **rtc)
         return np.asarray(ckpt.postprocessor(chunk).detach().cpu().numpy(), dtype=np.float32)
 
