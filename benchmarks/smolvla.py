@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     checks = json.loads(parity.read_text())
     parity_rows = [
-        {"batch_size": r["batch_size"], "max_abs": r["stats"]["max_abs"], "passed": r["passed"]}
+        {"batch_size": r["batch_size"], "max_abs": r["stats"]["max_abs"], "status": c["status"]}
         for c in checks["checks"]
         for r in c["results"]
     ]
