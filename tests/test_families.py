@@ -43,6 +43,7 @@ def _as_schema1(meta: ArtifactMetadata) -> str:
     spec = d["spec"]
     spec["temporal_ensemble_coeff"] = spec.pop("host")["ensemble_coeff"]
     del spec["signature"], spec["family"]
+    d.pop("quantization", None)  # newer than schema 1: the record of a reduced-precision artifact
     d["schema"] = 1
     old = json.loads(SCHEMA1.read_text())
     assert set(d) == set(old) and set(spec) == set(old["spec"])
