@@ -28,6 +28,7 @@ from policy_export.parity_report import ArtifactCheck, BatchResult, gated_compar
 from policy_export.spec import ArtifactMetadata
 
 if TYPE_CHECKING:
+    from policy_export.action_space import ActionScale
     from policy_export.runtime import CoreHandle, PolicyClient
 
 Progress = Callable[[], None] | None
@@ -204,10 +205,6 @@ def _check_mode(
                 f"batch {bs}: the shim asked the core for {trace.client_core_calls} chunks, "
                 f"LeRobot's select_action for {trace.lerobot_chunk_calls}"
             )
-        if check.tolerance_space == ToleranceSpace.NORMALIZED:
-            diff = np.abs(scale.normalize(trace.reference) - scale.normalize(trace.candidate))
-        else:
-            diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
         check.results.append(
             RolloutResult(
                 batch_size=bs,
@@ -216,13 +213,26 @@ def _check_mode(
                 infer_ms_median=trace.step_ms_median,
                 robot_units=robot,
                 resets=trace.resets,
-                per_step_max_abs=[float(x) for x in diff.reshape(steps, -1).max(axis=1)],
+                per_step_max_abs=_per_step_max_abs(
+                    trace.reference, trace.candidate, check.tolerance_space, scale, steps
+                ),
                 lerobot_chunk_calls=trace.lerobot_chunk_calls,
                 client_core_calls=trace.client_core_calls,
             )
         )
         if not stats.passed:
             check.status = Status.FAILED
+
+
+def _per_step_max_abs(
+    reference: np.ndarray, candidate: np.ndarray, space: str, scale: ActionScale, steps: int
+) -> list[float]:
+    """The worst difference at each control step, in the space the gate judged: where a rollout drifts."""
+    if space == ToleranceSpace.NORMALIZED:
+        diff = np.abs(scale.normalize(reference) - scale.normalize(candidate))
+    else:
+        diff = np.abs(reference.astype(np.float64) - candidate)
+    return [float(x) for x in diff.reshape(steps, -1).max(axis=1)]
 
 
 def rollout_checks(
@@ -339,10 +349,6 @@ def _check_rtc(
             f"delay {delay}: the client asked for chunks at steps {trace.candidate_requests}, "
             f"LeRobot's RTC engine at {trace.reference_requests}"
         )
-    if check.tolerance_space == ToleranceSpace.NORMALIZED:
-        diff = np.abs(scale.normalize(trace.reference) - scale.normalize(trace.candidate))
-    else:
-        diff = np.abs(trace.reference.astype(np.float64) - trace.candidate)
     check.results.append(
         RolloutResult(
             batch_size=1,
@@ -351,7 +357,7 @@ def _check_rtc(
             infer_ms_median=0.0,
             robot_units=robot,
             resets=[0],
-            per_step_max_abs=[float(x) for x in diff.reshape(steps, -1).max(axis=1)],
+            per_step_max_abs=_per_step_max_abs(trace.reference, trace.candidate, check.tolerance_space, scale, steps),
             lerobot_chunk_calls=len(trace.reference_requests),
             client_core_calls=len(trace.candidate_requests),
         )
