@@ -122,8 +122,21 @@ def test_wheel_and_sdist_hold_every_package_and_file_of_the_tree(built):
     with tarfile.open(built["sdist"]) as sd:
         members = {m.split("/", 1)[1] for m in sd.getnames() if "/" in m}
     src = built["src"]
-    needed = {str(p.relative_to(src)) for p in wanted.values()} | {"pyproject.toml", "setup.py", "README.md"}
+    needed = {str(p.relative_to(src)) for p in wanted.values()} | {"pyproject.toml", "setup.py", "README.md", "LICENSE"}
     assert not needed - members, f"missing from the sdist: {sorted(needed - members)}"
+
+
+def test_wheel_carries_the_license_text_its_metadata_names(built):
+    """The metadata says Apache-2.0; a wheel without the licence text is not redistributable as such."""
+    with zipfile.ZipFile(built["wheel"]) as whl:
+        names = whl.namelist()
+        (meta,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        metadata = whl.read(meta).decode()
+        texts = [n for n in names if ".dist-info/licenses/" in n]
+        assert texts, f"no licence file in the wheel's dist-info: {names[-8:]}"
+        body = whl.read(texts[0]).decode()
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "Apache License" in body and "Version 2.0" in body
 
 
 def test_build_prints_no_deprecation_warning(built):
