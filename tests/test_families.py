@@ -20,9 +20,9 @@ SCHEMA1 = Path(__file__).parent / "data" / "metadata_schema1.json"
 
 def test_unsupported_family_is_one_line_naming_the_supported_ones():
     with pytest.raises(BadInputError) as err:
-        family_for("pi0", where="cfg.json")
+        family_for("pi0_fast", where="cfg.json")
     msg = str(err.value)
-    assert "\n" not in msg and "'pi0'" in msg and all(t in msg for t in supported_policy_types())
+    assert "\n" not in msg and "'pi0_fast'" in msg and all(t in msg for t in supported_policy_types())
 
 
 def test_schema1_record_written_by_the_act_only_code_reads():

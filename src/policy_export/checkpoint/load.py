@@ -77,7 +77,8 @@ def load_checkpoint(path: str | Path) -> LoadedCheckpoint:
         )
 
     try:
-        with contextlib.redirect_stdout(io.StringIO()):  # LeRobot prints "Loading weights..." to stdout
+        # LeRobot prints "Loading weights..." to stdout; a family may need a context to build in.
+        with contextlib.redirect_stdout(io.StringIO()), declaration_for(cfg.type).building(root):
             policy = get_policy_class(cfg.type).from_pretrained(str(root), config=cfg)
         policy.eval()
         pre, post = make_pre_post_processors(

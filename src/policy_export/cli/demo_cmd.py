@@ -16,6 +16,8 @@ class DemoFamily(StrEnum):
     act = "act"
     diffusion = "diffusion"
     smolvla = "smolvla"
+    pi05 = "pi05"
+    pi0 = "pi0"
 
 
 @handle_errors
@@ -28,11 +30,14 @@ def demo(
         typer.Option(
             help="act: LeRobot's default-size ACT (3x480x640 camera, chunk 100). diffusion: a small Diffusion "
             "Policy (96x96 camera, 10 DDIM steps). smolvla: LeRobot's default SmolVLA (450M parameters; "
-            "SmolVLM2-500M's architecture built locally with random weights; minutes and ~10 GB to export)."
+            "SmolVLM2-500M's architecture built locally with random weights; minutes and ~10 GB to export). "
+            "pi05 / pi0: LeRobot's pi0.5 / pi0 with a local PaliGemma tokenizer; only with --tiny here (test sizes)."
         ),
     ] = DemoFamily.act,
     force: Annotated[bool, typer.Option("--force", help="Rebuild the checkpoint and overwrite artifacts.")] = False,
-    tiny: Annotated[bool, typer.Option("--tiny", help="With --family smolvla: a toy-size SmolVLA (seconds).")] = False,
+    tiny: Annotated[
+        bool, typer.Option("--tiny", help="With --family smolvla / pi05 / pi0: a toy-size model (seconds).")
+    ] = False,
 ) -> None:
     """Build a demo checkpoint (random weights, plausible statistics), export ONNX, verify against LeRobot eager at batch 1 and 4, summarize.
 
@@ -43,10 +48,17 @@ def demo(
     from policy_export.parity_report import render_table, write_json, write_junit
     from policy_export.verify import verify_artifacts
 
-    if tiny and family is not DemoFamily.smolvla:
+    pi = family in (DemoFamily.pi05, DemoFamily.pi0)
+    if tiny and family not in (DemoFamily.smolvla, DemoFamily.pi05, DemoFamily.pi0):
         from policy_export.errors import BadInputError
 
-        raise BadInputError("--tiny applies to --family smolvla only")
+        raise BadInputError("--tiny applies to --family smolvla, pi05 and pi0 only")
+    if pi and not tiny:
+        from policy_export.errors import BadInputError
+
+        raise BadInputError(
+            f"--family {family.value} needs --tiny (the real sizes are 1.3B-3.3B parameters: see nox -s pi05_300m)"
+        )
     prefix = "" if family is DemoFamily.act else f"{family.value}-"
     ckpt_dir = out_dir / f"{prefix}checkpoint" / "pretrained_model"
     if force or not (ckpt_dir / "model.safetensors").exists():
@@ -57,6 +69,10 @@ def demo(
                 from policy_export.demo_smolvla import DEFAULT_SMOLVLA, TINY_SMOLVLA, build_smolvla_checkpoint
 
                 build_smolvla_checkpoint(ckpt_dir, TINY_SMOLVLA if tiny else DEFAULT_SMOLVLA)
+            elif pi:
+                from policy_export.demo_pi import TINY_PI0, TINY_PI05, build_pi_checkpoint
+
+                build_pi_checkpoint(ckpt_dir, TINY_PI05 if family is DemoFamily.pi05 else TINY_PI0)
             else:
                 build_diffusion_checkpoint(ckpt_dir, SMALL_DIFFUSION_RECIPE)
         console.print(f"[green]built[/] demo checkpoint {ckpt_dir}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from policy_export.declarations.act import ACTDeclaration
 from policy_export.declarations.base import Declaration, Declared, FieldRule
 from policy_export.declarations.diffusion import DiffusionDeclaration
+from policy_export.declarations.pi import PiDeclaration
 from policy_export.declarations.smolvla import SmolVLADeclaration
 from policy_export.errors import BadInputError
 from policy_export.spec import (
@@ -51,7 +52,13 @@ def unregister_declaration(policy_type: str) -> None:
     _DECLARATIONS.pop(policy_type, None)
 
 
-for _builtin in (ACTDeclaration(), DiffusionDeclaration(), SmolVLADeclaration()):
+for _builtin in (
+    ACTDeclaration(),
+    DiffusionDeclaration(),
+    SmolVLADeclaration(),
+    PiDeclaration("pi0"),
+    PiDeclaration("pi05"),
+):
     register_declaration(_builtin)
 
 

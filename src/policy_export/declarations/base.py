@@ -9,8 +9,10 @@ See ``docs/families.md``.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -87,6 +89,11 @@ class Declaration(ABC):
     def check_config(self, raw: dict[str, Any], config_path: Path) -> None:
         """Refuse, in one line, what the family cannot export, from ``config.json`` before LeRobot parses it."""
         return None
+
+    def building(self, root: Path) -> AbstractContextManager[None]:
+        """A context LeRobot builds the checkpoint at ``root`` in (default: none). pi0 / pi0.5 use it for
+        test-size checkpoints, whose sizes LeRobot's variant names cannot express."""
+        return contextlib.nullcontext()
 
     @abstractmethod
     def declare(self, cfg: Any, spec: PolicySpec, config_path: Path) -> Declared:

@@ -22,6 +22,7 @@ from policy_export.declarations import (
 from policy_export.families.act import ACTFamily
 from policy_export.families.base import Family, ReferenceRollout, RolloutMode, core_normalizers, feature_normalizer
 from policy_export.families.diffusion import DiffusionFamily
+from policy_export.families.pi import PiFamily
 from policy_export.families.smolvla import SmolVLAFamily
 
 if TYPE_CHECKING:
@@ -55,7 +56,7 @@ def unregister(policy_type: str) -> None:
     unregister_declaration(policy_type)
 
 
-for _builtin in (ACTFamily(), DiffusionFamily(), SmolVLAFamily()):
+for _builtin in (ACTFamily(), DiffusionFamily(), SmolVLAFamily(), PiFamily("pi0"), PiFamily("pi05")):
     register(_builtin)
 
 
