@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -31,7 +32,14 @@ def triton_repo(
     artifact: Annotated[
         Path | None, typer.Option("--artifact", "-a", help="Exported file: .onnx, TorchScript .pt, or TensorRT .plan.")
     ] = None,
-    repo: Annotated[Path | None, typer.Option("--repo", help="Model repository folder (created if missing).")] = None,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            "--repo",
+            help="Model repository folder (created if missing), or s3://bucket/prefix in object storage "
+            "(boto3 and the usual AWS_* environment; see --s3-endpoint).",
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option("--model", "-m", help="Model name (the folder under --repo).")] = None,
     version: Annotated[int, typer.Option("--version", help="Version folder to write (integer >= 1).")] = 1,
     backend: Annotated[
@@ -84,8 +92,27 @@ def triton_repo(
         typer.Option(help="Seconds to wait while another triton-repo write to the same model runs (0: fail at once)."),
     ] = 300.0,
     check: Annotated[
-        Path | None,
-        typer.Option("--check", help="Only validate an existing repository (or one model folder) offline, then exit."),
+        str | None,
+        typer.Option(
+            "--check",
+            help="Only validate an existing repository (or one model folder) offline, then exit; s3://bucket/prefix "
+            "checks a repository in object storage.",
+        ),
+    ] = None,
+    lock_ttl: Annotated[
+        float,
+        typer.Option(
+            help="s3:// repositories: seconds after which a dead writer's lock object may be taken over "
+            "(refreshed while a write runs).",
+        ),
+    ] = 120.0,
+    s3_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--s3-endpoint",
+            help="S3-compatible endpoint, e.g. http://127.0.0.1:9000 (default: AWS_ENDPOINT_URL, else AWS).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Write ARTIFACT as version N of model NAME in a Triton repository (config.pbtxt generated and checked), or validate a repository offline with --check DIR.
@@ -95,14 +122,17 @@ def triton_repo(
     if check is not None:
         if artifact or repo or name:
             raise BadInputError("--check takes only a folder; drop --artifact/--repo/--model")
-        _check(check)
+        from policy_export.triton.s3 import is_s3
+
+        if is_s3(check):
+            _check_s3(check, s3_endpoint)
+        else:
+            _check(Path(check))
         return
     missing = [opt for opt, value in (("--artifact", artifact), ("--repo", repo), ("--model", name)) if value is None]
     if missing:
         raise BadInputError(f"missing {', '.join(missing)} (or use --check DIR to validate a repository)")
     assert artifact is not None and repo is not None and name is not None
-
-    from policy_export.triton.repo import write_version
 
     # Only what was given on this command line: the rest comes from the model's existing config.
     given = {
@@ -120,9 +150,16 @@ def triton_repo(
         "intra_op_threads": intra_op_threads,
     }
     options = {k: v.value if isinstance(v, StrEnum) else v for k, v in given.items() if v is not None}
+    from policy_export.triton.s3 import is_s3
+
+    if is_s3(repo):
+        _write_s3(artifact, repo, s3_endpoint, name, version, options, force, lock_wait, lock_ttl)
+        return
+    from policy_export.triton.repo import write_version
+
     res = write_version(
         artifact,
-        repo,
+        Path(repo),
         name,
         version,
         options,
@@ -158,4 +195,71 @@ def _check(path: Path) -> None:
             err_console.print(f"[bold red]error:[/] {r.path / 'config.pbtxt'}: {problem}", soft_wrap=True)
     if bad:
         raise BadInputError(f"{path}: {bad} of {len(reports)} model(s) failed the offline check (see above)")
+    console.print(f"{len(reports)} model(s) ok")
+
+
+def _endpoint(given: str | None) -> str | None:
+    import os
+
+    return given or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _write_s3(
+    artifact: Path,
+    repo: str,
+    endpoint: str | None,
+    name: str,
+    version: int,
+    options: Mapping[str, object],
+    force: bool,
+    lock_wait: float,
+    lock_ttl: float,
+) -> None:
+    from policy_export.triton.s3 import S3Location, write_version_s3
+
+    loc = S3Location.parse(repo, _endpoint(endpoint))
+    res = write_version_s3(
+        artifact,
+        loc,
+        name,
+        version,
+        options,
+        force=force,
+        lock_wait_s=lock_wait,
+        lock_ttl_s=lock_ttl,
+        on_wait=lambda message: err_console.print(f"[yellow]{escape(message)}[/]", soft_wrap=True),
+    )
+    console.print(f"[green]published[/] {name} version {res.version} ({res.backend}) in {loc.url}", soft_wrap=True)
+    for key in res.files:
+        console.print(f"  s3://{loc.bucket}/{key}", soft_wrap=True)
+    if res.removed_debris:
+        console.print(f"  removed {len(res.removed_debris)} object(s) a killed writer left (never served)")
+    console.print(
+        f"offline check ok: versions {', '.join(map(str, res.versions))}; served (policy {res.user_policy}): "
+        f"{', '.join(map(str, res.serving))}; tritonserver --model-repository={loc.triton_url()}",
+        soft_wrap=True,
+    )
+
+
+def _check_s3(url: str, endpoint: str | None) -> None:
+    from policy_export.triton.s3 import S3Location, check_remote
+
+    loc = S3Location.parse(url, _endpoint(endpoint))
+    reports = check_remote(loc)
+    bad = 0
+    for r in reports:
+        for warning in r.warnings:
+            err_console.print(f"[yellow]warning:[/] {loc.url}/{r.name}: {escape(warning)}", soft_wrap=True)
+        if r.ok:
+            serving = f"; served {', '.join(map(str, r.serving))}" if r.serving else ""
+            console.print(
+                f"[green]ok[/] {loc.url}/{r.name}: {r.backend}, versions {', '.join(map(str, r.committed))}{serving}",
+                soft_wrap=True,
+            )
+            continue
+        bad += 1
+        for problem in r.problems:
+            err_console.print(f"[bold red]error:[/] {loc.url}/{r.name}: {escape(problem)}", soft_wrap=True)
+    if bad:
+        raise BadInputError(f"{loc.url}: {bad} of {len(reports)} model(s) failed the check (see above)")
     console.print(f"{len(reports)} model(s) ok")

@@ -86,7 +86,7 @@ def _metrics_args(metrics_port: int | None) -> list[str]:
 
 def server_command(
     install: ServerInstall,
-    repo: Path,
+    repo: Path | str,
     backends: Path,
     http_port: int,
     grpc_port: int,
@@ -137,7 +137,7 @@ class TritonServer:
     they are 0), anything else is that port; ``metrics_url`` is the Prometheus endpoint.
     """
 
-    repo: Path
+    repo: Path | str  # a folder, or an ``s3://host:port/bucket/prefix`` repository (Triton's own form)
     install: ServerInstall | None = None
     workdir: Path | None = None
     startup_timeout_s: float = 90.0
@@ -167,7 +167,8 @@ class TritonServer:
     def start(self) -> None:
         install = self.install or find_server()
         self.install = install
-        if not self.repo.is_dir():
+        remote = isinstance(self.repo, str) and self.repo.startswith("s3://")
+        if not remote and not Path(self.repo).is_dir():
             raise BadInputError(f"{self.repo}: model repository folder does not exist")
         if self.workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="policy-export-triton-")
@@ -183,7 +184,7 @@ class TritonServer:
                     self.metrics_port = free_port()
             cmd = server_command(
                 install,
-                self.repo.absolute(),
+                self.repo if remote else Path(self.repo).absolute(),
                 backends,
                 self.http_port,
                 self.grpc_port,

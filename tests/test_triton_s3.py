@@ -1,0 +1,252 @@
+"""Triton repositories in object storage (``triton-repo --repo s3://...``), against a real S3-protocol
+server on loopback (moto), with publishing subprocesses killed by SIGKILL at each phase of a publish."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from s3_harness import moto_s3, s3_env
+
+from policy_export.triton.s3 import FAULT_ENV, S3Location, check_remote, read_model
+
+CLI = [sys.executable, "-m", "policy_export"]
+TIMEOUT_S = 120
+
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with moto_s3() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def env(endpoint):
+    return s3_env()
+
+
+@pytest.fixture(scope="module")
+def v2_onnx(small_onnx, tmp_path_factory) -> Path:
+    """Version 2: the same policy with its action head's bias moved (as fine-tuning would), so every
+    action differs from version 1's while the signature and the metadata's shape stay."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(small_onnx))
+    for init in model.graph.initializer:
+        if init.name == "action_head.bias":
+            init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + np.float32(0.5), init.name))
+            break
+    else:  # pragma: no cover - the export changed its names
+        raise AssertionError("no action_head.bias initializer in the small export")
+    out = tmp_path_factory.mktemp("v2") / "small_v2.onnx"
+    onnx.save(model, str(out))
+    return out
+
+
+def _bucket(endpoint: str, name: str) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, **_keys()).create_bucket(Bucket=name)
+
+
+def _keys() -> dict[str, str]:
+    env = s3_env()
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": "us-east-1",
+    }
+
+
+@dataclass
+class _Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _cli(*args: str, env: dict[str, str], extra_env: dict[str, str] | None = None) -> _Result:
+    """In this process (typer's runner; the environment swapped in for the call): no interpreter start-up."""
+    from typer.testing import CliRunner
+
+    from policy_export.cli.app import app
+
+    res = CliRunner().invoke(
+        app, list(args), env={**{k: v for k, v in env.items() if k.startswith("AWS_")}, **(extra_env or {})}
+    )
+    return _Result(res.exit_code, res.stdout, res.stderr)
+
+
+def _subprocess_cli(
+    *args: str, env: dict[str, str], extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A real process: what SIGKILL drills need."""
+    return subprocess.run(
+        [*CLI, *args],
+        env={**env, **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
+    )
+
+
+def _publish(
+    artifact: Path, repo: str, endpoint: str, version: int, env: dict[str, str], *extra: str, kill_at: str = ""
+):
+    args = ["triton-repo", "-a", str(artifact), "--repo", repo, "-m", "act", "--version", str(version)]
+    if kill_at:
+        return _subprocess_cli(*args, "--s3-endpoint", endpoint, *extra, env=env, extra_env={FAULT_ENV: kill_at})
+    return _cli(*args, "--s3-endpoint", endpoint, *extra, env=env)
+
+
+def _state(endpoint: str, bucket: str) -> tuple[list[int], list[int], str | None]:
+    """(committed versions, versions Triton serves, the config's text) as a reader sees them."""
+    import boto3
+
+    loc = S3Location(bucket, "models", endpoint)
+    model = read_model(boto3.client("s3", endpoint_url=endpoint, **_keys()), loc, "act")
+    with mock.patch.dict(os.environ, {k: v for k, v in s3_env().items() if k.startswith("AWS_")}):
+        reports = check_remote(loc)
+    assert all(r.ok for r in reports), [r.problems for r in reports]
+    return model.committed, reports[0].serving, model.config_text
+
+
+def test_publish_check_and_never_clobber(small_onnx, v2_onnx, endpoint, env):
+    _bucket(endpoint, "plain")
+    repo = "s3://plain/models"
+    res = _publish(small_onnx, repo, endpoint, 1, env)
+    assert res.returncode == 0, res.stderr
+    res = _publish(v2_onnx, repo, endpoint, 2, env)
+    assert res.returncode == 0, res.stderr
+    committed, serving, text = _state(endpoint, "plain")
+    assert committed == [1, 2] and serving == [2]  # latest:1, resolved into an explicit list
+    assert text is not None and "specific" in text
+    check = _cli("triton-repo", "--check", repo, "--s3-endpoint", endpoint, env=env)
+    assert check.returncode == 0 and "versions 1, 2; served 2" in check.stdout, check.stdout + check.stderr
+    again = _publish(small_onnx, repo, endpoint, 2, env)
+    assert again.returncode == 2 and "never replaced" in again.stderr and len(again.stderr.strip().splitlines()) == 1
+    forced = _publish(small_onnx, repo, endpoint, 2, env, "--force")
+    assert forced.returncode == 2 and "--force" in forced.stderr
+    assert _state(endpoint, "plain")[:2] == ([1, 2], [2])  # nothing changed by the refused writes
+
+
+@pytest.mark.parametrize(
+    "kill_at",
+    [
+        pytest.param("locked", marks=pytest.mark.fleet),
+        pytest.param("staged", marks=pytest.mark.fleet),
+        pytest.param("verified", marks=pytest.mark.fleet),
+        "copied",  # the one in the default run: half of version 2 sits in the repository
+        pytest.param("copied-all", marks=pytest.mark.fleet),
+        pytest.param("committed", marks=pytest.mark.fleet),
+    ],
+)
+def test_sigkill_at_any_phase_leaves_no_half_version(small_onnx, v2_onnx, endpoint, env, kill_at):
+    """A publish killed by SIGKILL after each phase: before the commit the repository still serves
+    only version 1 (and passes --check), after it version 2 is complete; the next write takes the
+    dead writer's lock over and clears its leftovers."""
+    bucket = f"kill-{kill_at}"
+    _bucket(endpoint, bucket)
+    repo = f"s3://{bucket}/models"
+    assert _publish(small_onnx, repo, endpoint, 1, env).returncode == 0
+    killed = _publish(v2_onnx, repo, endpoint, 2, env, "--lock-ttl", "0", kill_at=kill_at)
+    assert killed.returncode == -9, (killed.returncode, killed.stderr)
+    committed, serving, _ = _state(endpoint, bucket)
+    if kill_at == "committed":
+        assert (committed, serving) == ([1, 2], [2])
+    else:
+        assert (committed, serving) == ([1], [1])
+    nxt = _publish(v2_onnx, repo, endpoint, 3, env, "--lock-wait", "5")
+    assert nxt.returncode == 0, nxt.stderr
+    committed, serving, _ = _state(endpoint, bucket)
+    assert committed == ([1, 2, 3] if kill_at == "committed" else [1, 3]) and serving == [3]
+    import boto3
+
+    keys = boto3.client("s3", endpoint_url=endpoint, **_keys()).list_objects_v2(Bucket=bucket).get("Contents", [])
+    names = [k["Key"] for k in keys]
+    assert not [k for k in names if ".staging/" in k], names  # the dead writer's staging is gone
+    if kill_at != "committed":
+        assert not [k for k in names if k.startswith("models/act/2/")], names  # its half version too
+
+
+@pytest.mark.fleet
+def test_concurrent_writers_both_land(small_onnx, v2_onnx, endpoint, env):
+    _bucket(endpoint, "race")
+    repo = "s3://race/models"
+    assert _publish(small_onnx, repo, endpoint, 1, env).returncode == 0
+    def args(v):
+        return [
+            *CLI,
+            "triton-repo",
+            "-a",
+            str(v2_onnx),
+            "--repo",
+            repo,
+            "-m",
+            "act",
+            "--version",
+            str(v),
+            "--s3-endpoint",
+            endpoint,
+        ]
+    procs = [
+        subprocess.Popen(args(v), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for v in (2, 3)
+    ]
+    outs = [p.communicate(timeout=TIMEOUT_S) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert _state(endpoint, "race")[:2] == ([1, 2, 3], [3])
+
+
+def test_bad_input_is_one_line_exit_2_without_secrets(small_onnx, endpoint, env, tmp_path):
+    from policy_export.triton.server import free_port
+
+    secret = env["AWS_SECRET_ACCESS_KEY"]
+    dead = f"http://127.0.0.1:{free_port()}"
+    cases = [
+        (["--repo", "s3://nobucket/models", "--s3-endpoint", endpoint], "does not exist"),
+        (["--repo", "s3://plain/models", "--s3-endpoint", dead], "does not answer"),
+        (["--repo", "s3://plain", "--s3-endpoint", endpoint], "give a prefix"),
+        (["--repo", "s3://Bad_Bucket/models", "--s3-endpoint", endpoint], "not a valid S3 bucket"),
+    ]
+    for args, needle in cases:
+        res = _cli("triton-repo", "-a", str(small_onnx), "-m", "act", *args, env=env)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, res.stderr)
+        assert secret not in res.stderr + res.stdout
+    check = _cli("triton-repo", "--check", "s3://nobucket/models", "--s3-endpoint", endpoint, env=env)
+    # wrong credentials: moto accepts any key, so the refusal is checked on the one-line mapping of S3's answer
+    import botocore.exceptions as bx
+
+    from policy_export.errors import BadInputError
+    from policy_export.triton.s3 import storage_errors
+
+    refused = {"Error": {"Code": "InvalidAccessKeyId", "Message": f"key {secret} unknown"}}
+    with pytest.raises(BadInputError, match="refused these credentials") as err:
+        with storage_errors(S3Location("plain", "models", endpoint), "listing"):
+            raise bx.ClientError(refused, "ListObjectsV2")  # type: ignore[arg-type]
+    assert secret not in str(err.value)
+    assert check.returncode == 2 and "does not exist" in check.stderr
+
+
+@pytest.mark.fleet
+def test_check_fails_on_a_broken_remote_model(small_onnx, endpoint, env):
+    """A config naming a version whose files are gone: --check exits 2 and says which."""
+    import boto3
+
+    _bucket(endpoint, "broken")
+    repo = "s3://broken/models"
+    assert _publish(small_onnx, repo, endpoint, 1, env).returncode == 0
+    s3 = boto3.client("s3", endpoint_url=endpoint, **_keys())
+    for obj in s3.list_objects_v2(Bucket="broken", Prefix="models/act/1/")["Contents"]:
+        s3.delete_object(Bucket="broken", Key=obj["Key"])
+    res = _cli("triton-repo", "--check", repo, "--s3-endpoint", endpoint, env=env)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "commits versions [1] that have no files" in res.stderr
