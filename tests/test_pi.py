@@ -232,3 +232,57 @@ def test_bad_checkpoints_are_one_line_exit_2(tiny: dict[str, Any], tmp_path: Pat
         assert res.exit_code == 2, (name, res.output)
         assert words in " ".join(res.output.split()), (name, res.output)
         assert len(lines) <= 3, (name, res.output)  # one message (rich may wrap it)
+
+
+def test_the_robot_host_writes_lerobots_prompt(tiny: dict[str, Any]) -> None:
+    """The runtime's tokenizer (numpy + tokenizers, from the artifact's metadata and sidecar) makes
+    LeRobot's preprocessor's tokens: pi0.5's prompt with the state normalized and binned (states
+    beyond the statistics too, whose bins fall outside 0..255 there), pi0's task + newline."""
+    from policy_export.artifacts import inspect_artifact
+    from policy_export.runtime.tokenizer import TaskTokenizer, TokenizerSettings
+
+    spec = inspect_artifact(tiny["onnx"]).metadata.spec
+    tok = TaskTokenizer.for_artifact(tiny["onnx"], TokenizerSettings.from_dict(spec.host.tokenizer))
+    rng = np.random.default_rng(3)
+    recipe: PiRecipe = tiny["recipe"]
+    for scale in (0.3, 3.0):
+        state = rng.normal(0, scale, (4, recipe.state_dim)).astype(np.float32)
+        tasks = ["pick_up the cube\n", " open the drawer", TASKS[1], "wipe"]
+        obs = {"observation.state": torch.from_numpy(state), "task": tasks}
+        for key, shape in zip(tiny["policy"].config.image_features, tiny["shapes"], strict=True):
+            obs[key] = torch.zeros(4, *shape)
+        want = tiny["pre"](obs)
+        tokens, mask = tok(tasks, 4, state)
+        np.testing.assert_array_equal(tokens[mask], want["observation.language.tokens"].numpy()[mask])
+        np.testing.assert_array_equal(mask, want["observation.language.attention_mask"].numpy())
+
+
+def test_policy_client_equals_lerobots_whole_pipeline(tiny: dict[str, Any]) -> None:
+    """PolicyClient (host tokenization + ONNX core) on a raw observation and task = LeRobot's
+    preprocessor (its own prompt) -> predict_action_chunk(noise) -> postprocessor."""
+    from policy_export.runtime.client import PolicyClient
+
+    recipe: PiRecipe = tiny["recipe"]
+    rng = np.random.default_rng(21)
+    state = rng.normal(0, 0.5, (2, recipe.state_dim)).astype(np.float32)
+    obs: dict[str, Any] = {"observation.state": state}
+    for key, shape in zip(tiny["policy"].config.image_features, tiny["shapes"], strict=True):
+        obs[key] = rng.uniform(0, 1, (2, *shape)).astype(np.float32)
+    noise = rng.normal(0, 1, (2, recipe.chunk_size, recipe.max_action_dim)).astype(np.float32)
+    tasks = ["pick up the red cube", "open the drawer"]
+    with PolicyClient.from_artifact(tiny["onnx"]) as client:
+        client.host.noise_source = lambda rows: {"noise": noise[:rows]}
+        got = np.asarray(client.predict_chunk(obs, tasks))
+        with pytest.raises(Exception, match="tokenizer_max_length"):
+            client.predict_chunk(obs, "wipe the table " * 40)
+    lerobot_obs = {k: torch.from_numpy(v) for k, v in obs.items()}
+    want = _lerobot(tiny, tiny["pre"]({**lerobot_obs, "task": tasks}), torch.from_numpy(noise))
+    assert np.abs(got - want).max() <= TOL, np.abs(got - want).max()
+
+
+def test_verify_rollout_with_the_host_side(tiny: dict[str, Any]) -> None:
+    from policy_export.verify import verify_artifacts
+
+    report = verify_artifacts(tiny["ckpt"], [tiny["onnx"]], batch_sizes=[2], samples=1, rollout_steps=14)
+    assert report.exit_code == 0, [(c.status, [r.stats.max_abs for r in c.results]) for c in report.checks]
+    assert any("rollout" in c.label for c in report.checks if hasattr(c, "label")) or len(report.checks) > 1

@@ -25,7 +25,7 @@ from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import RolloutMode, family_for
 from policy_export.inputs import checkpoint_inputs
 from policy_export.parity_report import ArtifactCheck, BatchResult, gated_compare
-from policy_export.spec import ArtifactMetadata
+from policy_export.spec import ArtifactMetadata, Role
 
 if TYPE_CHECKING:
     from policy_export.action_space import ActionScale
@@ -107,6 +107,10 @@ class RolloutTrace:
     step_ms_median: float
 
 
+#: The instruction a rollout of a language model gives at every step (the host tokenizes it as a robot's would).
+ROLLOUT_TASK = "pick up the red cube and place it in the bin"
+
+
 def run_rollout(
     ckpt: LoadedCheckpoint,
     client: PolicyClient,
@@ -137,6 +141,8 @@ def run_rollout(
     client.backend.infer = counted  # type: ignore[method-assign]
     refs, outs, times = [], [], []
     obs_names = ckpt.spec.observation_input_names
+    # A language model's host tokenizes the task (and pi0.5's state) at every step; LeRobot gets those tokens.
+    task = ROLLOUT_TASK if any(t.role is Role.LANG_TOKENS for t in ckpt.spec.signature.inputs) else None
     try:
         with family_for(ckpt.spec.policy_type).reference_rollout(ckpt, mode) as ref:
             for step in range(steps):
@@ -149,7 +155,7 @@ def run_rollout(
                 obs = robot_observation(ckpt, feed, batched=batch_size > 1)
                 fed[0] = None
                 t0 = time.perf_counter()
-                out = client.select_action(obs)
+                out = client.select_action(obs, task)
                 times.append((time.perf_counter() - t0) * 1e3)
                 outs.append(np.asarray(out, dtype=np.float32))
                 refs.append(ref.select_action({n: feed[n] for n in obs_names}, image_format, fed[0]))

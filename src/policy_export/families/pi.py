@@ -182,5 +182,9 @@ class PiRollout(ReferenceRollout):
             self._queue = [actions[:, i] for i in range(actions.shape[1])]
         return self._queue.pop(0)
 
+    def reset(self) -> None:
+        super().reset()
+        self._queue = []
+
     def __exit__(self, *exc: object) -> None:
         self._stop_counting()

@@ -127,7 +127,7 @@ class Language:
         self.mask = next((t.name for t in inputs if t.role is Role.LANG_MASK), None)
         self.tokenizer = tokenizer
 
-    def __call__(self, task: object, batch: int) -> dict[str, np.ndarray]:
+    def __call__(self, task: object, batch: int, state: np.ndarray | None = None) -> dict[str, np.ndarray]:
         if self.tokenizer is None:
             raise BadInputError(
                 "this model tokenizes its task on the robot and has no tokenizer here: pass tokenizer=<the "
@@ -138,7 +138,8 @@ class Language:
                 "this model takes a language instruction: select_action(observation, task='pick up the cube') "
                 "(or observation['task'])"
             )
-        tokens, mask = self.tokenizer(cast(Any, task), batch)  # a wrong type is the tokenizer's one-line error
+        # a wrong type is the tokenizer's one-line error; the state is read only by a prompt that carries it (pi0.5)
+        tokens, mask = self.tokenizer(cast(Any, task), batch, state)
         out = {self.tokens: tokens}
         if self.mask is not None:
             out[self.mask] = mask
@@ -186,16 +187,16 @@ class Host:
             out.update(provider(rows))
         return out
 
-    def _told(self, task: object, batch: int) -> dict[str, np.ndarray]:
+    def _told(self, task: object, prep: Prepared) -> dict[str, np.ndarray]:
         """The task's inputs for the whole batch (none for a model without language inputs: LeRobot's
-        ACT or Diffusion ignore the task too)."""
-        return {} if self.language is None else self.language(task, batch)
+        ACT or Diffusion ignore the task too); the step's raw state goes to a prompt that carries it."""
+        return {} if self.language is None else self.language(task, prep.batch_size, prep.state)
 
     def feed(self, prep: Prepared, task: object = None) -> FeedFn:
         """Called once per control step on the caller's thread (keep it cheap: without a history,
         images are converted only when the returned builder runs, i.e. when a chunk is needed).
         ``task``: the step's instruction (one string, or one per robot) for a language model."""
-        told = self._told(task, prep.batch_size)
+        told = self._told(task, prep)
         if self.history is None:
             observed: FeedFn = prep.feed
             batch = prep.batch_size
@@ -219,7 +220,7 @@ class Host:
     def single(self, prep: Prepared, task: object = None) -> dict[str, np.ndarray]:
         """The core's inputs for one stateless chunk of this observation, as an episode's first step."""
         feed = prep.feed() if self.history is None else self.history.first(prep.feed())
-        feed.update(self._told(task, prep.batch_size))
+        feed.update(self._told(task, prep))
         feed.update(self._made(prep.batch_size))
         return feed
 

@@ -14,6 +14,13 @@ module reproduces exactly what SmolVLA's preprocessor does
    padding with the pad token to the longest task of the batch (``"longest"``, SmolVLA's
    default) or to ``max_length`` (``"max_length"``); the mask is True on real tokens.
 
+pi0 builds the same text (task + ``"\n"``). pi0.5's preprocessor writes a prompt instead
+(``Pi05PrepareStateTokenizerProcessorStep``): ``Task: <task>, State: <bins>;\nAction: `` with the task
+cleaned (stripped, ``_`` and newlines as spaces) and the state normalized as its preprocessor does,
+then discretized into 256 bins over [-1, 1]; the artifact's ``prompt`` settings
+(:class:`PromptSettings`) carry the template and that normalization, so the robot needs no LeRobot.
+Such prompts are cached by their text (a robot holding still re-uses them).
+
 One deliberate difference: a task longer than ``tokenizer_max_length`` tokens is refused
 (:class:`~policy_export.errors.BadInputError`, one line) where LeRobot silently cuts it, since a
 cut instruction is a different instruction.
@@ -46,6 +53,80 @@ CACHE_SIZE = 256
 SIDECAR_SUFFIX = ".tokenizer.json"
 
 
+#: The state normalizations a prompt may apply (LeRobot's ``NormalizerProcessorStep`` modes).
+STATE_MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """How the task becomes the text that is tokenized: ``task + "\n"`` (SmolVLA, pi0: the default), or a
+    template with ``{task}`` and ``{state}`` (pi0.5: the state normalized with ``offset``/``scale`` as
+    LeRobot's normalizer does, then ``np.digitize`` into ``state_bins`` bins over [-1, 1], minus one)."""
+
+    newline: bool = True
+    template: str | None = None
+    state_bins: int = 256
+    state_mode: str = "IDENTITY"
+    state_offset: tuple[float, ...] = ()
+    state_scale: tuple[float, ...] = ()
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> PromptSettings:
+        if not d:
+            return cls()
+        state = d.get("state") or {}
+        out = cls(
+            newline=bool(d.get("newline", True)),
+            template=None if d.get("template") is None else str(d["template"]),
+            state_bins=int(d.get("state_bins", 256)),
+            state_mode=str(state.get("mode", "IDENTITY")),
+            state_offset=tuple(float(v) for v in state.get("offset", ())),
+            state_scale=tuple(float(v) for v in state.get("scale", ())),
+        )
+        if out.template is not None and "{task}" not in out.template:
+            raise BadInputError("the model's prompt template has no {task}; re-export the artifact")
+        if out.state_mode not in STATE_MODES or len(out.state_offset) != len(out.state_scale) or out.state_bins < 1:
+            raise BadInputError("the model's prompt state settings are malformed; re-export the artifact")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.template is None:
+            return {"newline": self.newline}
+        return {
+            "newline": self.newline,
+            "template": self.template,
+            "state_bins": self.state_bins,
+            "state": {"mode": self.state_mode, "offset": list(self.state_offset), "scale": list(self.state_scale)},
+        }
+
+    @property
+    def needs_state(self) -> bool:
+        return self.template is not None and "{state}" in self.template
+
+    def state_text(self, state: np.ndarray) -> str:
+        """The state's bins as LeRobot writes them (``" ".join`` of ints), from one robot's raw state."""
+        x: np.ndarray = np.asarray(state, np.float32).reshape(-1)
+        if len(self.state_offset) != x.shape[0]:
+            raise BadInputError(
+                f"state has {x.shape[0]} values, the model's prompt normalizes {len(self.state_offset)}"
+            )
+        offset = np.asarray(self.state_offset, np.float32)
+        scale = np.asarray(self.state_scale, np.float32)
+        if self.state_mode == "MEAN_STD":
+            x = (x - offset) / scale
+        elif self.state_mode != "IDENTITY":  # LeRobot's range maps: 2 (x - lo) / (hi - lo) - 1, float32
+            x = 2.0 * (x - offset) / scale - 1.0
+        bins = np.digitize(x, bins=np.linspace(-1, 1, self.state_bins + 1)[:-1]) - 1
+        return " ".join(str(int(b)) for b in bins)
+
+    def text(self, task: str, state: np.ndarray | None = None) -> str:
+        if self.template is None:
+            return task if (task.endswith("\n") or not self.newline) else task + "\n"
+        cleaned = task.strip().replace("_", " ").replace("\n", " ")
+        fields = {"task": cleaned, "state": "" if state is None else self.state_text(state)}
+        return self.template.format(**fields)
+
+
 @dataclass(frozen=True)
 class TokenizerSettings:
     """How the task is tokenized: read from the artifact's metadata, never retyped.
@@ -60,6 +141,7 @@ class TokenizerSettings:
     padding: str = "longest"
     length: int | None = None
     sha256: str | None = None
+    prompt: PromptSettings = PromptSettings()
 
     def __post_init__(self) -> None:
         if self.padding not in PADDINGS:
@@ -85,8 +167,9 @@ class TokenizerSettings:
                 padding=str(d.get("padding") or "longest"),
                 length=None if length is None else int(length),
                 sha256=d.get("sha256"),
+                prompt=PromptSettings.from_dict(d.get("prompt")),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadInputError(
                 f"the model's tokenizer metadata is incomplete or malformed ({exc}); re-export the artifact"
             ) from None
@@ -98,6 +181,7 @@ class TokenizerSettings:
             "padding": self.padding,
             "length": self.length,
             "sha256": self.sha256,
+            "prompt": self.prompt.to_dict(),
         }
 
 
@@ -155,40 +239,52 @@ class TaskTokenizer:
         path = Path(tokenizer) if tokenizer is not None else Path(str(artifact) + SIDECAR_SUFFIX)
         return cls.from_file(path, settings)
 
-    def ids(self, task: object) -> np.ndarray:
-        """Token ids of one task (int64, unpadded), as LeRobot's processor computes them."""
+    def ids(self, task: object, state: np.ndarray | None = None) -> np.ndarray:
+        """Token ids of one task (int64, unpadded), as LeRobot's processor computes them; ``state``: this
+        robot's raw state, for a prompt that carries it (pi0.5)."""
         if not isinstance(task, str):
             raise BadInputError(
                 f"task must be a string (the language instruction, e.g. task='pick up the cube'), "
                 f"got {type(task).__name__}"
             )
-        hit = self._cache.get(task)
+        text = self.settings.prompt.text(task, state)
+        hit = self._cache.get(text)
         if hit is not None:
-            self._cache.move_to_end(task)
+            self._cache.move_to_end(text)
             return hit
-        text = task if task.endswith("\n") else task + "\n"  # NewLineTaskProcessorStep
         ids = np.asarray(self.backend.encode(text, add_special_tokens=True).ids, dtype=np.int64)
         limit = self.settings.max_length
         if len(ids) > limit:
             shown = task if len(task) <= 40 else task[:37] + "..."
+            what = "its prompt" if self.settings.prompt.template is not None else "it"
             raise BadInputError(
-                f"task {shown!r} is {len(ids)} tokens, longer than the model's tokenizer_max_length {limit}: "
+                f"task {shown!r}: {what} is {len(ids)} tokens, longer than the model's tokenizer_max_length {limit}: "
                 f"shorten it (LeRobot would silently cut it to its first {limit} tokens)"
             )
         ids.setflags(write=False)
         self.encoded += 1
-        self._cache[task] = ids
+        self._cache[text] = ids
         if len(self._cache) > CACHE_SIZE:
             self._cache.popitem(last=False)
         return ids
 
-    def __call__(self, task: str | Sequence[str], batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, task: str | Sequence[str], batch_size: int = 1, state: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(lang_tokens int64 [B, L], lang_mask bool [B, L])`` for one task shared by ``batch_size``
-        robots, or one task per robot (a sequence of ``batch_size`` strings)."""
+        robots, or one task per robot (a sequence of ``batch_size`` strings). ``state`` ``[B, state_dim]``
+        (raw): needed when the model's prompt carries the state (pi0.5), ignored otherwise."""
         tasks = list(task) if isinstance(task, list | tuple) else [task] * batch_size
         if len(tasks) != batch_size:
             raise BadInputError(f"{len(tasks)} tasks for {batch_size} robots: give one task, or one per robot")
-        rows = [self.ids(t) for t in tasks]
+        if not self.settings.prompt.needs_state:
+            rows = [self.ids(t) for t in tasks]
+        elif state is None or np.shape(state)[0] != batch_size:
+            raise BadInputError(
+                "this model writes the robot's state into its prompt: tokenize with state=[B, state_dim]"
+            )
+        else:
+            rows = [self.ids(t, np.asarray(state)[i]) for i, t in enumerate(tasks)]
         s = self.settings
         if s.length is not None:
             length = s.length
