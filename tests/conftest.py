@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,3 +211,29 @@ def ddim_loaded(ddim_ckpt: Path):
 def ddpm_onnx(ddpm_loaded, tmp_path_factory: pytest.TempPathFactory) -> Path:
     with one_torch_thread():
         return _export(ddpm_loaded, tmp_path_factory.mktemp("ddpm_onnx") / "ddpm.onnx")
+
+
+@pytest.fixture(scope="session")
+def tiny_smolvla(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The tiny SmolVLA (two cameras, RTC, a local VLM folder) loaded as every command loads it, and
+    exported by ``policy-export onnx``'s code, once per session: every SmolVLA test shares them."""
+    from policy_export.checkpoint import load_checkpoint
+    from policy_export.demo_smolvla import TINY_SMOLVLA, build_smolvla_checkpoint
+    from policy_export.export.onnx import export_onnx
+
+    root = build_smolvla_checkpoint(tmp_path_factory.mktemp("smolvla") / "pretrained_model", TINY_SMOLVLA)
+    ckpt = load_checkpoint(root)
+    onnx_path = tmp_path_factory.mktemp("smolvla_onnx") / "tiny.onnx"
+    result = export_onnx(ckpt, onnx_path)
+    assert result.exporter == "legacy" and result.quick_check_max_abs <= 1e-4
+    policy = ckpt.policy
+    shapes = [tuple(policy.config.image_features[k].shape) for k in policy.config.image_features]
+    return {
+        "ckpt": ckpt,
+        "policy": policy,
+        "pre": ckpt.preprocessor,
+        "post": ckpt.postprocessor,
+        "onnx": onnx_path,
+        "names": ckpt.spec.input_names,
+        "shapes": shapes,
+    }

@@ -19,33 +19,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from policy_export.demo_smolvla import TINY_SMOLVLA, build_smolvla_checkpoint  # noqa: E402
+from policy_export.demo_smolvla import TINY_SMOLVLA  # noqa: E402
 
 TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The tiny checkpoint loaded as every command loads it, and exported by ``policy-export onnx``'s code."""
-    from policy_export.checkpoint import load_checkpoint
-    from policy_export.export.onnx import export_onnx
-
-    root = build_smolvla_checkpoint(tmp_path_factory.mktemp("smolvla") / "pretrained_model", TINY_SMOLVLA)
-    ckpt = load_checkpoint(root)
-    onnx_path = tmp_path_factory.mktemp("smolvla_onnx") / "tiny.onnx"
-    result = export_onnx(ckpt, onnx_path)
-    assert result.exporter == "legacy" and result.quick_check_max_abs <= TOL
-    policy = ckpt.policy
-    shapes = [tuple(policy.config.image_features[k].shape) for k in policy.config.image_features]
-    return {
-        "ckpt": ckpt,
-        "policy": policy,
-        "pre": ckpt.preprocessor,
-        "post": ckpt.postprocessor,
-        "onnx": onnx_path,
-        "names": ckpt.spec.input_names,
-        "shapes": shapes,
-    }
+def tiny(tiny_smolvla: dict[str, Any]) -> dict[str, Any]:
+    """The session's tiny SmolVLA checkpoint and its ONNX export (tests/conftest.py)."""
+    return tiny_smolvla
 
 
 TASKS = ["pick up the red cube", "push the t shaped block onto the target", "open the drawer", "wipe"]

@@ -38,9 +38,18 @@ def onnx_external_data(path: Path) -> list[Path]:
     return sorted(found)
 
 
+def tokenizer_sidecar(path: Path) -> Path:
+    """``<artifact>.tokenizer.json``: a language model's tokenizer, written beside it at export (the
+    suffix is :data:`policy_export.language.SIDECAR_SUFFIX`; this module may not import transformers)."""
+    return Path(str(path) + ".tokenizer.json")
+
+
 def artifact_files(path: Path) -> list[Path]:
-    """An artifact and the files read with it (TensorRT sidecar, ONNX external data, OpenVINO weights)."""
+    """An artifact and the files read with it (TensorRT sidecar, ONNX external data, OpenVINO weights,
+    a language model's tokenizer)."""
     files = [path]
+    if tokenizer_sidecar(path).is_file():
+        files.append(tokenizer_sidecar(path))
     side = tensorrt_sidecar(path)
     if path.suffix == ".xml":
         files.append(openvino_weights(path))

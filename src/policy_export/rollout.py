@@ -145,6 +145,7 @@ def run_rollout(
     task = ROLLOUT_TASK if any(t.role is Role.LANG_TOKENS for t in ckpt.spec.signature.inputs) else None
     try:
         with family_for(ckpt.spec.policy_type).reference_rollout(ckpt, mode) as ref:
+            ref.task = task
             for step in range(steps):
                 if step in resets:
                     ref.reset()

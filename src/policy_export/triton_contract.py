@@ -70,6 +70,18 @@ class NamingConvention(StrEnum):
     NAME_INDEX = "name__index"
 
 
+#: The dims a per-robot scalar input (``[B]``: SmolVLA's ``rtc_prev_len`` / ``rtc_delay``) takes on the wire.
+#: A batched Triton model cannot declare empty dims, so such a tensor travels as ``[B, 1]`` and the
+#: config's ``reshape: { shape: [] }`` hands the model its ``[B]``. The config writer, the offline
+#: validator and the robot-side client all read this one rule.
+SCALAR_WIRE_DIMS: tuple[int, ...] = (1,)
+
+
+def wire_dims(dims: tuple[int, ...]) -> tuple[int, ...]:
+    """The Triton ``dims`` (no batch axis) of a model tensor whose dims past the batch are ``dims``."""
+    return tuple(dims) if dims else SCALAR_WIRE_DIMS
+
+
 def version_key(version: int | str, param: VersionParam) -> str:
     return f"version.{version}.{param}"
 

@@ -68,6 +68,15 @@ def bench_fleet(
         ),
     ] = Client.realtime,
     timeout: Annotated[float, typer.Option(help="Client deadline per call, seconds.")] = 5.0,
+    task: Annotated[
+        str | None, typer.Option(help="A language model's instruction (SmolVLA), the same for every robot.")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            help="A language model's tokenizer (<artifact>.tokenizer.json); with --repo it is found in the repository."
+        ),
+    ] = None,
     venv: VenvOpt = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write every row and the summary here.")] = None,
     plot: Annotated[
@@ -96,7 +105,7 @@ def bench_fleet(
             import matplotlib  # noqa: F401
         except ImportError:
             raise BadInputError("--plot needs matplotlib: pip install 'policy-export[bench]'") from None
-    inputs = [repo] if repo is not None else []  # an input is never overwritten
+    inputs = [p for p in (repo, tokenizer) if p is not None]  # an input is never overwritten
     for path in (json_path, plot):
         if path is not None:
             check_writable(path, force=True, inputs=inputs)
@@ -113,6 +122,8 @@ def bench_fleet(
         timeout_s=timeout,
         venv=venv,
         realtime=client is Client.realtime,
+        task=task,
+        tokenizer=tokenizer,
     )
     report = run_fleet(cfg, progress=lambda m: err_console.print(f"[dim]{m}[/]"))
     console.print(render_table(report))

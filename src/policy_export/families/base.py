@@ -58,19 +58,25 @@ class ReferenceRollout(AbstractContextManager["ReferenceRollout"]):
     def __init__(self, ckpt: LoadedCheckpoint) -> None:
         self.ckpt = ckpt
         self.calls = 0
+        #: The language instruction of this rollout (a model with a tokenizer), given to LeRobot's own
+        #: preprocessor; None for the others.
+        self.task: str | None = None
+
+    #: The policy method its ``select_action`` computes a chunk with (SmolVLA's skips ``predict_action_chunk``).
+    chunk_method = "predict_action_chunk"
 
     def _count_chunk_calls(self) -> None:
         policy = self.ckpt.policy
-        original = type(policy).predict_action_chunk
+        original = getattr(type(policy), self.chunk_method)
 
-        def counted(batch: object, **kw: object) -> object:
+        def counted(batch: object, *args: object, **kw: object) -> object:
             self.calls += 1
-            return original(policy, batch, **kw)
+            return original(policy, batch, *args, **kw)
 
-        policy.predict_action_chunk = counted  # instance attribute: select_action calls through it
+        setattr(policy, self.chunk_method, counted)  # instance attribute: select_action calls through it
 
     def _stop_counting(self) -> None:
-        del self.ckpt.policy.predict_action_chunk
+        delattr(self.ckpt.policy, self.chunk_method)
         self.ckpt.policy.reset()
 
     def reset(self) -> None:

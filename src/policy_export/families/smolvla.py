@@ -108,16 +108,21 @@ class SmolVLAFamily(Family):
         return SmolVLARollout(ckpt)
 
 
-def _lerobot_batch(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str) -> dict[str, Any]:
-    """LeRobot's preprocessed batch for the core's inputs: state and cameras through the preprocessor,
-    the task's tokens and mask as the core was given them (tokenized on the host)."""
+def _lerobot_batch(
+    ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str, task: str | None = None
+) -> dict[str, Any]:
+    """LeRobot's preprocessed batch for the core's inputs: state and cameras through the preprocessor;
+    with ``task``, its tokens from LeRobot's own tokenizer step (what a rollout checks), else the
+    tokens and mask the core was given (tokenized on the host)."""
     import torch
 
     obs = lerobot_observation(ckpt, feed, image_format)
-    n = int(np.asarray(feed[LANG_TOKENS]).shape[0])
-    obs["task"] = [_PLACEHOLDER_TASK] * n
+    n = int(np.asarray(feed[ckpt.spec.observation_input_names[0]]).shape[0])
+    obs["task"] = [task or _PLACEHOLDER_TASK] * n
     with torch.inference_mode():
         batch = dict(ckpt.preprocessor(obs))
+    if task is not None:
+        return batch
     batch["observation.language.tokens"] = torch.from_numpy(np.ascontiguousarray(feed[LANG_TOKENS])).to(torch.long)
     batch["observation.language.attention_mask"] = torch.from_numpy(np.ascontiguousarray(feed[LANG_MASK])).to(torch.bool)
     return batch
@@ -157,6 +162,9 @@ def _enable_rtc(ckpt: LoadedCheckpoint) -> None:
 class SmolVLARollout(ReferenceRollout):
     """LeRobot's ``SmolVLAPolicy.select_action(batch, noise=...)`` (RTC off, as select_action requires)."""
 
+    # SmolVLA's select_action calls _get_action_chunk directly, not predict_action_chunk.
+    chunk_method = "_get_action_chunk"
+
     def __enter__(self) -> SmolVLARollout:
         self._saved_rtc = getattr(self.ckpt.policy.config, "rtc_config", None)
         if self._saved_rtc is not None and self._saved_rtc.enabled:
@@ -176,7 +184,7 @@ class SmolVLARollout(ReferenceRollout):
         if core_feed is not None:
             self._last_feed = core_feed
         merged = {**source, **feed}
-        batch = _lerobot_batch(ckpt, merged, image_format)
+        batch = _lerobot_batch(ckpt, merged, image_format, task=self.task)
         noise = torch.from_numpy(np.ascontiguousarray(core_feed[NOISE])) if core_feed is not None else None
         with torch.inference_mode():
             action = ckpt.policy.select_action(batch, noise=noise)

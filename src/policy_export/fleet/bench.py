@@ -21,6 +21,7 @@ run is bounded in time, and every process it starts is stopped on any exit.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import statistics
@@ -37,6 +38,7 @@ from policy_export.fleet.servers import (
     check_replicas,
     counter_delta,
     model_dir,
+    repo_tokenizer,
     served_batching,
     server_counters,
     started_server,
@@ -67,6 +69,8 @@ class FleetConfig:
     venv: Path | None = None
     seed: int = 0
     realtime: bool = True  # robots drive a RealtimeClient; False: the synchronous PolicyClient
+    task: str | None = None  # a language model's instruction
+    tokenizer: Path | None = None  # its tokenizer file (with --repo: found in the repository)
 
     def __post_init__(self) -> None:
         if not self.urls and self.repo is None:
@@ -111,7 +115,17 @@ def run_robots(
     procs = []
     for i in range(n):
         plan = RobotPlan(
-            i, urls, cfg.model, fps, cfg.duration_s, cfg.timeout_s, cfg.seed * 1000 + i, expect, cfg.realtime
+            i,
+            urls,
+            cfg.model,
+            fps,
+            cfg.duration_s,
+            cfg.timeout_s,
+            cfg.seed * 1000 + i,
+            expect,
+            cfg.realtime,
+            task=cfg.task,
+            tokenizer=None if cfg.tokenizer is None else str(cfg.tokenizer),
         )
         proc = ctx.Process(target=run_robot, args=(plan, results, go), daemon=True, name=f"robot-{i}")
         proc.start()
@@ -291,13 +305,16 @@ def run_fleet(
             rows.append(measure_row(n, urls, cfg, batching, unpaced, hook, expect))
 
     if cfg.urls:
-        expect = check_replicas(cfg.urls, cfg.model, cfg.timeout_s)
+        expect = check_replicas(cfg.urls, cfg.model, cfg.timeout_s, cfg.tokenizer)
         each(cfg.urls, served_batching(cfg.urls[0], cfg.model, cfg.timeout_s), expect)
     else:
         from policy_export.signals import signals_as_interrupt
 
         assert cfg.repo is not None
         model_dir(cfg.repo, cfg.model)
+        if cfg.tokenizer is None:  # a language model's, as triton-repo copied it
+            cfg = dataclasses.replace(cfg, tokenizer=repo_tokenizer(cfg.repo, cfg.model))
+        assert cfg.repo is not None
         # SIGTERM anywhere in the run (not only while a server is up) unwinds like Ctrl-C:
         # robots, servers and the variant repositories all go.
         with signals_as_interrupt(), tempfile.TemporaryDirectory(prefix="policy-export-fleet-") as tmp:

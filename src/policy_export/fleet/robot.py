@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policy_export.runtime.backends import Backend
+from policy_export.spec import DRAWN_ROLES
 
 if TYPE_CHECKING:
     from multiprocessing.queues import Queue
@@ -45,6 +46,8 @@ if TYPE_CHECKING:
     from policy_export.runtime import RealtimeClient
     from policy_export.spec import PolicySpec
 
+#: The instruction a language model's robots are given unless --task names another.
+DEFAULT_TASK = "pick up the red cube and place it in the box"
 #: A chunk further than this from the robot's first chunk (same observation) is another model's.
 SAME_MODEL_ATOL = 1e-3
 
@@ -61,6 +64,8 @@ class RobotPlan:
     identity: str | None = None  # the model every replica must serve (None: whatever answers first)
     realtime: bool = True  # RealtimeClient (paced runs); False: the synchronous PolicyClient
     buffer_time_s: float | None = None  # RealtimeClient: ask for a chunk below this playback (None: automatic)
+    task: str | None = None  # a language model's instruction (sent as observation["task"])
+    tokenizer: str | None = None  # its tokenizer file (the repository's <model file>.tokenizer.json)
 
 
 def observation(spec: PolicySpec, image_format: str, seed: int) -> dict[str, np.ndarray]:
@@ -94,6 +99,14 @@ class Watched(Backend):
 
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         robot = self.robot
+        # A sampling model's chunk depends on the host-drawn noise: every request reuses the robot's
+        # first draw, so that one observation keeps giving one chunk and another model stays visible.
+        drawn = [t.name for t in self.metadata.spec.signature.with_role(*DRAWN_ROLES)]
+        if drawn:
+            if not robot.first_drawn:
+                robot.first_drawn = {n: np.array(feed[n]) for n in drawn}
+            elif all(feed[n].shape == robot.first_drawn[n].shape for n in drawn):
+                feed = {**feed, **robot.first_drawn}
         t0 = time.perf_counter()
         try:
             chunk = self.inner.infer(feed)
@@ -104,6 +117,8 @@ class Watched(Backend):
         # Counted when answered: a request still in flight when the run ends is not the run's.
         robot.counts["requests"] += 1
         robot.latencies_ms.append((time.perf_counter() - t0) * 1e3)
+        if drawn and not np.array_equal(feed[drawn[0]], robot.first_drawn[drawn[0]]):
+            return chunk  # a fresh draw of noise (not the pinned one): no same-model evidence
         if robot.first_chunk is None:
             robot.first_chunk = chunk.copy()
         elif chunk.shape != robot.first_chunk.shape or not np.allclose(
@@ -142,7 +157,8 @@ class _Robot:
         self.replicas_used: list[str] = []
         self.client: Any = None  # PolicyClient from connect() on: the run methods use it unchecked
         self.realtime: RealtimeClient | None = None  # around the client
-        self.obs: dict[str, np.ndarray] = {}
+        self.obs: dict[str, Any] = {}
+        self.first_drawn: dict[str, np.ndarray] = {}
         self.realtime_stats: dict[str, Any] = {}
         self.elapsed_s = plan.duration_s
 
@@ -153,13 +169,18 @@ class _Robot:
 
         urls = self.plan.urls
         k = self.plan.index % len(urls)
-        client = PolicyClient.from_triton(list(urls[k:] + urls[:k]), self.plan.model, timeout_s=self.plan.timeout_s)
+        client = PolicyClient.from_triton(
+            list(urls[k:] + urls[:k]), self.plan.model, timeout_s=self.plan.timeout_s, tokenizer=self.plan.tokenizer
+        )
         if self.plan.identity is not None and identity(client.backend) != self.plan.identity:
             client.close()
             raise ModelChangedError(f"{client.backend.where}: serves another model than the other replicas")
         client.backend = Watched(client.backend, self)
         self.client = client
-        self.obs = observation(client.metadata.spec, client.metadata.image_format, self.plan.seed)
+        obs: dict[str, Any] = observation(client.metadata.spec, client.metadata.image_format, self.plan.seed)
+        if client.metadata.spec.host.tokenizer:
+            obs["task"] = self.plan.task or DEFAULT_TASK
+        self.obs = obs
         if self.plan.realtime and self.plan.fps > 0:
             from policy_export.runtime.realtime import RealtimeClient
 

@@ -123,7 +123,15 @@ def started_server(repo: Path, venv: Path | None) -> Iterator[TritonServer]:
         server.cleanup()
 
 
-def check_replicas(urls: tuple[str, ...], model: str, timeout_s: float) -> str:
+def repo_tokenizer(repo: Path, model: str) -> Path | None:
+    """A language model's tokenizer as ``triton-repo`` copies it (``<model file>.tokenizer.json`` in the
+    newest version folder); None when the model has none."""
+    versions = sorted((p for p in (repo / model).iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    found = sorted(versions[-1].glob("*.tokenizer.json")) if versions else []
+    return found[0] if found else None
+
+
+def check_replicas(urls: tuple[str, ...], model: str, timeout_s: float, tokenizer: Path | None = None) -> str:
     """Every ``--triton-url`` answers with the same ``model`` before any robot starts: one line otherwise.
 
     Returns the model's identity, which every robot then holds every replica to: a replica
@@ -135,8 +143,15 @@ def check_replicas(urls: tuple[str, ...], model: str, timeout_s: float) -> str:
     seen: dict[str, str] = {}
     for url in urls:
         try:
-            with PolicyClient.from_triton(url, model, timeout_s=timeout_s) as client:
+            with PolicyClient.from_triton(url, model, timeout_s=timeout_s, tokenizer=tokenizer) as client:
                 seen[url] = identity(client.backend)
+        except BadInputError as exc:
+            if tokenizer is None and "tokenizer" in str(exc):  # a language model, no tokenizer given
+                raise BadInputError(
+                    f"--triton-url {url}: model {model!r} tokenizes its task on the robot; pass --tokenizer "
+                    "<the .tokenizer.json beside the exported artifact or in its repository version folder>"
+                ) from None
+            raise type(exc)(f"--triton-url {url}: {exc}") from None
         except PolicyExportError as exc:
             raise type(exc)(f"--triton-url {url}: {exc}") from None
     if len(set(seen.values())) > 1:

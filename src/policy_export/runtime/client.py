@@ -116,6 +116,7 @@ class PolicyClient:
         check_inputs: bool = True,
         seed: int | None = None,
         tokenizer: TaskTokenizer | str | Path | None = None,
+        rtc: bool = False,
     ) -> PolicyClient:
         """A model on a Triton server. ``url`` is ``host:port`` (or ``grpc://`` / ``http://host:port``),
         or several replicas (a list, or comma-separated): the first that answers is used and a
@@ -133,7 +134,11 @@ class PolicyClient:
             seed=seed,
             tokenizer=tokenizer,
         )
-        return cls(session=session)
+        try:
+            return cls(session=session, rtc=rtc)
+        except BaseException:
+            session.close()
+            raise
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PolicyClient:

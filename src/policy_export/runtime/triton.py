@@ -367,6 +367,8 @@ class TritonCore(CoreHandle):
         inputs = []
         for name in self.metadata.spec.input_names:
             arr = np.ascontiguousarray(feed[name])
+            if arr.ndim == 1:  # a per-robot scalar travels as [B, 1] (triton_contract.wire_dims)
+                arr = arr.reshape(-1, 1)
             inp = tc.InferInput(self.wire.get(name, name), list(arr.shape), WIRE_TYPES[arr.dtype.name])
             inp.set_data_from_numpy(arr)
             inputs.append(inp)

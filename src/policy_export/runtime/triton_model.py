@@ -176,7 +176,7 @@ def check_signature(
             problems.append(f"no tensor {name!r}")
             continue
         dims = [int(d) for d in served[name]["shape"]]
-        want = [-1, *shape[1:]]
+        want = [-1, *contract.wire_dims(tuple(int(d) for d in shape[1:]))]
         if max_batch_size == 0 and len(dims) == len(shape) - 1:
             dims = [-1, *dims]
         if (

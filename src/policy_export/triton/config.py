@@ -111,7 +111,10 @@ def build_config(
         cfg.version_policy.specific.versions.extend(numbers)
 
     for t in sig.inputs:
-        cfg.input.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
+        tensor = cfg.input.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
+        if t.reshape is not None:
+            tensor.reshape.SetInParent()  # an empty shape is a field that is set: the model's [B]
+            tensor.reshape.shape.extend(t.reshape)
     for t in sig.outputs:
         cfg.output.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
 
@@ -136,7 +139,12 @@ def build_config(
                 inp = w.inputs[t.name]
                 inp.data_type = pb.DataType.Value(t.data_type)
                 inp.dims.extend(t.dims)
-                inp.random_data = True
+                if t.data_type in ("TYPE_INT64", "TYPE_BOOL"):
+                    # Token ids, masks, RTC lengths and delays: random ones are out of range, zeros are
+                    # a valid request (no guidance).
+                    inp.zero_data = True
+                else:
+                    inp.random_data = True
 
     for key, value in policy_parameters(sig, versions, spec, options).to_strings().items():
         cfg.parameters[key].string_value = value

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
 from policy_export.fsutil import atomic_directory, refuse_inputs, remove_stale_staging
-from policy_export.input_files import artifact_files
+from policy_export.input_files import artifact_files, tokenizer_sidecar
 from policy_export.triton.backends import ServingBackend, backend_for, backend_from_config
 from policy_export.triton.config import build_config, render
 from policy_export.triton.lock import LOCK_WAIT_S, model_lock
@@ -157,7 +157,33 @@ def _copy_artifact(info: ArtifactInfo, spec: ServingBackend, vdir: Path) -> list
     if spec.python_model:
         (vdir / "model.py").write_text(template_text(spec.python_model))
         files.append(vdir / "model.py")
+    files += _copy_tokenizer(info, dest)
     return files
+
+
+def _copy_tokenizer(info: ArtifactInfo, dest: Path) -> list[Path]:
+    """A language model's ``<artifact>.tokenizer.json`` beside the served file (same suffix rule), checked
+    against the sha256 its metadata records: a robot host takes it from the repository with the model."""
+    import hashlib
+
+    decl = info.metadata.spec.host.tokenizer
+    if not decl:
+        return []
+    src = tokenizer_sidecar(info.path)
+    if not src.is_file():
+        raise BadInputError(
+            f"{src}: missing; {info.path.name} tokenizes its task on the robot and its tokenizer travels with it: "
+            "copy it beside the artifact or export again"
+        )
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    if decl.get("sha256") and digest != decl["sha256"]:
+        raise BadInputError(
+            f"{src}: sha256 {digest[:12]}... is not the {str(decl['sha256'])[:12]}... the artifact's metadata records; "
+            "export again"
+        )
+    target = tokenizer_sidecar(dest)
+    shutil.copy2(src, target)
+    return [target]
 
 
 def _existing_config(model_dir: Path) -> ModelConfig | None:

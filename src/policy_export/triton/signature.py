@@ -21,6 +21,7 @@ from policy_export.artifacts import ArtifactInfo, TensorSig
 from policy_export.dtypes import triton_config_type
 from policy_export.errors import BadInputError
 from policy_export.triton.backends import ServingBackend
+from policy_export.triton_contract import wire_dims
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class WireTensor:
     policy_name: str
     data_type: str
     dims: tuple[int, ...]
+    #: The model's own dims when they differ from the wire's (a ``[B]`` tensor sent as ``[B, 1]``):
+    #: written as the config's ``reshape``.
+    reshape: tuple[int, ...] | None = None
 
     def describe(self) -> str:
         return f"{self.name} {self.data_type} {list(self.dims)}"
@@ -55,7 +59,9 @@ def _wire(sig: TensorSig, index: int, spec: ServingBackend, path: Path) -> WireT
     if data_type is None:
         raise BadInputError(f"{path}: {sig.name} has data type {sig.dtype}, which this tool cannot map to Triton")
     name = f"{sig.name}__{index}" if spec.named_index else sig.name
-    return WireTensor(name, sig.name, data_type, tuple(int(d) for d in dims))
+    model_dims = tuple(int(d) for d in dims)
+    on_wire = wire_dims(model_dims)
+    return WireTensor(name, sig.name, data_type, on_wire, model_dims if on_wire != model_dims else None)
 
 
 def wire_signature(info: ArtifactInfo, spec: ServingBackend) -> Signature:
@@ -82,5 +88,9 @@ def signature_differences(old: Signature, new: Signature) -> list[str]:
             if ta.dims != tb.dims:
                 diffs.append(
                     f"{what} {ta.name}: dims {list(ta.dims)} in the config vs {list(tb.dims)} in the new artifact"
+                )
+            elif ta.reshape != tb.reshape:
+                diffs.append(
+                    f"{what} {ta.name}: reshape {ta.reshape} in the config vs {tb.reshape} in the new artifact"
                 )
     return diffs

@@ -57,7 +57,8 @@ def config_signature(cfg: ModelConfig) -> Signature:
 
     def wire(t: Any) -> WireTensor:  # a generated protobuf ModelInput/ModelOutput (untyped)
         m = _NAMED_INDEX.match(t.name)
-        return WireTensor(t.name, m.group(1) if m else t.name, pb.DataType.Name(t.data_type), tuple(t.dims))
+        reshape = tuple(t.reshape.shape) if t.HasField("reshape") else None
+        return WireTensor(t.name, m.group(1) if m else t.name, pb.DataType.Name(t.data_type), tuple(t.dims), reshape)
 
     return Signature(inputs=[wire(t) for t in cfg.input], outputs=[wire(t) for t in cfg.output])
 
