@@ -188,6 +188,18 @@ def heavy(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def pi05_300m(session: nox.Session) -> None:
+    """pi0.5 gemma_300m + gemma_300m at real size (1.9B parameters stored, built offline with random
+    weights): LeRobot eager per chunk at batch 1, ONNX export (weights as external data; time and peak
+    memory), ONNX Runtime per chunk on the same inputs and parity with and without RTC. Writes
+    reports/pi05/. Run under `flock /tmp/bigmem.lock` on an otherwise idle machine with ~16 GB free
+    (a watchdog stops it above --max-rss-gb, default 14). Args after -- go to benchmarks/pi05.py.
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/pi05.py", "--out", "reports/pi05", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def smolvla_default(session: nox.Session) -> None:
     """LeRobot's default SmolVLA (450M parameters, built offline with random weights): export it to ONNX
     (time and peak memory), verify it against LeRobot at batch 1 and 4 (fp32, 1e-4), and bench LeRobot

@@ -211,22 +211,32 @@ def _edited(src: Path, dst: Path, config: dict[str, object] | None = None, token
     return dst
 
 
-def test_bad_checkpoints_are_one_line_exit_2(tiny: dict[str, Any], tmp_path: Path) -> None:
+def test_bad_checkpoints_are_one_line_exit_2(
+    tiny: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if tiny["kind"] != "pi05":
         pytest.skip("one family is enough: the declaration is shared")
     from typer.testing import CliRunner
 
+    import policy_export.declarations.pi as pi_declaration
     from policy_export.cli.app import app
 
+    monkeypatch.setattr(pi_declaration, "machine_memory_gib", lambda: 23.5)  # this machine's 24 GB
     src = tiny["ckpt"].path
+    real = tmp_path / "real-sizes"
+    shutil.copytree(src, real)
+    (real / "policy_export_gemma_sizes.json").unlink()  # LeRobot's real gemma_2b + gemma_300m now
     cases = {
         "hub": ({}, "google/paligemma-3b-pt-224", "tokenizer_name"),
         "variant": ({"paligemma_variant": "gemma_7b"}, None, "paligemma_variant"),
         "dtype": ({"dtype": "bfloat16"}, None, "dtype"),
         "relative": ({"use_relative_actions": True}, None, "use_relative_actions"),
     }
+    cases["default-size"] = ({}, None, "needs about 32 GiB of memory to export (19 GiB to load")
+    cases["projection"] = ({"paligemma_variant": "gemma_300m"}, None, "2048 columns")
     for name, (config, tokenizer, words) in cases.items():
-        ckpt = _edited(src, tmp_path / name, config, tokenizer)
+        origin = real if name in ("default-size", "projection") else src
+        ckpt = _edited(origin, tmp_path / name, config, tokenizer)
         res = CliRunner().invoke(app, ["inspect", "--checkpoint", str(ckpt)])
         lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
         assert res.exit_code == 2, (name, res.output)

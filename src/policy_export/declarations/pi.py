@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, ClassVar
@@ -41,6 +42,37 @@ VARIANTS = ("gemma_300m", "gemma_2b")
 #: pi0.5's prompt (``Pi05PrepareStateTokenizerProcessorStep``), and its state discretization.
 PI05_TEMPLATE = "Task: {task}, State: {state};\nAction: "
 PI05_STATE_BINS = 256
+
+#: Parameters (stored in model.safetensors, used by sampling = without the two 257k-row LM heads) of
+#: LeRobot 0.6.1's pi0 / pi0.5 per (paligemma_variant, action_expert_variant), counted on the meta device.
+PARAMETERS: dict[tuple[str, str, str], tuple[int, int]] = {
+    ("pi05", "gemma_2b", "gemma_300m"): (4_143_404_816, 3_353_433_872),
+    ("pi05", "gemma_300m", "gemma_300m"): (1_945_157_392, 1_418_510_096),
+    ("pi05", "gemma_2b", "gemma_2b"): (6_432_759_568, 5_379_464_976),
+    ("pi05", "gemma_300m", "gemma_2b"): (4_234_512_144, 3_444_541_200),
+    ("pi0", "gemma_2b", "gemma_300m"): (4_028_019_472, 3_238_048_528),
+    ("pi0", "gemma_300m", "gemma_300m"): (1_829_772_048, 1_303_124_752),
+    ("pi0", "gemma_2b", "gemma_2b"): (5_971_302_160, 4_918_007_568),
+    ("pi0", "gemma_300m", "gemma_2b"): (3_773_054_736, 2_983_083_792),
+}
+#: Measured: building the gemma_300m + gemma_300m pi0.5 (1.945B parameters stored) peaked at 9.09 GiB
+#: resident (``/usr/bin/time -v``, BENCHMARKS.md); loading scales with the stored parameters.
+MEASURED_LOAD_GIB_PER_BPARAM = 9.09 / 1.945
+
+
+def memory_needed_gib(kind: str, vlm: str, expert: str) -> tuple[float, float]:
+    """(to load, to export) in GiB: the measured load peak scaled by stored parameters, plus one serialized
+    fp32 copy of the parameters the core uses (the exporter holds the ONNX weights beside the model)."""
+    stored, used = PARAMETERS[(kind, vlm, expert)]
+    load = MEASURED_LOAD_GIB_PER_BPARAM * stored / 1e9
+    return load, load + 4 * used / 2**30
+
+
+def machine_memory_gib() -> float:
+    try:
+        return float(os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")) / 2**30
+    except (ValueError, OSError):
+        return float("inf")
 
 
 def tokenizer_name(root: Path) -> tuple[str, int]:
@@ -118,7 +150,25 @@ class PiDeclaration(Declaration):
             raise BadInputError(
                 f"{config_path}: image_resolution {resolution!r} is not supported; PaliGemma needs a square size"
             )
-        read_sizes(config_path.parent)
+        sizes = read_sizes(config_path.parent)
+        vlm = raw.get("paligemma_variant", "gemma_2b")
+        expert = raw.get("action_expert_variant", "gemma_300m")
+        if sizes is None and vlm == "gemma_300m":
+            raise BadInputError(
+                f"{config_path}: paligemma_variant 'gemma_300m' is not supported: LeRobot 0.6.1 projects images to "
+                "2048 columns (gemma_2b's width), which a 1024-wide gemma_300m cannot take, so its own "
+                "predict_action_chunk fails; use gemma_2b"
+            )
+        if sizes is None:
+            load, export = memory_needed_gib(self.policy_type, vlm, expert)
+            have = machine_memory_gib()
+            if have < export:
+                stored = PARAMETERS[(self.policy_type, vlm, expert)][0] / 1e9
+                raise BadInputError(
+                    f"{config_path}: {self.policy_type} {vlm} + {expert} ({stored:.1f}B parameters) needs about "
+                    f"{export:.0f} GiB of memory to export ({load:.0f} GiB to load; measured on the gemma_300m variant, "
+                    f"scaled by parameters) and this machine has {have:.0f} GiB; export it on a larger machine"
+                )
         load_tokenizer(config_path.parent)
 
     def building(self, root: Path) -> AbstractContextManager[None]:
