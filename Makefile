@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 TRITON_VENV  ?= .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 
-.PHONY: demo test lint clean triton-venv
+.PHONY: demo test lint clean triton-venv sim-system-deps
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), f"need Python 3.12 (see .python-version), got {sys.version.split()[0]}"'
@@ -23,6 +23,12 @@ $(TRITON_STAMP): requirements-triton-server.txt
 	@touch $(TRITON_STAMP)
 
 triton-venv: $(TRITON_STAMP)
+
+# MuJoCo's headless renderers for the aloha simulator (eval --env aloha; nox -s eval_aloha): Mesa's EGL
+# (eval's default, MUJOCO_GL=egl) and OSMesa (MUJOCO_GL=osmesa). Both are Mesa's llvmpipe on a CPU; measured
+# equally fast here (BENCHMARKS.md). Debian/Ubuntu, as root.
+sim-system-deps:
+	apt-get install -y --no-install-recommends libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6
 
 demo: $(STAMP)
 	$(VENV)/bin/policy-export demo --out-dir demo-output

@@ -10,6 +10,7 @@ nox -s bench      # BENCHMARKS.md: demo policy, every CPU backend vs LeRobot eag
 nox -s bench_lowp # BENCHMARKS.md "CPU beyond fp32": int8/bf16 of the demo policy, verify + bench (reports/lowp/)
 nox -s fleet      # BENCHMARKS.md fleet section: perf_analyzer + bench-fleet on real servers (reports/fleet/)
 nox -s eval_chaos # BENCHMARKS.md closed-loop section: pusht eval, chaos baseline, realtime vs latency (reports/eval/)
+nox -s eval_aloha # BENCHMARKS.md aloha rows: ACT and Diffusion, 300 steps (~10 min each; needs `make sim-system-deps`)
 nox -s heavy      # the tests marked heavy (over make test's memory budget)
 nox -s robot_host # README's robot-host install from the package index, then a RealtimeClient loop (ARTIFACT=x.onnx)
 """
@@ -410,3 +411,27 @@ def eval_chaos(session: nox.Session) -> None:
         "--report", f"{EVAL_DIR}/pusht-act-realtime.json", "--plot", f"{EVAL_DIR}/pusht-act-realtime.png",
         *session.posargs,
     )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def eval_aloha(session: nox.Session) -> None:
+    """BENCHMARKS.md's aloha rows: aloha-shaped ACT and Diffusion (random weights, 14-d, camera `top` 480x640),
+    fp32 ONNX and TorchScript against LeRobot eager and the chaos baseline, one 300-step episode each (about
+    10 minutes per family on 2 loaded cores: MuJoCo renders in software). Then the aloha test the default run
+    leaves out. Needs EGL (or OSMesa) system libraries: `make sim-system-deps`. Args after -- go to every eval run.
+    """
+    session.install("-e", ".[dev,sim,sim-aloha]")
+    os.makedirs(EVAL_DIR, exist_ok=True)
+    for family in ("act", "diffusion"):
+        checkpoint = f"{EVAL_DIR}/aloha-{family}-checkpoint"
+        build = f"from policy_export.demo import build_env_checkpoint; build_env_checkpoint({checkpoint!r}, 'aloha', {family!r})"
+        session.run("python", "-c", build)
+        onnx, pt = f"{EVAL_DIR}/aloha-{family}.onnx", f"{EVAL_DIR}/aloha-{family}.pt"
+        session.run("policy-export", "onnx", "--checkpoint", checkpoint, "--output", onnx, "--force")
+        session.run("policy-export", "torchscript", "--checkpoint", checkpoint, "--output", pt, "--force")
+        session.run(
+            "policy-export", "eval", "--checkpoint", checkpoint, "-a", onnx, "-a", pt, "--env", "aloha",
+            "--episodes", "1", "--steps", "300", "--report", f"{EVAL_DIR}/aloha-{family}.json", "--force",
+            *session.posargs,
+        )  # fmt: skip
+    session.run("pytest", "tests/test_eval.py", "-m", "heavy", "-k", "aloha", "-q")

@@ -80,6 +80,32 @@ def test_parse_size():
             parse_size(bad)
 
 
+def test_quick_check_gates_in_the_normalized_action_space(small_loaded, small_onnx):
+    """Issue 19 item 8 for the TensorRT builder: the plan vs ONNX Runtime in the network's own space,
+    with the scale the ONNX file recorded at export; robot units only for a file without one."""
+    import numpy as np
+
+    from policy_export.action_space import ActionScale
+    from policy_export.compare import ParityError
+    from policy_export.enums import Precision
+    from policy_export.export.onnx import onnx_action_scale
+    from policy_export.export.tensorrt import gate_plan_outputs
+
+    recorded = onnx_action_scale(small_onnx)
+    assert recorded is not None
+    np.testing.assert_array_equal(recorded.scale, small_loaded.action_scale.scale)
+    np.testing.assert_array_equal(recorded.center, small_loaded.action_scale.center)
+    # pusht-like pixels: a std of 100 makes float32 rounding 5e-3 px, 5e-5 in the network's space
+    pixels = ActionScale("MEAN_STD", np.full(2, 256.0), np.full(2, 100.0))
+    want = np.random.default_rng(0).normal(256, 100, (2, 5, 2)).astype(np.float32)
+    got = want + np.float32(5e-3)
+    assert gate_plan_outputs(want, got, pixels, Precision.FP32, 1, "p.onnx") == pytest.approx(5e-5, rel=0.05)
+    with pytest.raises(ParityError, match=r"robot units.*> 0\.001"):
+        gate_plan_outputs(want, got, None, Precision.FP32, 1, "p.onnx")
+    with pytest.raises(ParityError, match=r"normalized action space.*0\.002 > 0\.001"):  # a real error still fails
+        gate_plan_outputs(want, want + np.float32(0.2), pixels, Precision.FP32, 4, "p.onnx")
+
+
 @needs_no_trt
 def test_verify_reports_a_plan_it_cannot_run_as_skipped(small_loaded, small_onnx, tmp_path):
     """A plan copied to a machine without TensorRT: verify says why it was skipped and never passes it."""

@@ -55,3 +55,16 @@ class ActionScale:
 
     def to_dict(self) -> dict[str, object]:
         return {"mode": self.mode, "center": self.center.tolist(), "scale": self.scale.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> ActionScale:
+        """Back from :meth:`to_dict` (an artifact's record); ValueError if it is not one."""
+        try:
+            center = np.asarray(d["center"], np.float64).reshape(-1)
+            scale = np.asarray(d["scale"], np.float64).reshape(-1)
+            mode = str(d["mode"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an action scale record ({exc})") from None
+        if center.shape != scale.shape or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            raise ValueError("an action scale record needs center and scale of one length, scale finite and > 0")
+        return cls(mode=mode, center=center, scale=scale)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from policy_export.action_space import ActionScale
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.enums import ArtifactKind, ImageFormat, Precision
 from policy_export.errors import BadInputError, PolicyExportError, first_line
@@ -277,7 +278,7 @@ def export_onnx(
             opset=chosen_opset,
             versions=library_versions("onnxscript"),
         )
-        _embed_metadata(model, meta)
+        _embed_metadata(model, meta, ckpt.action_scale)
         onnx.save(model, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)
         max_abs = _quick_check(core, tmp, ckpt, image_format, precision) if quick_check else float("nan")
@@ -293,7 +294,26 @@ def export_onnx(
     )
 
 
-def _embed_metadata(model: onnx.ModelProto, meta: ArtifactMetadata) -> None:
+#: metadata_props key of the policy's normalized action space (``ActionScale.to_dict`` as JSON): a tool that
+#: holds only the ONNX file (the TensorRT builder's quick check) gates in the space verify gates in.
+ACTION_SCALE_KEY = "action_scale"
+
+
+def onnx_action_scale(path: Path) -> ActionScale | None:
+    """The action scale an ONNX file was exported with; None for files exported before it was recorded."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    text = next((p.value for p in model.metadata_props if p.key == ACTION_SCALE_KEY), None)
+    if text is None:
+        return None
+    try:
+        return ActionScale.from_dict(json.loads(text))
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        raise BadInputError(f"{path}: its '{ACTION_SCALE_KEY}' metadata is unreadable ({exc}); re-export it") from None
+
+
+def _embed_metadata(model: onnx.ModelProto, meta: ArtifactMetadata, action_scale: ActionScale | None = None) -> None:
     spec = meta.spec
     props = {
         METADATA_KEY: meta.to_json(),
@@ -311,6 +331,8 @@ def _embed_metadata(model: onnx.ModelProto, meta: ArtifactMetadata) -> None:
         "opset": str(meta.opset),
         **{f"version.{k}": v for k, v in meta.versions.items()},
     }
+    if action_scale is not None:
+        props[ACTION_SCALE_KEY] = json.dumps(action_scale.to_dict())
     del model.metadata_props[:]
     for k, v in props.items():
         entry = model.metadata_props.add()

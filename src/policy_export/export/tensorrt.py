@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from policy_export.action_space import ActionScale
 from policy_export.artifacts import inspect_artifact, tensorrt_sidecar
 from policy_export.enums import ArtifactKind, Precision
 from policy_export.errors import BadInputError, PolicyExportError, UnavailableError
@@ -71,8 +72,14 @@ def build_tensorrt(
     timing_cache: Path | None = None,
     force: bool = False,
     quick_check: bool = True,
+    action_scale: ActionScale | None = None,
 ) -> TensorRTBuildResult:
-    """Validate inputs, check this host can build, build, quick-check, write plan + sidecar atomically."""
+    """Validate inputs, check this host can build, build, quick-check, write plan + sidecar atomically.
+
+    The quick check gates in the policy's normalized action space, as the ONNX exporter's and verify do:
+    ``action_scale`` (the pipeline passes the checkpoint's), else the one the ONNX file recorded at export;
+    a file from before that was recorded is checked in robot units, and the sidecar says which.
+    """
     if precision not in tuple(Precision):
         raise BadInputError(f"--precision must be fp32 or fp16, not {precision!r}")
     precision = Precision(precision)
@@ -108,7 +115,12 @@ def build_tensorrt(
     t0 = time.perf_counter()
     plan = _build_plan(onnx_bytes, shapes, profile, workspace, timing_cache)
     build_seconds = time.perf_counter() - t0
-    max_abs = _quick_check(plan, onnx_path, meta, precision, profile) if quick_check else float("nan")
+    if action_scale is None:
+        from policy_export.export.onnx import onnx_action_scale
+
+        action_scale = onnx_action_scale(onnx_path)
+    space = "normalized" if action_scale is not None else "robot"
+    max_abs = _quick_check(plan, onnx_path, meta, precision, profile, action_scale) if quick_check else float("nan")
 
     host = host_info()
     plan_meta = ArtifactMetadata(
@@ -139,6 +151,7 @@ def build_tensorrt(
             "plan_sha256": hashlib.sha256(plan).hexdigest(),
             "build_seconds": round(build_seconds, 2),
             "quick_check_max_abs_vs_onnxruntime": max_abs,
+            "quick_check_space": space,
             "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         },
     }
@@ -192,15 +205,18 @@ def _build_plan(
 
 
 def _quick_check(
-    plan: bytes, onnx_path: Path, meta: ArtifactMetadata, precision: Precision, profile: dict[str, int]
+    plan: bytes,
+    onnx_path: Path,
+    meta: ArtifactMetadata,
+    precision: Precision,
+    profile: dict[str, int],
+    scale: ActionScale | None,
 ) -> float:
     """The fresh plan vs ONNX Runtime (CPU) on the source ONNX at the profile's min and max batch."""
     import onnxruntime as ort
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
 
-    from policy_export.compare import parity_gate
     from policy_export.inputs import random_inputs
-    from policy_export.tolerances import quick_check_atol
 
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     worst = 0.0
@@ -209,12 +225,29 @@ def _quick_check(
             feed = random_inputs(meta.spec, batch, np.random.default_rng(batch), image_format=meta.image_format)
             want = sess.run(["action_chunk"], feed)[0]
             got = np.asarray(trt_runner.infer(feed)["action_chunk"], np.float32)
-            stats = parity_gate(
-                want,
-                got,
-                quick_check_atol(precision),
-                what=f"TensorRT plan disagrees with ONNX Runtime on {onnx_path.name} right after the build at batch {batch}",
-                then="nothing was written",
-            )
-            worst = max(worst, stats.max_abs)
+            worst = max(worst, gate_plan_outputs(want, got, scale, precision, batch, onnx_path.name))
     return worst
+
+
+def gate_plan_outputs(
+    want: np.ndarray, got: np.ndarray, scale: ActionScale | None, precision: Precision, batch: int, onnx_name: str
+) -> float:
+    """The quick check's gate: max abs difference in the normalized action space (robot units without a scale).
+
+    Why normalized: an absolute tolerance in robot units means different things per robot (float32
+    rounding near 500 pixels is ~3e-5, near 0.1 rad ~7e-9), so an fp32 plan of a pusht policy would
+    be refused for rounding alone; the network's own space makes 1e-3 one setting for every robot.
+    """
+    from policy_export.compare import parity_gate
+    from policy_export.tolerances import quick_check_atol
+
+    space = "robot units"
+    if scale is not None:
+        want, got, space = scale.normalize(want), scale.normalize(got), "normalized action space"
+    return parity_gate(
+        want,
+        got,
+        quick_check_atol(precision),
+        what=f"TensorRT plan disagrees with ONNX Runtime on {onnx_name} right after the build at batch {batch} ({space})",
+        then="nothing was written",
+    ).max_abs

@@ -170,11 +170,12 @@ def onnx_qdq(
 def set_onnx_metadata(onnx_path: Path, meta: ArtifactMetadata) -> None:
     import onnx
 
-    from policy_export.export.onnx import _embed_metadata
+    from policy_export.export.onnx import _embed_metadata, onnx_action_scale
 
+    scale = onnx_action_scale(onnx_path)  # kept: the TensorRT builder's quick check reads it
     model = onnx.load(str(onnx_path))
     del model.metadata_props[:]
-    _embed_metadata(model, meta)
+    _embed_metadata(model, meta, scale)
     onnx.save(model, str(onnx_path))
 
 
