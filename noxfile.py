@@ -362,6 +362,29 @@ def fleet(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def fleet_s3(session: nox.Session) -> None:
+    """Object storage and rolling upgrades at full length (BENCHMARKS.md's rolling-upgrade section): every
+    SIGKILL point of an S3 publish, racing writers, and the v1 -> v2 upgrade under 4 robots at 30 Hz on two
+    tritonservers loading from moto_server on loopback, 45 s (FLEET_UPGRADE_DURATION_S), its row written to
+    reports/fleet_s3/upgrade.json. The server venv as in the triton session."""
+    session.install("-e", ".[dev,triton,s3]")
+    server_venv = os.environ.get("POLICY_EXPORT_TRITON_VENV") or os.path.join(
+        os.path.dirname(session.virtualenv.location), "triton-server"
+    )
+    if not os.path.exists(os.path.join(server_venv, "bin", "python")):
+        session.run("python", "-m", "venv", server_venv)
+        session.run(
+            os.path.join(server_venv, "bin", "python"), "-m", "pip", "install", "--quiet",
+            "-r", "requirements-triton-server.txt", external=True,
+        )  # fmt: skip
+    os.makedirs("reports/fleet_s3", exist_ok=True)
+    session.run(
+        "pytest", "-m", "fleet", "-s", "tests/test_triton_s3.py", "tests/test_fleet_upgrade.py", *session.posargs,
+        env={"POLICY_EXPORT_TRITON_VENV": server_venv, "FLEET_UPGRADE_REPORT": "reports/fleet_s3/upgrade.json"},
+    )  # fmt: skip
+
+
+@nox.session(python=PYTHON)
 def robot_host(session: nox.Session) -> None:
     """The README's robot-host install done for real from the package index (tests/test_packaging.py does it
     offline, with the test venv's numpy and onnxruntime): numpy + onnxruntime + the wheel with --no-deps,

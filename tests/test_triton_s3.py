@@ -250,3 +250,23 @@ def test_check_fails_on_a_broken_remote_model(small_onnx, endpoint, env):
     res = _cli("triton-repo", "--check", repo, "--s3-endpoint", endpoint, env=env)
     assert res.returncode == 2, res.stdout + res.stderr
     assert "commits versions [1] that have no files" in res.stderr
+
+
+def test_upgrade_to_a_version_the_repository_does_not_hold(small_onnx, endpoint, env):
+    """Refused from the repository alone, before any replica is contacted (the URL answers nothing)."""
+    from policy_export.triton.server import free_port
+
+    _bucket(endpoint, "held")
+    assert _publish(small_onnx, "s3://held/models", endpoint, 1, env).returncode == 0
+    url = f"127.0.0.1:{free_port()}"
+    res = _cli(
+        "upgrade", "--url", url, "--model", "act", "--version", "2", "--repo", "s3://held/models",
+        "--s3-endpoint", endpoint, env=env,
+    )  # fmt: skip
+    assert res.returncode == 2 and "does not hold version 2 (it holds 1)" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    missing = _cli(
+        "upgrade", "--url", url, "--model", "nope", "--version", "1", "--repo", "s3://held/models",
+        "--s3-endpoint", endpoint, env=env,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "does not hold model 'nope'" in missing.stderr, missing.stderr

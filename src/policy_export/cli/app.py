@@ -17,12 +17,14 @@ from policy_export.cli import (
     eval_cmd,
     export_cmd,
     inspect_cmd,
+    k8s_cmd,
     onnx_cmd,
     quantize_cmd,
     serve_cmd,
     tensorrt_cmd,
     torchscript_cmd,
     triton_cmd,
+    upgrade_cmd,
     verify_cmd,
 )
 from policy_export.cli.common import Command, set_debug
@@ -69,6 +71,8 @@ app.command("triton-repo", cls=Command, epilog=epilog("triton-repo"))(triton_cmd
 app.command("bench", cls=Command, epilog=epilog("bench"))(bench_cmd.bench)
 app.command("bench-shim", cls=Command, epilog=epilog("bench-shim"))(bench_shim_cmd.bench_shim)
 app.command("serve", cls=Command, epilog=epilog("serve"))(serve_cmd.serve)
+app.command("k8s", cls=Command, epilog=epilog("k8s"))(k8s_cmd.k8s)
+app.command("upgrade", cls=Command, epilog=epilog("upgrade"))(upgrade_cmd.upgrade)
 app.command("bench-triton", cls=Command, epilog=epilog("bench-triton"))(bench_triton_cmd.bench_triton)
 app.command("bench-fleet", cls=Command, epilog=epilog("bench-fleet"))(bench_fleet_cmd.bench_fleet)
 app.command("bench-realtime", cls=Command, epilog=epilog("bench-realtime"))(bench_realtime_cmd.bench_realtime)

@@ -48,9 +48,18 @@ def bench_fleet(
         str | None,
         typer.Option(
             "--triton-url",
+            "--url",
             help="Use running servers instead: gRPC host:port, comma-separated replicas; robots are spread over them.",
         ),
     ] = None,
+    replica_scaling: Annotated[
+        bool,
+        typer.Option(
+            "--replica-scaling",
+            help="With several --url replicas: run every count against the first replica alone, then against all, "
+            "and print the capacity ratio and what limits the larger fleet.",
+        ),
+    ] = False,
     robots: Annotated[str, typer.Option(help="Comma-separated robot counts to run.")] = "1,2,4,8",
     fps: Annotated[float, typer.Option(help="Control rate of every robot (Hz).")] = 30.0,
     duration: Annotated[float, typer.Option(help="Seconds per robot count.")] = 30.0,
@@ -124,6 +133,7 @@ def bench_fleet(
         realtime=client is Client.realtime,
         task=task,
         tokenizer=tokenizer,
+        replica_scaling=replica_scaling,
     )
     report = run_fleet(cfg, progress=lambda m: err_console.print(f"[dim]{m}[/]"))
     console.print(render_table(report))

@@ -56,8 +56,15 @@ EXAMPLES: dict[str, list[str]] = {
     "bench-shim": [
         "policy-export bench-shim --json bench-shim.json",
     ],
+    "k8s": [
+        "policy-export k8s --repo s3://robots/models --model act --output triton.yaml",
+    ],
+    "upgrade": [
+        "policy-export upgrade --url 127.0.0.1:8001,127.0.0.1:8004 --model act --version 2 --repo s3://robots/models",
+    ],
     "serve": [
         "policy-export serve --repo model_repository",
+        "policy-export serve --repo s3://robots/models --s3-endpoint http://127.0.0.1:9000 --replicas 2",
         "policy-export serve --repo model_repository --grpc-port 9001 --http-port 9000 --metrics-port 9002",
     ],
     "bench-triton": [

@@ -71,6 +71,8 @@ class FleetConfig:
     realtime: bool = True  # robots drive a RealtimeClient; False: the synchronous PolicyClient
     task: str | None = None  # a language model's instruction
     tokenizer: Path | None = None  # its tokenizer file (with --repo: found in the repository)
+    #: With several ``urls``: every row once against the first replica alone, then against all of them.
+    replica_scaling: bool = False
 
     def __post_init__(self) -> None:
         if not self.urls and self.repo is None:
@@ -106,9 +108,11 @@ def run_robots(
     fps: float,
     during: Callable[[], None] | None = None,
     expect: str | None = None,
+    per_robot: Callable[[int], dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """N robot processes; returns each robot's result. ``during`` runs once all have started
-    (the failover drill kills a replica there)."""
+    (the failover drill kills a replica there, the upgrade drill rolls a version out);
+    ``per_robot(i)`` gives robot i's extra plan fields (its version policy, reference chunks)."""
     ctx = multiprocessing.get_context("spawn")  # no fork of a process holding gRPC channels
     results = ctx.Queue()
     go = ctx.Event()
@@ -126,6 +130,7 @@ def run_robots(
             cfg.realtime,
             task=cfg.task,
             tokenizer=None if cfg.tokenizer is None else str(cfg.tokenizer),
+            **(per_robot(i) if per_robot is not None else {}),
         )
         proc = ctx.Process(target=run_robot, args=(plan, results, go), daemon=True, name=f"robot-{i}")
         proc.start()
@@ -181,10 +186,11 @@ def measure_row(
     unpaced: bool,
     during: Callable[[], None] | None = None,
     expect: str | None = None,
+    per_robot: Callable[[int], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     before = server_counters(urls, cfg.model, cfg.timeout_s)
     cpu0, t0 = _cpu_times(), time.monotonic()
-    robots = run_robots(n, urls, cfg, 0.0 if unpaced else cfg.fps, during, expect)
+    robots = run_robots(n, urls, cfg, 0.0 if unpaced else cfg.fps, during, expect, per_robot)
     wall = time.monotonic() - t0
     cpu1 = _cpu_times()
     # Triton updates statistics just after the response is sent: let the last ones land (bounded).
@@ -255,11 +261,20 @@ def limiter(row: dict[str, Any]) -> str:
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per batching mode: measured capacity, the rule of thumb, and what limits it."""
+    """Per batching mode (and replica count): measured capacity, the rule of thumb, and what limits it."""
     out = []
-    for batching in sorted({r["batching"] for r in rows if r["mode"] == "robots"}, key=lambda b: b is not True):
+    groups = sorted(
+        {(r.get("replicas", 1), r["batching"]) for r in rows if r["mode"] == "robots"},
+        key=lambda g: (g[0], g[1] is not True),
+    )
+    for replicas, batching in groups:
         mine = sorted(
-            (r for r in rows if r["mode"] == "robots" and r["batching"] == batching), key=lambda r: r["robots"]
+            (
+                r
+                for r in rows
+                if r["mode"] == "robots" and r["batching"] == batching and r.get("replicas", 1) == replicas
+            ),
+            key=lambda r: r["robots"],
         )
         if not mine:
             continue
@@ -273,6 +288,7 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append(
             {
                 "batching": batching,
+                "replicas": replicas,
                 "capacity_robots": capacity,
                 "capacity_is_lower_bound": capacity == mine[-1]["robots"],
                 "rule_of_thumb_robots": rule,
@@ -283,6 +299,35 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def scaling(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Capacity with 1 replica vs all of them: the peak throughput of each (sweep rows) or the robot
+    capacity (paced rows), their ratio, and what limits the larger fleet at its peak."""
+    counts = sorted({r.get("replicas", 1) for r in rows})
+    if len(counts) < 2:
+        return None
+    one, many = counts[0], counts[-1]
+
+    def peak(k: int) -> dict[str, Any]:
+        mine = [r for r in rows if r.get("replicas", 1) == k]
+        if mine[0]["mode"] == "sweep":
+            return max(mine, key=lambda r: r["throughput_infer_per_s"])
+        clean = [r for r in mine if r["fallback_ticks"] == 0]
+        return max(clean or mine, key=lambda r: (r["fallback_ticks"] == 0, r["robots"]))
+
+    a, b = peak(one), peak(many)
+    key = "throughput_infer_per_s" if a["mode"] == "sweep" else "robots"
+    ratio = b[key] / a[key] if a[key] else float("nan")
+    return {
+        "measure": "peak throughput (infer/s)" if key != "robots" else "robots with no fallback tick",
+        "replicas": [one, many],
+        "values": [a[key], b[key]],
+        "ratio": ratio,
+        "limited_by": limiter(b),
+        "machine_cpu_busy_at_peak": [a["machine_cpu_busy_fraction"], b["machine_cpu_busy_fraction"]],
+        "cpu_count": os.cpu_count(),
+    }
 
 
 # -- the whole benchmark ---------------------------------------------------------------------
@@ -300,13 +345,16 @@ def run_fleet(
     def each(urls: tuple[str, ...], batching: bool | None, expect: str | None = None) -> None:
         for n in counts:
             label = "on" if batching else "off" if batching is not None else "as served"
-            progress(f"{'sweep' if unpaced else 'robots'} N={n}, batching {label}")
+            progress(f"{'sweep' if unpaced else 'robots'} N={n}, batching {label}, replicas {len(urls)}")
             hook = (lambda n=n: during(n, urls)) if during else None
-            rows.append(measure_row(n, urls, cfg, batching, unpaced, hook, expect))
+            rows.append({**measure_row(n, urls, cfg, batching, unpaced, hook, expect), "replicas": len(urls)})
 
     if cfg.urls:
         expect = check_replicas(cfg.urls, cfg.model, cfg.timeout_s, cfg.tokenizer)
-        each(cfg.urls, served_batching(cfg.urls[0], cfg.model, cfg.timeout_s), expect)
+        served = served_batching(cfg.urls[0], cfg.model, cfg.timeout_s)
+        if cfg.replica_scaling and len(cfg.urls) > 1:
+            each(cfg.urls[:1], served, expect)
+        each(cfg.urls, served, expect)
     else:
         from policy_export.signals import signals_as_interrupt
 
@@ -337,4 +385,5 @@ def run_fleet(
         },
         "rows": rows,
         "summary": [] if unpaced else summarize(rows),
+        "scaling": scaling(rows),
     }

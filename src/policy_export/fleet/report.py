@@ -49,10 +49,18 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for s in report["summary"]:
         bound = " (at least: no fallback at the largest count tried)" if s["capacity_is_lower_bound"] else ""
+        replicas = f"{s['replicas']} replica(s), " if s.get("replicas", 1) > 1 or report.get("scaling") else ""
         lines.append(
-            f"batching {_batching(s['batching'])}: capacity {s['capacity_robots']} robot(s) with no fallback tick{bound}; "
+            f"{replicas}batching {_batching(s['batching'])}: capacity {s['capacity_robots']} robot(s) with no fallback tick{bound}; "
             f"rule of thumb 0.8 / ({s['request_rate_per_robot_hz']:.2f} req/s x {s['inference_ms']:.1f} ms) = "
             f"{s['rule_of_thumb_robots']:.1f}; limited by {s['limited_by']} at {s['limiter_measured_at_robots']} robot(s)"
+        )
+    sc = report.get("scaling")
+    if sc:
+        lines.append(
+            f"replicas {sc['replicas'][0]} -> {sc['replicas'][1]}: {sc['measure']} {sc['values'][0]:.1f} -> "
+            f"{sc['values'][1]:.1f} = {sc['ratio']:.2f}x on {sc['cpu_count']} CPU(s); the larger fleet is limited by "
+            f"{sc['limited_by']}"
         )
     return lines
 

@@ -66,6 +66,12 @@ class RobotPlan:
     buffer_time_s: float | None = None  # RealtimeClient: ask for a chunk below this playback (None: automatic)
     task: str | None = None  # a language model's instruction (sent as observation["task"])
     tokenizer: str | None = None  # its tokenizer file (the repository's <model file>.tokenizer.json)
+    #: The client's version policy: None pins the newest at start, "latest" follows upgrades, "N" pins N.
+    version: str | None = None
+    #: Rolling upgrades: the chunk each version must answer for this robot's observation (computed apart,
+    #: e.g. from the artifacts themselves). A chunk is then a wrong-model chunk when it is not the answering
+    #: version's, when a pinned robot gets another version, or when a following robot goes back a version.
+    references: dict[str, Any] | None = None
 
 
 def observation(spec: PolicySpec, image_format: str, seed: int) -> dict[str, np.ndarray]:
@@ -119,7 +125,9 @@ class Watched(Backend):
         robot.latencies_ms.append((time.perf_counter() - t0) * 1e3)
         if drawn and not np.array_equal(feed[drawn[0]], robot.first_drawn[drawn[0]]):
             return chunk  # a fresh draw of noise (not the pinned one): no same-model evidence
-        if robot.first_chunk is None:
+        if robot.plan.references is not None:
+            robot.check_version(str(getattr(self.inner, "version", "")), chunk)
+        elif robot.first_chunk is None:
             robot.first_chunk = chunk.copy()
         elif chunk.shape != robot.first_chunk.shape or not np.allclose(
             chunk, robot.first_chunk, rtol=0, atol=SAME_MODEL_ATOL
@@ -155,12 +163,29 @@ class _Robot:
             "refused_replicas": 0,
         }
         self.replicas_used: list[str] = []
+        #: (request number, version) each time the answering version changed.
+        self.versions_seen: list[tuple[int, str]] = []
         self.client: Any = None  # PolicyClient from connect() on: the run methods use it unchecked
         self.realtime: RealtimeClient | None = None  # around the client
         self.obs: dict[str, Any] = {}
         self.first_drawn: dict[str, np.ndarray] = {}
         self.realtime_stats: dict[str, Any] = {}
         self.elapsed_s = plan.duration_s
+
+    def check_version(self, version: str, chunk: np.ndarray) -> None:
+        refs = self.plan.references or {}
+        ref = refs.get(version)
+        wrong = ref is None or chunk.shape != ref.shape or not np.allclose(chunk, ref, rtol=0, atol=SAME_MODEL_ATOL)
+        pinned = self.plan.version not in (None, "", "latest")
+        if pinned and version != self.plan.version:
+            wrong = True
+        if self.versions_seen and version != self.versions_seen[-1][1]:
+            if self.plan.version == "latest" and version.isdigit() and int(version) < int(self.versions_seen[-1][1]):
+                wrong = True  # a following robot never goes back
+        if not self.versions_seen or version != self.versions_seen[-1][1]:
+            self.versions_seen.append((self.counts["requests"], version))
+        if wrong:
+            self.counts["wrong_model_chunks"] += 1
 
     def connect(self) -> None:
         """This robot's preferred replica first, then the others (the runtime's replica list)."""
@@ -170,7 +195,11 @@ class _Robot:
         urls = self.plan.urls
         k = self.plan.index % len(urls)
         client = PolicyClient.from_triton(
-            list(urls[k:] + urls[:k]), self.plan.model, timeout_s=self.plan.timeout_s, tokenizer=self.plan.tokenizer
+            list(urls[k:] + urls[:k]),
+            self.plan.model,
+            self.plan.version,
+            timeout_s=self.plan.timeout_s,
+            tokenizer=self.plan.tokenizer,
         )
         if self.plan.identity is not None and identity(client.backend) != self.plan.identity:
             client.close()
@@ -285,6 +314,7 @@ class _Robot:
             **self.counts,
             "latencies_ms": self.latencies_ms,
             "replicas_used": self.replicas_used,
+            "versions_seen": self.versions_seen,
             "realtime": {k: self.realtime_stats[k] for k in keep if k in self.realtime_stats},
         }
 

@@ -21,6 +21,16 @@ Two promises hold for the whole life of the client, not only at start:
   its answer kept only once the identity check after it passes (a tritonserver restarted
   with another model answered in 0.8 s, inside ``RECHECK_IDLE_S``). A difference is
   :class:`ModelChangedError`, one line; no chunk of the other model is returned.
+
+The version policy is the client's: a number pins that version (another version is never
+run: once the server stops serving it, the client fails over or stops, see ``reconnect``);
+no version pins the newest at the handshake; ``"latest"`` (:data:`FOLLOW_LATEST`) follows the
+newest version the server serves through a rolling upgrade. Before each chunk request a
+following client asks the server for its versions (one small RPC); a newer version is taken
+only after the full handshake on it passes (same input/output signature as the version
+before; its own metadata, normalization hash and file sha256 recorded as the new identity),
+and a replica serving only older versions is passed over, never gone back to. Every answer's
+``model_version`` must be the version asked for; anything else is :class:`ModelChangedError`.
 """
 
 from __future__ import annotations
@@ -68,6 +78,8 @@ GRPC_CHANNEL_ARGS = [
     ("grpc.http2.max_pings_without_data", 2),
     ("grpc.use_local_subchannel_pool", 1),
 ]
+#: The version that follows the newest one served (rolling upgrades), instead of pinning one.
+FOLLOW_LATEST = "latest"
 #: The longest a readiness probe (one TCP connect) may take.
 PROBE_TIMEOUT_S = 0.5
 #: The longest ``close()`` waits for gRPC's connectivity poller to notice the unsubscription.
@@ -90,6 +102,7 @@ class TritonCore(CoreHandle):
         *,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         expect: ModelIdentity | None = None,
+        expect_version: str = "",
     ) -> None:
         self.url, self.protocol = split_url(url, protocol)
         #: Replica URLs (``connect``); a reconnect tries the next one. Refused: serve another model.
@@ -101,7 +114,11 @@ class TritonCore(CoreHandle):
         #: New HTTP connections opened so far; None: not countable, so every call is checked.
         self._connects: int | None = 0
         self.model = model
-        self.version = "" if version in (None, "") else str(version)
+        #: Following the newest version (``version="latest"``) instead of pinning one.
+        self.follow = str(version).strip().lower() == FOLLOW_LATEST
+        self.version = "" if version in (None, "") or self.follow else str(version)
+        #: Following clients: the newest version this client has run (never gone back from).
+        self.floor = int(expect_version) if self.follow and expect_version.isdigit() else 0
         self.timeout_s = float(timeout_s)
         if not self.timeout_s > 0:
             raise BadInputError(
@@ -178,7 +195,13 @@ class TritonCore(CoreHandle):
                 continue
             try:
                 backend = TritonCore(
-                    url, self.model, self.version, self.protocol, timeout_s=self.timeout_s, expect=self.identity
+                    url,
+                    self.model,
+                    FOLLOW_LATEST if self.follow else self.version,
+                    self.protocol,
+                    timeout_s=self.timeout_s,
+                    expect=self.identity,
+                    expect_version=self.version,
                 )
             except ModelChangedError as exc:
                 self.refused.add(url)
@@ -288,6 +311,8 @@ class TritonCore(CoreHandle):
 
     def _same_model(self, expected: ModelIdentity, found: ModelIdentity) -> None:
         differs = expected.differences(found)
+        if self.follow:  # another version of the same policy: its own weights and statistics, the same wire contract
+            differs = [d for d in differs if d.startswith("input/output signature")]
         if differs:
             raise ModelChangedError(
                 f"{self.where}: the server now serves a different model ({'; '.join(differs)}); "
@@ -312,6 +337,18 @@ class TritonCore(CoreHandle):
                 f"{exc}; the server now serves a different model than this client checked at start"
             ) from None
         self._same_model(self.identity, found[2])
+        if self.follow:
+            host, prev = _host_contract(found[1]), getattr(self, "metadata", None)
+            if prev is not None and host != _host_contract(prev):
+                raise ModelChangedError(
+                    f"{self.where}: the newer version needs another robot-side setup ({host} vs "
+                    f"{_host_contract(prev)}); this client keeps none of its actions: restart it on that version"
+                )
+            if found[2] != self.identity:
+                log.info("%s: following the newest version, now %s", self.where, self.version)
+            self.identity = found[2]
+            self.metadata = found[1]
+            self.floor = max(self.floor, int(self.version or 0))
         return found
 
     def _json(self, what: str, fn: Any) -> dict[str, Any]:
@@ -327,8 +364,15 @@ class TritonCore(CoreHandle):
             raise UnavailableError(f"{self.where}: server is live but not ready (still loading models?)")
         if not self._call("model readiness check", self.client.is_model_ready, self.model, self.version):
             raise UnavailableError(f"{self.where}: model is not ready on the server; available: {self._available()}")
+        if self.follow:
+            self.version = ""  # the newest, asked again
         model_meta = self._json("model metadata", self.client.get_model_metadata)
         self.version = resolve_version(self.version, model_meta, self.where)
+        if self.follow and self.version.isdigit() and int(self.version) < self.floor:
+            raise UnavailableError(
+                f"{self.where}: serves only versions older than {self.floor}, which this client already runs "
+                "(a replica not upgraded yet); trying another"
+            )
         self.where = f"Triton {self.protocol}://{self.url} model {self.model!r} version {self.version or '?'}"
         config = self._json("model config", self.client.get_model_config)
         max_batch = int(config.get("max_batch_size", 0) or 0)
@@ -347,8 +391,25 @@ class TritonCore(CoreHandle):
         except UnavailableError:
             return "unknown"
 
+    def _newer_version(self) -> bool:
+        """Following clients: whether the server now serves another newest version than the one run."""
+        meta = self._call(
+            "model metadata",
+            self.client.get_model_metadata,
+            self.model,
+            "",
+            **({"as_json": True} if self.protocol == "grpc" else {}),
+        )
+        numeric = [int(v) for v in meta.get("versions", []) if str(v).isdigit()]
+        return bool(numeric) and str(max(numeric)) != self.version
+
     def infer(self, feed: dict[str, np.ndarray]) -> np.ndarray:
-        if self._suspect or self._connects is None or time.monotonic() - self._last_ok > RECHECK_IDLE_S:
+        if (
+            self._suspect
+            or self._connects is None
+            or time.monotonic() - self._last_ok > RECHECK_IDLE_S
+            or (self.follow and self._newer_version())
+        ):
             self.check_identity()
         connects = self._connects
         batch = len(feed["state"])
@@ -377,6 +438,12 @@ class TritonCore(CoreHandle):
         result = self._call(
             "inference", self.client.infer, self.model, inputs, model_version=self.version, outputs=outputs
         )
+        answered = _answered_version(result)
+        if self.version and answered not in (None, self.version):
+            self._suspect = True
+            raise ModelChangedError(
+                f"{self.where}: version {answered} answered a request for version {self.version}; its actions are refused"
+            )
         return np.asarray(result.as_numpy(out_name), dtype=np.float32)
 
     def close(self) -> None:
@@ -394,6 +461,22 @@ class TritonCore(CoreHandle):
             except Exception:  # closing a client whose server is gone must not raise
                 pass
             self.client = None
+
+
+def _host_contract(meta: ArtifactMetadata) -> tuple[object, ...]:
+    """What the robot side of a client is built from: a followed version must keep it."""
+    spec = meta.spec
+    return (spec.chunk_size, spec.n_action_steps, str(meta.image_format), repr(spec.host))
+
+
+def _answered_version(result: Any) -> str | None:  # a tritonclient InferResult (untyped)
+    """The ``model_version`` the server put in its answer (None where the client cannot read it)."""
+    try:
+        response = result.get_response()
+    except Exception:
+        return None
+    version = response.get("model_version") if isinstance(response, dict) else getattr(response, "model_version", None)
+    return None if version in (None, "") else str(version)
 
 
 def _await_poller_exit(channel: Any) -> None:  # a grpc.Channel (private state read; untyped)

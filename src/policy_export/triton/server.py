@@ -310,6 +310,25 @@ def serve(server: TritonServer, on_ready: Callable[[TritonServer], None], poll_s
     return server.exit_code or 0
 
 
+def serve_many(
+    servers: list[TritonServer], on_ready: Callable[[list[TritonServer]], None], poll_s: float = 0.5
+) -> int:
+    """:func:`serve` for several replicas: all started (one after the other), all stopped when one
+    exits by itself (its code is returned) or on an interrupt, temp folders removed."""
+    try:
+        with signals_as_interrupt(), contextlib.ExitStack() as stack:
+            for server in servers:
+                stack.enter_context(server)
+            on_ready(servers)
+            while all(server.returncode is None for server in servers):
+                time.sleep(poll_s)
+    finally:
+        for server in servers:
+            server.stop()
+            server.cleanup()
+    return next((s.exit_code for s in servers if s.exit_code), 0) or 0
+
+
 if __name__ == "__main__":  # the old entry point: say where it went instead of exiting 0 silently
     import sys
 
