@@ -342,19 +342,21 @@ def run_fleet(
     counts = cfg.sweep or cfg.robots
     rows: list[dict[str, Any]] = []
 
-    def each(urls: tuple[str, ...], batching: bool | None, expect: str | None = None) -> None:
+    def each(urls: tuple[str, ...], batching: bool | None, expect: str | None = None, scaling: bool = False) -> None:
+        # Replica scaling: the 1-replica and all-replica rows of one count back to back, so a machine whose
+        # background load drifts (a shared one) weighs on both sides of the ratio alike.
+        fleets = [urls[:1], urls] if scaling else [urls]
         for n in counts:
-            label = "on" if batching else "off" if batching is not None else "as served"
-            progress(f"{'sweep' if unpaced else 'robots'} N={n}, batching {label}, replicas {len(urls)}")
-            hook = (lambda n=n: during(n, urls)) if during else None
-            rows.append({**measure_row(n, urls, cfg, batching, unpaced, hook, expect), "replicas": len(urls)})
+            for group in fleets:
+                label = "on" if batching else "off" if batching is not None else "as served"
+                progress(f"{'sweep' if unpaced else 'robots'} N={n}, batching {label}, replicas {len(group)}")
+                hook = (lambda n=n, group=group: during(n, group)) if during else None
+                rows.append({**measure_row(n, group, cfg, batching, unpaced, hook, expect), "replicas": len(group)})
 
     if cfg.urls:
         expect = check_replicas(cfg.urls, cfg.model, cfg.timeout_s, cfg.tokenizer)
         served = served_batching(cfg.urls[0], cfg.model, cfg.timeout_s)
-        if cfg.replica_scaling and len(cfg.urls) > 1:
-            each(cfg.urls[:1], served, expect)
-        each(cfg.urls, served, expect)
+        each(cfg.urls, served, expect, scaling=cfg.replica_scaling and len(cfg.urls) > 1)
     else:
         from policy_export.signals import signals_as_interrupt
 

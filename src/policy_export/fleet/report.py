@@ -25,13 +25,14 @@ def render_table(report: dict[str, Any]) -> Any:
         else f"bench-fleet: robots at {report['config']['fps']:g} Hz for {report['config']['duration_s']:g} s"
     )
     table = Table(title=title)
-    cols = ["batching", "clients" if sweep else "robots"]
+    scaled = bool(report.get("scaling"))
+    cols = [*(["replicas"] if scaled else []), "batching", "clients" if sweep else "robots"]
     cols += ["infer/s"] if sweep else ["missed", "fallback"]
     cols += ["chunk p50 ms", "chunk p99 ms", "queue ms/req", "compute ms/req", "avg batch", "CPU busy"]
     for col in cols:
         table.add_column(col, justify="right")
     for r in rows:
-        cells = [_batching(r["batching"]), str(r["robots"])]
+        cells = [*([str(r.get("replicas", 1))] if scaled else []), _batching(r["batching"]), str(r["robots"])]
         cells += [f"{r['throughput_infer_per_s']:.1f}"] if sweep else [str(r["missed_ticks"]), str(r["fallback_ticks"])]
         cells += [
             _ms(r["chunk_p50_ms"]),
