@@ -109,8 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     rtc_feed["rtc_prev_len"] = np.array([20])
     rtc_feed["rtc_delay"] = np.array([3])
 
-    eager_ms, want = _timed(lambda: family.reference_chunk(ckpt, feed, "float32"), args.iterations)
-    want_rtc = family.reference_chunk(ckpt, rtc_feed, "float32")
+    reference = family.reference_chunk
+    eager_ms, want = _timed(lambda: reference(ckpt, feed, "float32"), args.iterations)  # noqa: F821 (deleted below, after use)
+    want_rtc = reference(ckpt, rtc_feed, "float32")
     summary["eager_ms"] = eager_ms
     print(f"LeRobot eager per chunk (batch 1): {statistics.median(eager_ms):.0f} ms; rss {_rss_gb():.1f} GB", flush=True)
 
