@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     recipe = TINY_PI05 if args.tiny else GEMMA_300M_PI05
     root = out / "pi05-checkpoint"
-    summary: dict[str, Any] = {"policy": "tiny" if args.tiny else "gemma_300m+gemma_300m", "threads": torch.get_num_threads()}
+    summary: dict[str, Any] = {
+        "policy": "tiny" if args.tiny else "gemma_300m+gemma_300m",
+        "threads": torch.get_num_threads(),
+    }
     t0 = time.perf_counter()
     if not (root / "config.json").exists():
         build_pi_checkpoint(root, recipe)
@@ -113,19 +116,32 @@ def main(argv: list[str] | None = None) -> int:
     eager_ms, want = _timed(lambda: reference(ckpt, feed, "float32"), args.iterations)  # noqa: F821 (deleted below, after use)
     want_rtc = reference(ckpt, rtc_feed, "float32")
     summary["eager_ms"] = eager_ms
-    print(f"LeRobot eager per chunk (batch 1): {statistics.median(eager_ms):.0f} ms; rss {_rss_gb():.1f} GB", flush=True)
+    summary["rss_after_eager_gb"], summary["peak_rss_eager_gb"] = _rss_gb(), _peak_gb()
+    (out / "pi05-summary.json").write_text(json.dumps(summary, indent=2) + "\n")  # kept if the export is stopped
+    print(
+        f"LeRobot eager per chunk (batch 1): {statistics.median(eager_ms):.0f} ms; rss {_rss_gb():.1f} GB", flush=True
+    )
 
     core = family.build_core(ckpt, "float32")
     names = spec.input_names
     example = tuple(torch.from_numpy(np.ascontiguousarray(np.concatenate([feed[n]] * 2))) for n in names)
     onnx_path = out / "pi05.onnx"
     t0 = time.perf_counter()
+    print(f"exporting; rss {_rss_gb():.1f} GB", flush=True)
     with torch.no_grad():
         traced = family.for_tracing(core, example)
+        print(f"traced in {time.perf_counter() - t0:.0f} s; rss {_rss_gb():.1f} GB", flush=True)
         axes = {n: {0: "batch"} for n in [*names, "action_chunk"]}
         torch.onnx.export(
-            traced, example, str(onnx_path), dynamo=False, opset_version=20, input_names=names,
-            output_names=["action_chunk"], dynamic_axes=axes, do_constant_folding=True,
+            traced,
+            example,
+            str(onnx_path),
+            dynamo=False,
+            opset_version=20,
+            input_names=names,
+            output_names=["action_chunk"],
+            dynamic_axes=axes,
+            do_constant_folding=True,
         )
     summary["export_s"], summary["export_peak_rss_gb"] = time.perf_counter() - t0, _peak_gb()
     print(f"exported in {summary['export_s']:.0f} s; peak rss so far {_peak_gb():.1f} GB", flush=True)
