@@ -270,3 +270,37 @@ def test_upgrade_to_a_version_the_repository_does_not_hold(small_onnx, endpoint,
         "--s3-endpoint", endpoint, env=env,
     )  # fmt: skip
     assert missing.returncode == 2 and "does not hold model 'nope'" in missing.stderr, missing.stderr
+
+
+@pytest.mark.fleet
+def test_tritonserver_serves_the_old_version_after_a_killed_publish(small_onnx, v2_onnx, endpoint, env, monkeypatch):
+    """The real reader: a publish SIGKILLed after half of version 2 reached the repository, then a
+    tritonserver started on the repository (explicit mode, as `serve` runs it) serves version 1 only."""
+    import tritonclient.grpc as grpcclient
+    from triton_harness import require_server
+
+    from policy_export.triton.server import TritonServer
+
+    _bucket(endpoint, "reader")
+    repo = "s3://reader/models"
+    assert _publish(small_onnx, repo, endpoint, 1, env, "--backend", "python").returncode == 0
+    assert _publish(v2_onnx, repo, endpoint, 2, env, kill_at="copied").returncode == -9
+    for key, value in env.items():
+        if key.startswith("AWS_"):
+            monkeypatch.setenv(key, value)
+    loc = S3Location.parse(repo, endpoint)
+    server = TritonServer(
+        repo=loc.triton_url(),
+        install=require_server(),
+        startup_timeout_s=180,
+        extra_args=("--model-control-mode=explicit", "--load-model=act"),
+    )
+    try:
+        with server:
+            client = grpcclient.InferenceServerClient(server.grpc_url)
+            index = client.get_model_repository_index(as_json=True)["models"]
+            assert [(m["version"], m["state"]) for m in index if m["name"] == "act"] == [("1", "READY")], index
+            assert not client.is_model_ready("act", "2")
+            client.close()
+    finally:
+        server.cleanup()
