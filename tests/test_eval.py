@@ -319,3 +319,32 @@ def test_aloha_renders_only_the_observed_camera_and_the_same_frames():
         np.testing.assert_array_equal(raw["pixels"]["top"][0], full(physics, height=480, width=640, camera_id="top"))
     finally:
         sim.close()
+
+
+def test_eval_client_triton_drives_the_served_model(pusht_act, pusht_act_onnx, small_onnx, tmp_path):
+    """--client triton: the artifact served on loopback acts in closed loop like the file run locally;
+    a model that serves another policy than the file is refused with one line."""
+    from triton_harness import triton_server
+
+    from policy_export.triton.options import TritonOptions
+    from policy_export.triton.repo import write_version
+
+    repo = tmp_path / "repo"
+    write_version(pusht_act_onnx, repo, "act", 1, TritonOptions())
+    write_version(small_onnx, repo, "other", 1, TritonOptions())
+    base = ["eval", "--checkpoint", str(pusht_act), "-a", str(pusht_act_onnx), "--env", "pusht", "--episodes", "1"]
+    with triton_server(repo) as server:
+        out = tmp_path / "eval.json"
+        served = [*base, "--steps", "12", "--seed", "1", "--no-chaos", "--report", str(out)]
+        res = CliRunner().invoke(
+            app, [*served, "--client", "triton", "--triton-url", server.grpc_url, "--triton-model", "act"]
+        )
+        assert res.exit_code == 0, res.output + server.log_tail()
+        wrong = [*base, "--client", "triton", "--triton-url", server.grpc_url, "--triton-model", "other"]
+        refused = CliRunner().invoke(app, wrong)
+    rows = {r["runner"]: r for r in json.loads(out.read_text())["rows"]}
+    row = rows[pusht_act_onnx.name]
+    assert row["steps"] == 12 and row["first_divergence"] is None and 0 < row["max_diff"] < 1e-5
+    assert row["total_return"] == rows["eager"]["total_return"]
+    assert refused.exit_code == 2, refused.output
+    assert "--triton-model other on" in " ".join(refused.output.split()) and "another policy" in refused.output

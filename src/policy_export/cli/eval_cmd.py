@@ -13,6 +13,7 @@ from policy_export.cli.common import CheckpointOpt, console, exit_with, handle_e
 
 class ClientKind(StrEnum):
     LOCAL = "local"
+    TRITON = "triton"
     REALTIME = "realtime"
 
 
@@ -47,8 +48,18 @@ def eval_(
     ] = None,
     client: Annotated[
         ClientKind,
-        typer.Option(help="local: the synchronous PolicyClient; realtime: RealtimeClient in simulated time."),
+        typer.Option(
+            help="local: the synchronous PolicyClient; triton: the same client against --triton-url; "
+            "realtime: RealtimeClient in simulated time."
+        ),
     ] = ClientKind.LOCAL,
+    triton_url: Annotated[
+        str | None, typer.Option(help="triton: the server (host:port, gRPC) serving each --artifact.")
+    ] = None,
+    triton_model: Annotated[
+        list[str] | None,
+        typer.Option(help="triton: the model name serving each --artifact, in the same order; repeatable."),
+    ] = None,
     latency_steps: Annotated[
         str | None,
         typer.Option(
@@ -89,8 +100,12 @@ def eval_(
     lat = _latencies(latency_steps)
     if client is ClientKind.REALTIME and lat is None:
         lat = list(DEFAULT_LATENCIES)
-    if client is ClientKind.LOCAL and lat is not None:
+    if client is not ClientKind.REALTIME and lat is not None:
         raise typer.BadParameter("--latency-steps needs --client realtime")
+    if (client is ClientKind.TRITON) != (triton_url is not None):
+        raise typer.BadParameter("--client triton and --triton-url go together (host:port of the server)")
+    if triton_model and client is not ClientKind.TRITON:
+        raise typer.BadParameter("--triton-model needs --client triton")
     inputs = [checkpoint, *artifact]
     for out, what in ((report, "JSON report"), (plot, "plot")):
         if out is not None:
@@ -107,6 +122,8 @@ def eval_(
         chaos=chaos,
         video_dir=video,
         threads=threads,
+        triton_url=triton_url,
+        triton_models=list(triton_model or []),
     )
     with console.status("evaluating") as status:
         result = evaluate(ckpt, list(artifact), settings, progress=lambda msg: status.update(msg))

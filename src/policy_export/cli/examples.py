@@ -24,6 +24,7 @@ EXAMPLES: dict[str, list[str]] = {
         "policy-export eval --checkpoint DIR --artifact policy.onnx --artifact policy.pt --env pusht --episodes 5 --report eval.json",
         "policy-export eval -c DIR -a policy.onnx --env pusht --client realtime --latency-steps 0,1,3,10 --plot latency.png",
         "policy-export eval -c DIR -a policy.onnx --env pusht --episodes 2 --steps 100 --video videos",
+        "policy-export eval -c DIR -a policy.onnx --env pusht --client triton --triton-url 127.0.0.1:8001 --triton-model act",
     ],
     "torchscript": [
         "policy-export torchscript --checkpoint DIR --output policy.pt",

@@ -62,6 +62,10 @@ class EvalSettings:
     chaos: bool = True
     video_dir: Path | None = None
     threads: int = 1
+    #: --client triton: each artifact is run by this server (host:port) as the model named here, in
+    #: --artifact order; the artifact file says what the served model must be.
+    triton_url: str | None = None
+    triton_models: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -240,6 +244,11 @@ def evaluate(
     for k in settings.latency_steps or []:
         if not 0 <= k <= settings.steps:
             raise BadInputError(f"--latency-steps {k}: use 0 to --steps ({settings.steps}) control steps")
+    if settings.triton_url is not None and len(settings.triton_models) != len(artifacts):
+        raise BadInputError(
+            f"--client triton: give one --triton-model per --artifact ({len(artifacts)} artifacts, "
+            f"{len(settings.triton_models)} models), in the same order"
+        )
     import torch
 
     torch.set_num_threads(settings.threads)
@@ -250,6 +259,9 @@ def evaluate(
 
     for info in infos:
         check_settings(info, ckpt)
+    if settings.triton_url is not None and backend_for is None:
+        served = dict(zip((i.path for i in infos), settings.triton_models, strict=True))
+        backend_for = _triton_backends(settings.triton_url, served)
     sim = make_sim(settings.env, steps=settings.steps, task=settings.task, policy_config=ckpt.policy.config)
     sides: list[ClientPolicy] = []
     try:
@@ -301,6 +313,34 @@ def evaluate(
                 closed.add(id(side.backend))
                 side.close()
         sim.close()
+
+
+def _triton_backends(url: str, served: dict[Path, str]) -> Callable[[Path], object]:
+    """A connection per artifact to the model serving it, refused (one line) when the server's model is
+    another policy than the file: eval compares eager with what is served, so the two must be one."""
+
+    def connect(path: Path) -> object:
+        from policy_export.runtime.triton import TritonCore
+
+        want = inspect_artifact(path).metadata
+        core = TritonCore.connect(url, served[path])
+        got = core.metadata
+        if got.spec.norm_hash != want.spec.norm_hash or got.spec.input_names != want.spec.input_names:
+            core.close()
+            raise BadInputError(
+                f"--triton-model {served[path]} on {url} is not {path.name}: it serves another policy "
+                f"(normalization {got.spec.norm_hash[:12]} vs {want.spec.norm_hash[:12]}); serve that file, or "
+                "pass the model that serves it"
+            )
+        if got.precision != want.precision:
+            core.close()
+            raise BadInputError(
+                f"--triton-model {served[path]} on {url} is {got.precision}, {path.name} is {want.precision}: "
+                "pass the model version that serves this file"
+            )
+        return core
+
+    return connect
 
 
 def _runner_names(infos: list) -> list[str]:
