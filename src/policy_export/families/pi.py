@@ -154,7 +154,8 @@ class PiFamily(Family):
 
 class PiRollout(ReferenceRollout):
     """LeRobot's action queue over ``predict_action_chunk(batch, noise=...)`` (pi0 / pi0.5's
-    ``select_action`` takes no noise: this is its queue logic, fed the core's draws)."""
+    ``select_action`` takes no noise: this is its queue logic, fed the core's draws; the prompt is
+    LeRobot's preprocessor's own, from the rollout's task)."""
 
     def __enter__(self) -> PiRollout:
         self._count_chunk_calls()
@@ -173,7 +174,9 @@ class PiRollout(ReferenceRollout):
             self._last_feed = core_feed
         if not self._queue:
             merged = {**self._last_feed, **feed}
-            batch = _lerobot_batch(ckpt, merged, image_format)
+            # With the rollout's task, LeRobot's own preprocessor writes the prompt (pi0.5: from the state):
+            # the host's tokenization is checked too, not handed over.
+            batch = _lerobot_batch(ckpt, merged, image_format, task=self.task)
             noise = torch.from_numpy(np.ascontiguousarray(self._last_feed[NOISE]))
             n = int(ckpt.policy.config.n_action_steps)
             with torch.inference_mode():

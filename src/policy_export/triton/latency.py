@@ -75,6 +75,8 @@ def _client_call(protocol: str, url: str, model: str, feed: dict[str, np.ndarray
         client = tc.InferenceServerClient(url)
     inputs = []
     for name, arr in feed.items():
+        if arr.ndim == 1:  # a per-robot scalar (rtc_prev_len / rtc_delay) travels as [B, 1] (triton_contract.wire_dims)
+            arr = arr.reshape(-1, 1)
         inp = tc.InferInput(name, list(arr.shape), np_to_triton_dtype(arr.dtype))
         inp.set_data_from_numpy(arr)
         inputs.append(inp)
