@@ -36,12 +36,15 @@ def moto_command(port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def moto_s3(startup_s: float = 30.0) -> Iterator[str]:
-    """Yield the endpoint ``http://127.0.0.1:PORT`` of a fresh moto server."""
+def moto_s3(startup_s: float = 30.0, *, auth: bool = False) -> Iterator[str]:
+    """Yield the endpoint ``http://127.0.0.1:PORT`` of a fresh moto server. ``auth``: moto checks every
+    request's credentials against its IAM (``INITIAL_NO_AUTH_ACTION_COUNT=0``), so unknown keys are refused
+    by the server itself (403), as a real S3 refuses wrong credentials."""
     port = free_port()
+    env = {**os.environ, **({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if auth else {})}
     proc = subprocess.Popen(
         moto_command(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True, env=env,
     )  # fmt: skip
     endpoint = f"http://127.0.0.1:{port}"
     try:
