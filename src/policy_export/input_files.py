@@ -16,8 +16,8 @@ from policy_export.artifacts import openvino_weights, tensorrt_sidecar
 from policy_export.checkpoint.files import checkpoint_files
 
 
-def onnx_external_data(path: Path) -> list[Path]:
-    """The external-data files an ONNX model names (resolved beside it, wherever they point).
+def onnx_external_locations(path: Path) -> list[str]:
+    """The ``location`` of every external-data file an ONNX model names, as written (subgraphs too).
 
     Best effort and never raising: an unreadable model is refused later by whoever opens it.
     """
@@ -27,15 +27,28 @@ def onnx_external_data(path: Path) -> list[Path]:
         model = onnx.load(str(path), load_external_data=False)
     except Exception:
         return []
-    tensors = list(model.graph.initializer)
-    tensors += [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    graphs, tensors = [model.graph], []
+    while graphs:  # subgraphs too (a Loop body's constants)
+        g = graphs.pop()
+        tensors += list(g.initializer)
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    tensors.append(a.t)
+                tensors += list(a.tensors)
+                graphs += [a.g] if a.HasField("g") else list(a.graphs)
     found = set()
     for t in tensors:
         if t.data_location == onnx.TensorProto.EXTERNAL:
             loc = {e.key: e.value for e in t.external_data}.get("location")
             if loc:
-                found.add(path.parent / loc)
+                found.add(loc)
     return sorted(found)
+
+
+def onnx_external_data(path: Path) -> list[Path]:
+    """The external-data files an ONNX model names (resolved beside it, wherever they point)."""
+    return [path.parent / loc for loc in onnx_external_locations(path)]
 
 
 def tokenizer_sidecar(path: Path) -> Path:

@@ -180,6 +180,8 @@ def _export_one(fmt: str, ckpt: LoadedCheckpoint, path: Path, report: PipelineRe
         }
         if res.fallback_reason:
             details["fallback_reason"] = res.fallback_reason
+        if res.external_data is not None:
+            details["external_data"] = str(res.external_data)
     else:
         from policy_export.export.torchscript import export_torchscript
 

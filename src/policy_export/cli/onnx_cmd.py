@@ -57,3 +57,6 @@ def onnx(
         f"[green]wrote[/] {res.path} ({res.path.stat().st_size / 1e6:.1f} MB, {res.nodes} nodes, {res.exporter} exporter, "
         f"opset {res.opset}, {precision.value}); ONNX checker ok; quick parity max abs error {res.quick_check_max_abs:.2e}"
     )
+    if res.external_data is not None:
+        size = res.external_data.stat().st_size / 1e6
+        console.print(f"weights in {res.external_data} ({size:.1f} MB, over protobuf's 2 GB limit): keep it beside the file")

@@ -8,7 +8,9 @@ Facts this code is built around (measured on lerobot 0.6.1 / torch 2.11):
 - dynamo asked for an opset it cannot convert to (e.g. 99) quietly writes opset 18, so
   the saved file's opset is checked against the one recorded in the metadata;
 - dynamo writes an external ``.onnx.data`` file by default; we write one self-contained
-  file (the ACT core is ~200 MB, well under protobuf's 2 GB limit).
+  file while the tensors fit protobuf's 2 GB message limit (the ACT core is ~200 MB), and
+  above it (:data:`EXTERNAL_DATA_THRESHOLD`) the tensors go to one ``<file>.onnx.data``
+  beside it, written and published with the same no-clobber and atomic rules as the file.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import contextlib
 import io
 import json
 import logging
+import os
+import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +31,7 @@ from policy_export.action_space import ActionScale
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.enums import ArtifactKind, ImageFormat, Precision
 from policy_export.errors import BadInputError, PolicyExportError, first_line
-from policy_export.fsutil import atomic_output
+from policy_export.fsutil import atomic_output, check_writable
 from policy_export.input_files import files_read
 from policy_export.spec import METADATA_KEY, ArtifactMetadata
 from policy_export.versions import library_versions
@@ -44,6 +48,11 @@ MIN_DYNAMO_OPSET = 18
 #: The oldest opset torch's exporters write.
 MIN_OPSET = 7
 EXPORT_BATCH = 2
+#: Tensor bytes above which the weights go to ``<file>.data``: protobuf refuses messages over 2 GiB,
+#: and the graph and metadata need room beside the tensors.
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26
+#: The external data file of ``x.onnx``: ``x.onnx.data`` (what the dynamo exporter names it too).
+EXTERNAL_DATA_SUFFIX = ".data"
 
 
 @dataclass
@@ -54,6 +63,8 @@ class OnnxExportResult:
     fallback_reason: str | None
     quick_check_max_abs: float
     nodes: int
+    #: The external data file (None: the weights are inside the .onnx file).
+    external_data: Path | None = None
 
 
 @contextlib.contextmanager
@@ -91,7 +102,7 @@ def _export(
             input_names=names,
             output_names=["action_chunk"],
             dynamic_shapes=dyn,
-            external_data=False,
+            external_data=True,  # loaded back right after; saved embedded or not by export_onnx
             optimize=True,
         )
     else:
@@ -191,8 +202,12 @@ def export_onnx(
     image_format: ImageFormat = ImageFormat.FLOAT32,
     precision: Precision = Precision.FP32,
     quick_check: bool = True,
+    external_data_threshold: int = EXTERNAL_DATA_THRESHOLD,
 ) -> OnnxExportResult:
-    """Export, check, embed metadata, quick-parity-check, then move into place."""
+    """Export, check, embed metadata, quick-parity-check, then move into place.
+
+    ``external_data_threshold`` (bytes of tensors) is protobuf's limit less room for the graph;
+    tests lower it to exercise the external-data path on a small model."""
     import onnx
     import torch
 
@@ -214,7 +229,17 @@ def export_onnx(
     names = ckpt.spec.input_names
     chosen_opset = opset or DEFAULT_OPSET
 
-    with atomic_output(output, force=force, what="ONNX file", inputs=files_read(ckpt.path)) as tmp:
+    data_path = output.with_name(output.name + EXTERNAL_DATA_SUFFIX)
+    read = files_read(ckpt.path)
+    if _core_bytes(core) > external_data_threshold:  # refused before the slow part, not after it
+        check_writable(data_path, force, "ONNX external data file", read)
+    with (
+        atomic_output(output, force=force, what="ONNX file", inputs=read) as tmp,
+        tempfile.TemporaryDirectory(prefix=f".{output.name}.", suffix=".stage", dir=output.parent) as stage_dir,
+    ):
+        # Exported and saved in a private folder: an exporter that spills tensors to files (the legacy
+        # one over 2 GB) never writes beside the user's files, and a failed run leaves nothing.
+        stage = Path(stage_dir) / output.name
         used, fallback = exporter, None
         if exporter == "auto":
             from policy_export.families import family_for
@@ -229,7 +254,7 @@ def export_onnx(
         with torch.inference_mode(False), torch.no_grad(), _quiet():
             if used in ("auto", "dynamo"):
                 try:
-                    _export(core, args, tmp, names, "dynamo", chosen_opset)
+                    _export(core, args, stage, names, "dynamo", chosen_opset)
                     used = "dynamo"
                 except OSError:
                     raise  # the disk, not the exporter: the legacy exporter would fail the same way
@@ -243,14 +268,14 @@ def export_onnx(
                     used = "legacy"
             if used == "legacy":
                 try:
-                    _export(for_tracing(ckpt, core, args), args, tmp, names, "legacy", chosen_opset)
+                    _export(for_tracing(ckpt, core, args), args, stage, names, "legacy", chosen_opset)
                 except OSError:
                     raise
                 except Exception as exc:
                     after = f" (used because {fallback})" if fallback else ""
                     raise PolicyExportError(f"legacy ONNX export failed: {first_line(exc)}{after}") from exc
 
-        model = onnx.load(str(tmp))
+        model = onnx.load(str(stage))
         _name_output_dims(model, (ckpt.spec.chunk_size, ckpt.spec.action_dim))
         _share_identical_initializers(model)
         if not _batch_axis_is_symbolic(model):
@@ -279,10 +304,30 @@ def export_onnx(
             versions=library_versions("onnxscript"),
         )
         _embed_metadata(model, meta, ckpt.action_scale)
-        onnx.save(model, str(tmp))
-        onnx.checker.check_model(str(tmp), full_check=True)
-        max_abs = _quick_check(core, tmp, ckpt, image_format, precision) if quick_check else float("nan")
+        external = tensor_bytes(model) > external_data_threshold
+        for leftover in Path(stage_dir).iterdir():  # what the exporter wrote, now loaded in `model`
+            leftover.unlink()
+        if external:
+            check_writable(data_path, force, "ONNX external data file", read)
+            onnx.save_model(
+                model,
+                str(stage),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_path.name,
+                size_threshold=1024,
+            )
+        else:
+            onnx.save(model, str(stage))
         nodes = len(model.graph.node)
+        del model
+        # Checked where it was saved (the data file beside it, as it will be).
+        onnx.checker.check_model(str(stage), full_check=True)
+        max_abs = _quick_check(core, stage, ckpt, image_format, precision) if quick_check else float("nan")
+        if external:
+            with atomic_output(data_path, force=force, what="ONNX external data file", inputs=read) as tmp_data:
+                os.replace(stage.with_name(data_path.name), tmp_data)
+        os.replace(stage, tmp)
         write_sidecars(ckpt, output)
     return OnnxExportResult(
         path=output,
@@ -291,7 +336,24 @@ def export_onnx(
         fallback_reason=fallback,
         quick_check_max_abs=max_abs,
         nodes=nodes,
+        external_data=data_path if external else None,
     )
+
+
+def _core_bytes(core: nn.Module) -> int:
+    """The core's parameter and buffer bytes: what the exported file's tensors will about weigh."""
+    return sum(t.numel() * t.element_size() for t in [*core.parameters(), *core.buffers()])
+
+
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of every tensor the model holds (initializers and constant attributes, subgraphs included)."""
+    total = 0
+    for graph in [model.graph, *_subgraphs(model.graph)]:
+        tensors = list(graph.initializer)
+        tensors += [a.t for n in graph.node for a in n.attribute if a.HasField("t")]
+        tensors += [t for n in graph.node for a in n.attribute for t in a.tensors]
+        total += sum(t.ByteSize() for t in tensors)
+    return total
 
 
 #: metadata_props key of the policy's normalized action space (``ActionScale.to_dict`` as JSON): a tool that

@@ -33,10 +33,19 @@ if TYPE_CHECKING:
 
 
 def file_sha256(path: Path) -> str:
+    """The served file's sha256; an ONNX model with external data hashes its data files after it
+    (the weights live there: a changed data file is another model)."""
+    from policy_export.input_files import onnx_external_data
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    extra = onnx_external_data(path) if path.suffix == ".onnx" else []
+    for part in extra:
+        if not part.is_file():
+            raise BadInputError(f"{path}: external data file {part.name} is missing next to it; copy it or re-export")
+    for part in [path, *extra]:
+        with open(part, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 

@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from policy_export.artifacts import ArtifactInfo, inspect_artifact, tensorrt_sidecar
 from policy_export.errors import BadInputError
 from policy_export.fsutil import atomic_directory, refuse_inputs, remove_stale_staging
-from policy_export.input_files import artifact_files, tokenizer_sidecar
+from policy_export.input_files import artifact_files, onnx_external_locations, tokenizer_sidecar
 from policy_export.triton.backends import ServingBackend, backend_for, backend_from_config
 from policy_export.triton.config import build_config, render
 from policy_export.triton.lock import LOCK_WAIT_S, model_lock
@@ -79,20 +79,7 @@ class WriteResult:
 
 def onnx_external_files(path: Path) -> list[str]:
     """Relative paths of the external-data files an ONNX model references."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    locations: set[str] = set()
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                tensors.append(attr.t)
-    for t in tensors:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            entry = {e.key: e.value for e in t.external_data}
-            if "location" in entry:
-                locations.add(entry["location"])
+    locations = onnx_external_locations(path)
     for loc in sorted(locations):
         if Path(loc).is_absolute() or ".." in Path(loc).parts:
             raise BadInputError(
