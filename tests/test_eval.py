@@ -348,3 +348,31 @@ def test_eval_client_triton_drives_the_served_model(pusht_act, pusht_act_onnx, s
     assert row["total_return"] == rows["eager"]["total_return"]
     assert refused.exit_code == 2, refused.output
     assert "--triton-model other on" in " ".join(refused.output.split()) and "another policy" in refused.output
+
+
+def test_latency_table_and_plot_are_written(tmp_path):
+    """Issue 19 item 3 asks for success and return against K as a table and a plot."""
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib: pip install 'policy-export[bench]'")
+    from policy_export.sim.evaluate import EpisodeRow, EvalResult, EvalSettings, verdicts
+    from policy_export.sim.report import latency_summary, render_latency, write_latency_plot
+
+    rows = [EpisodeRow("eager", 0, 0, 2.0, False, 30)]
+    for k, ret in ((0, 2.0), (1, 1.5), (3, 1.0), (10, 0.25)):
+        rows.append(
+            EpisodeRow(
+                f"a.onnx realtime K={k}", 0, 0, ret, k == 0, 30, artifact="a.onnx", precision="fp32", latency_steps=k
+            )
+        )
+    settings = EvalSettings("pusht", episodes=1, latency_steps=[0, 1, 3, 10], chaos=False)
+    result = EvalResult(settings, "ckpt", rows, verdicts(rows, 1), {}, 10.0)
+    summary = latency_summary(result)
+    assert [(r["latency_steps"], r["mean_return"], r["success_rate"]) for r in summary] == [
+        (0, 2.0, 1.0),
+        (1, 1.5, 0.0),
+        (3, 1.0, 0.0),
+        (10, 0.25, 0.0),
+    ]
+    assert render_latency(result) is not None
+    png = tmp_path / "latency.png"
+    write_latency_plot(result, png, [])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
