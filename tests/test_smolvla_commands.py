@@ -157,6 +157,8 @@ def test_triton_clients_get_the_local_onnx_actions_with_tasks_and_rtc(
                 assert "\n" not in str(err.value)
             with pytest.raises(BadInputError, match="task"):
                 remote.select_action({k: v[0] for k, v in obs.items()})
+            with pytest.raises(BadInputError, match="tokenizer_max_length"):
+                remote.select_action({k: v[0] for k, v in obs.items()}, task="pick " * 40)
 
 
 def test_realtime_rtc_over_triton_equals_lerobots_rtc_engine(
@@ -178,14 +180,13 @@ def test_realtime_rtc_over_triton_equals_lerobots_rtc_engine(
 
 
 def test_bench_fleet_runs_smolvla_robots_with_a_task(served: Any, smolvla_repo: Path, tmp_path: Path) -> None:
+    """With --repo the tokenizer comes from the repository (triton-repo copied it); --triton-url needs --tokenizer."""
     out = tmp_path / "fleet.json"
-    tokenizer = smolvla_repo / MODEL / "1" / "model.onnx.tokenizer.json"
-    url = f"127.0.0.1:{served.grpc_port}"
-    args = ["bench-fleet", "--triton-url", url, "--model", MODEL, "--robots", "2", "--duration", "1"]
-    _ok([*args, "--tokenizer", str(tokenizer), "--task", "open the drawer", "--json", str(out)])
+    args = ["bench-fleet", "--model", MODEL, "--robots", "2", "--duration", "1"]
+    _ok([*args, "--repo", str(smolvla_repo), "--batching", "on", "--task", "open the drawer", "--json", str(out)])
     (row,) = json.loads(out.read_text())["rows"]
     assert row["robots"] == 2 and row["requests"] >= 2 and row["wrong_model_chunks"] == 0, row
-    _one_line_exit_2(args, "--tokenizer")
+    _one_line_exit_2([*args, "--triton-url", f"127.0.0.1:{served.grpc_port}"], "--tokenizer")
 
 
 def test_inspect_shows_the_language_and_rtc_inputs(tiny_smolvla: dict[str, Any]) -> None:
