@@ -44,11 +44,14 @@ def run_drill(
     duration_s: float = 12.0,
     fps: float = 30.0,
     start_after_s: float = 1.0,
+    roll_out: bool = True,
 ) -> dict[str, Any]:
     """Run the drill; the returned row has bench-fleet's counts plus the upgrade's timings.
 
     The last ``pinned`` robots pin version 1, the others follow the newest. The environment must
-    hold the (dummy) AWS credentials the endpoint accepts; the bucket must exist.
+    hold the (dummy) AWS credentials the endpoint accepts; the bucket must exist. ``roll_out=False``
+    runs the same robots on the same servers without the upgrade: the baseline that tells the
+    rollout's fallback ticks from the machine's.
     """
     from policy_export.fleet.bench import FleetConfig, measure_row
     from policy_export.fleet.upgrade import read_repo_model, upgrade
@@ -74,6 +77,9 @@ def run_drill(
             return {"version": "1" if i >= robots - pinned else "latest", "references": refs[i]}
 
         def roll() -> None:
+            if not roll_out:
+                timeline["steps"] = []
+                return
             time.sleep(start_after_s)  # a moment of steady state on v1 before the rollout (not a synchronisation)
             t0 = time.monotonic()
             steps = upgrade(list(urls), MODEL, 2, read_repo_model(repo, MODEL, endpoint))
