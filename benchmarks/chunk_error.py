@@ -43,6 +43,8 @@ def main() -> None:
     sess = ort.InferenceSession(args.onnx, opts, providers=["CPUExecutionProvider"])
     feeds = {f"random{i}": checkpoint_inputs(ckpt, 1, np.random.default_rng(i), "float32") for i in range(2)}
     if args.env:
+        if ckpt.spec.noise_inputs or len(names) != 1 + len(ckpt.spec.cameras):
+            raise SystemExit("--env: only for cores that take one state and one frame per camera (ACT)")
         from policy_export.sim.envs import make_sim, robot_observation
 
         sim = make_sim(args.env, steps=10)

@@ -8,6 +8,7 @@ LeRobot's.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from dataclasses import dataclass
 from typing import Any
@@ -96,6 +97,11 @@ def make_sim(name: str, *, steps: int, task: str | None = None, policy_config: A
 
     for name_, value in entry.env_defaults:
         os.environ.setdefault(name_, value)
+    import warnings
+
+    # pygame (gym-pusht's renderer) warns about pkg_resources on import: noise before eval's one-line errors.
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+    importlib.import_module(entry.module)  # registers its gym ids (else gymnasium prints that it imports it)
     from lerobot.envs.factory import make_env, make_env_config, make_env_pre_post_processors
 
     try:
