@@ -11,6 +11,7 @@ EXAMPLES: dict[str, list[str]] = {
     "inspect": [
         "policy-export inspect --checkpoint outputs/train/act/checkpoints/last/pretrained_model",
         "policy-export inspect -c DIR --json",
+        "policy-export inspect --artifact smolvla.onnx",
     ],
     "onnx": [
         "policy-export onnx --checkpoint DIR --output policy.onnx",
@@ -74,6 +75,7 @@ EXAMPLES: dict[str, list[str]] = {
     "bench-fleet": [
         "policy-export bench-fleet --repo model_repository --model act --robots 1,2,4,8 --json fleet.json",
         "policy-export bench-fleet --triton-url 127.0.0.1:8001 --model act --sweep 1,2,4,8",
+        'policy-export bench-fleet --repo model_repository --model smolvla --robots 1,2 --task "open the drawer"',
     ],
     "bench-realtime": [
         "policy-export bench-realtime --artifact policy.onnx --fps 30 --steps 3000 --json realtime.json",
