@@ -362,10 +362,10 @@ class TritonCore(CoreHandle):
             raise UnavailableError(f"{self.where}: server is not live; check the server log")
         if not self._call("readiness check", self.client.is_server_ready):
             raise UnavailableError(f"{self.where}: server is live but not ready (still loading models?)")
-        if not self._call("model readiness check", self.client.is_model_ready, self.model, self.version):
-            raise UnavailableError(f"{self.where}: model is not ready on the server; available: {self._available()}")
         if self.follow:
             self.version = ""  # the newest, asked again
+        if not self._call("model readiness check", self.client.is_model_ready, self.model, self.version):
+            raise UnavailableError(f"{self.where}: model is not ready on the server; available: {self._available()}")
         model_meta = self._json("model metadata", self.client.get_model_metadata)
         self.version = resolve_version(self.version, model_meta, self.where)
         if self.follow and self.version.isdigit() and int(self.version) < self.floor:
