@@ -170,6 +170,17 @@ def vla_realtime(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def vla_rtc_trained(session: nox.Session) -> None:
+    """The same comparison on a small SmolVLA first trained on CPU (LeRobot's own flow-matching loss and
+    optimizer preset) to emit smooth chunks: with random weights every chunk is noise and no merge's
+    boundary jump can be told from another's. Writes reports/vla_rtc_trained.json (minutes on 2 cores).
+    """
+    session.install("-e", ".")
+    args = ["--out", "reports/vla_rtc_trained.json", "--train-steps", "400", "--rollout-delays"]
+    session.run("python", "benchmarks/vla_realtime.py", *args, *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def bench_diffusion(session: nox.Session) -> None:
     """Reproduce BENCHMARKS.md's Diffusion Policy rows: LeRobot's default Diffusion Policy (DDPM, 100
     steps, 96x96 cropped to 84x84), LeRobot eager vs ONNX Runtime per chunk at batch 1 and 8, with
@@ -209,6 +220,27 @@ def smolvla_default(session: nox.Session) -> None:
     """
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/smolvla.py", "--out", "reports/smolvla", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def smolvla_speed(session: nox.Session) -> None:
+    """The default SmolVLA per chunk at batch 1 in one bench run: LeRobot eager, fp32 ONNX Runtime and
+    the reduced-precision artifacts `policy-export quantize` makes of it (OpenVINO bf16 hint, ONNX
+    Runtime int8), each judged by verify per action dimension against the action std. Reuses
+    reports/smolvla/ from `nox -s smolvla_default` when there. ~12 GB peak (one process at a time);
+    run it on an otherwise idle machine. Args after -- go to benchmarks/smolvla.py.
+    """
+    session.install("-e", ".[bench,cpu-lowp]")
+    args = ["--out", "reports/smolvla", "--lowp", "bf16,int8", "--reuse", "--verify-batch-sizes", "1"]
+    session.run("python", "benchmarks/smolvla.py", *args, *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def export_memory(session: nox.Session) -> None:
+    """Where an ONNX export's memory goes, phase by phase (the kernel's high-water mark per phase), for a
+    checkpoint: -- --checkpoint DIR --output /tmp/x.onnx --json reports/export-memory.json."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/export_memory.py", *session.posargs)
 
 
 BENCH_DIR = "reports/bench"

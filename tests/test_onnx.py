@@ -296,3 +296,71 @@ def test_verify_skips_batch_sizes_an_artifact_cannot_run(small_loaded, small_onn
     check = report.checks[0]
     assert report.exit_code == 2 and check.status == "skipped" and not check.results
     assert "batch sizes [4] are outside" in check.reason and "--max-batch" in check.reason
+
+
+def test_identical_initializers_shared_and_the_streamed_save_writes_protobufs_bytes(tmp_path):
+    """Byte-identical initializers (raw or typed storage) become one, in the Loop body too;
+    same shape and dtype but other values stay apart. The export's streamed save (one node or
+    tensor encoded at a time) writes exactly the bytes ``SerializeToString`` makes. Runs the
+    result through ONNX Runtime."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from policy_export.export.onnx import _share_identical_initializers, save_streamed
+
+    ones = np.ones((4,), np.float32)
+    twos = np.full((4,), 2.0, np.float32)
+    inits = [
+        numpy_helper.from_array(ones, "a"),
+        helper.make_tensor("a_typed", TensorProto.FLOAT, [4], ones.tolist()),  # same values, typed fields
+        numpy_helper.from_array(twos, "b"),  # same shape and dtype, other values
+    ]
+    body = helper.make_graph(
+        [
+            helper.make_node("Add", ["x_in", "a_typed"], ["x1"]),
+            helper.make_node("Mul", ["x1", "b"], ["x2"]),
+            helper.make_node("Add", ["x2", "a"], ["x_out"]),
+            helper.make_node("Identity", ["cond"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_in", TensorProto.FLOAT, [4]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("x_out", TensorProto.FLOAT, [4]),
+        ],
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["n", "", "x"], ["y"], body=body)],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        [*inits, numpy_helper.from_array(np.array(3, np.int64), "n")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    x = np.arange(4, dtype=np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+    _share_identical_initializers(model)
+
+    assert sorted(i.name for i in model.graph.initializer) == ["a", "b", "n"]
+    body_inputs = [i for n in model.graph.node[0].attribute[0].g.node for i in n.input]
+    assert "a_typed" not in body_inputs and body_inputs.count("a") == 2 and "b" in body_inputs
+    onnx.checker.check_model(model, full_check=True)
+    got = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
+
+    # A large raw tensor, typed fields, a subgraph, doc strings and metadata: the same bytes.
+    big = np.random.default_rng(0).standard_normal((300, 257)).astype(np.float32)
+    model.graph.initializer.append(numpy_helper.from_array(big, "big"))
+    model.graph.value_info.append(helper.make_tensor_value_info("unused", TensorProto.FLOAT, [300, 257]))
+    model.graph.doc_string = "a graph"
+    model.doc_string = "a model"
+    model.producer_name = "policy-export"
+    helper.set_model_props(model, {"policy_type": "act", "chunk_size": "10"})
+    save_streamed(model, tmp_path / "m.onnx")
+    assert (tmp_path / "m.onnx").read_bytes() == model.SerializeToString()

@@ -90,7 +90,7 @@ def synthetic_samples(
 ) -> Iterator[dict[str, np.ndarray]]:
     """``count`` batch-1 feeds drawn from the checkpoint's own statistics (a history repeats a
     slightly moved frame, as consecutive camera frames do)."""
-    from policy_export.inputs import state_distribution
+    from policy_export.inputs import random_inputs, state_distribution
 
     rng = np.random.default_rng([*(seed if isinstance(seed, list) else [seed]), 22])
     center, scale = state_distribution(input_stats, spec.state_key, spec.state_dim)
@@ -109,6 +109,11 @@ def synthetic_samples(
             feed[cam.input_name] = to_image_format(np.stack(frames).reshape(*lead, *cam.shape), image_format)
         for noise in spec.noise_inputs:
             feed[noise.name] = rng.standard_normal((1, *noise.shape)).astype(np.float32)
+        if len(feed) < len(spec.signature.inputs):
+            # The other declared roles (a VLA's language tokens and mask, its RTC inputs) as
+            # verify draws them: tokens over the vocabulary with a full mask, no RTC guidance.
+            rest = random_inputs(spec, 1, rng, image_format=image_format)
+            feed.update({k: v for k, v in rest.items() if k not in feed})
         yield feed
 
 

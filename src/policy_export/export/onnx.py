@@ -16,6 +16,7 @@ Facts this code is built around (measured on lerobot 0.6.1 / torch 2.11):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -25,7 +26,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from policy_export.action_space import ActionScale
 from policy_export.checkpoint import LoadedCheckpoint
@@ -137,25 +138,29 @@ def _share_identical_initializers(model: onnx.ModelProto) -> None:
     layers (all ones, all zeros) are the usual duplicates. Straight-line graphs are left as
     the exporter wrote them.
     """
-    from onnx import numpy_helper
-
     graph = model.graph
     subgraphs = list(_subgraphs(graph))
     if not subgraphs:
         return
-    first: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    # Keyed by a digest, not the bytes: the default SmolVLA's keys held another 1.4 GB copy of
+    # its weights. A digest match is confirmed byte for byte, so a collision cannot merge tensors.
+    first: dict[tuple[int, tuple[int, ...], bytes], onnx.TensorProto] = {}
     rename: dict[str, str] = {}
-    keep = []
+    keep: list[onnx.TensorProto] = []
     for init in graph.initializer:
-        key = (init.data_type, tuple(init.dims), numpy_helper.to_array(init).tobytes())
-        if key in first:
-            rename[init.name] = first[key]
+        key = (init.data_type, tuple(init.dims), _digest(init))
+        twin = first.get(key)
+        if twin is not None and _same_values(init, twin):
+            rename[init.name] = twin.name
         else:
-            first[key] = init.name
+            first.setdefault(key, init)
             keep.append(init)
+    kept_names = {init.name for init in keep}
+    first.clear()
+    keep.clear()  # no live references into the fields deleted from below
     # The legacy exporter already shares some: it writes those as top-level Identity nodes of
     # an initializer, which ONNX Runtime folds back into duplicate initializers.
-    copies = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in first.values()]
+    copies = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in kept_names]
     for node in copies:
         rename[node.output[0]] = node.input[0]
     if not rename:
@@ -163,13 +168,96 @@ def _share_identical_initializers(model: onnx.ModelProto) -> None:
     for g in [graph, *subgraphs]:
         for node in g.node:
             node.input[:] = [rename.get(name, name) for name in node.input]
-    # Rebuilt after the renames: extend() copies messages, so the subgraphs above would be stale.
+    # Deleted in place, from the end: rebuilding the fields with extend() would copy every kept
+    # tensor (another ~1 GB for the default SmolVLA, which protobuf's arena does not give back).
     dropped = {n.output[0] for n in copies}  # output names are unique in a graph
-    kept_nodes = [n for n in graph.node if not n.output or n.output[0] not in dropped]
-    del graph.node[:]
-    graph.node.extend(kept_nodes)
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    for i in reversed(range(len(graph.node))):
+        if graph.node[i].output and graph.node[i].output[0] in dropped:
+            del graph.node[i]
+    for i in reversed(range(len(graph.initializer))):
+        if graph.initializer[i].name in rename:
+            del graph.initializer[i]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if not n:
+            out.append(byte)
+            return bytes(out)
+        out.append(byte | 0x80)
+
+
+def _length_delimited(field_number: int, size: int) -> bytes:
+    return _varint(field_number << 3 | 2) + _varint(size)
+
+
+def _field_bytes(msg: Any, fd: Any, value: Any) -> bytes:
+    """One (small) field of ``msg`` encoded exactly as protobuf encodes it within ``msg``."""
+    tmp = type(msg)()
+    if fd.is_repeated:
+        getattr(tmp, fd.name).extend(value)
+    elif fd.message_type is not None:
+        getattr(tmp, fd.name).CopyFrom(value)
+    else:
+        setattr(tmp, fd.name, value)
+    return bytes(tmp.SerializeToString())
+
+
+def _graph_parts(graph: onnx.GraphProto) -> Iterator[tuple[int, bytes, Any]]:
+    """The graph's encoding as (size, head, body) parts in protobuf's field order: each element of
+    a repeated message field (a node, an initializer) on its own, its body the message itself
+    (encoded when written); every other field whole, its body ``None``."""
+    for fd, value in graph.ListFields():
+        if fd.is_repeated and fd.message_type is not None:
+            for element in value:
+                size = element.ByteSize()
+                head = _length_delimited(fd.number, size)
+                yield len(head) + size, head, element
+        else:
+            encoded = _field_bytes(graph, fd, value)
+            yield len(encoded), encoded, None
+
+
+def save_streamed(model: onnx.ModelProto, path: Path) -> None:
+    """``onnx.save`` for one self-contained file, writing the graph node by node and tensor by tensor.
+
+    Why: protobuf serialises a message into one buffer that it grows by doubling, then copies it
+    into a Python ``bytes``; for a 1.3 GB model (the default SmolVLA) ``onnx.save`` held about
+    three extra copies of the weights at once, the export's memory peak. The bytes written are
+    the ones ``SerializeToString`` makes (same fields, same order), so any reader sees the same
+    file; only one node or tensor is ever encoded at a time.
+    """
+    with open(path, "wb") as f:
+        for fd, value in model.ListFields():
+            if fd.name != "graph":
+                f.write(_field_bytes(model, fd, value))
+                continue
+            parts = list(_graph_parts(value))
+            f.write(_length_delimited(fd.number, sum(size for size, _, _ in parts)))
+            for _, head, body in parts:
+                f.write(head)
+                if body is not None:
+                    f.write(body.SerializeToString())
+
+
+def _digest(init: onnx.TensorProto) -> bytes:
+    """A digest of an initializer's values as stored (raw bytes, or the typed fields the
+    exporter used instead), without materialising a numpy copy of the tensor."""
+    from onnx import numpy_helper
+
+    if init.HasField("raw_data"):
+        return hashlib.blake2b(init.raw_data, digest_size=16).digest()
+    # Typed fields (int64_data, float_data...): exporters use them for small tensors only.
+    return hashlib.blake2b(numpy_helper.to_array(init).tobytes(), digest_size=16).digest()
+
+
+def _same_values(a: onnx.TensorProto, b: onnx.TensorProto) -> bool:
+    """Byte-for-byte equality of two initializers of one dtype and shape (digest matches only)."""
+    from onnx import numpy_helper
+
+    return bool(numpy_helper.to_array(a).tobytes() == numpy_helper.to_array(b).tobytes())
 
 
 def _name_output_dims(model: onnx.ModelProto, dims: tuple[int, ...]) -> None:
@@ -317,8 +405,8 @@ def export_onnx(
                 location=data_path.name,
                 size_threshold=1024,
             )
-        else:
-            onnx.save(model, str(stage))
+        else:  # one node or tensor encoded at a time: onnx.save was the export's memory peak
+            save_streamed(model, stage)
         nodes = len(model.graph.node)
         del model
         # Checked where it was saved (the data file beside it, as it will be).
