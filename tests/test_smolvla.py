@@ -217,6 +217,23 @@ def test_verify_passes_and_the_reference_guides_per_robot(tiny: dict[str, Any]) 
     assert np.abs(unguided[1:] - want[1:]).max() > 100 * TOL and np.abs(unguided[0] - want[0]).max() <= TOL
 
 
+def test_quantize_takes_a_smolvla_and_verify_judges_it_per_action_dim(tiny: dict[str, Any], tmp_path: Path) -> None:
+    """``policy-export quantize`` on a VLA core: its calibration and held-out feeds carry every declared
+    input (task tokens and mask, RTC inputs), and ``verify`` judges the int8 file against LeRobot eager
+    per action dimension as a fraction of the action std (issue 22's gate)."""
+    from policy_export.quantize.run import quantize
+    from policy_export.verify import verify_artifacts
+
+    ckpt = tiny["ckpt"]
+    out = tmp_path / "tiny-int8.onnx"
+    result = quantize(ckpt, tiny["onnx"], out, precision="int8", runtime="onnxruntime", samples=4)
+    assert result.passed and len(result.dims) == ckpt.spec.action_dim
+    report = verify_artifacts(ckpt, [out], batch_sizes=[1], samples=1, tolerance_std=0.02)
+    (check,) = report.checks
+    (row,) = check.results
+    assert report.exit_code == 0 and 0 < row.worst_frac_std <= 0.02 and len(row.dims) == ckpt.spec.action_dim
+
+
 def test_metadata_declares_language_rtc_and_the_tokenizer_file(tiny: dict[str, Any]) -> None:
     import hashlib
 
