@@ -60,7 +60,7 @@ def task_tokenizer(
     if path is None:
         raise BadInputError(
             f"{backend.where}: the model tokenizes its task on the robot; pass tokenizer=<the .tokenizer.json "
-            "written beside the artifact at export> (env POLICY_TOKENIZER)"
+            "written beside the artifact at export, or triton-repo's copy in the version folder> (env POLICY_TOKENIZER)"
         )
     return TaskTokenizer.for_artifact(path, settings)
 
