@@ -376,3 +376,57 @@ def test_latency_table_and_plot_are_written(tmp_path):
     png = tmp_path / "latency.png"
     write_latency_plot(result, png, [])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_quantize_env_gates_on_the_closed_loop_band(pusht_act, pusht_act_onnx, tmp_path, monkeypatch):
+    """``quantize --env pusht``: the staged int8 artifact runs closed-loop episodes against eager and is
+    written with the figures inside ``eval``'s band; a band nobody can meet leaves nothing written (exit 1)."""
+    from policy_export.artifacts import inspect_artifact
+    from policy_export.sim import evaluate
+
+    base = ["quantize", "-c", str(pusht_act), "-a", str(pusht_act_onnx), "--precision", "int8"]
+    loop = ["--env", "pusht", "--episodes", "2", "--steps", str(STEPS), "--calibration-samples", "4"]
+    out = tmp_path / "int8.onnx"
+    res = CliRunner().invoke(app, [*base, *loop, "--tolerance-std", "0.5", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    closed = inspect_artifact(out).metadata.quantization["closed_loop"]
+    assert closed["passed"] and closed["env"] == "pusht" and closed["episodes"] == 2
+    assert len(closed["returns"]) == len(closed["eager_returns"]) == 2
+    assert closed["mean_return"] == pytest.approx(np.mean(closed["returns"]))
+    assert abs(closed["mean_return"] - closed["eager_mean_return"]) <= max(
+        evaluate.BANDS["mean_return_rel"] * abs(closed["eager_mean_return"]), evaluate.BANDS["mean_return_abs"]
+    )
+    assert "closed loop in pusht: int8 band over 2 episodes" in " ".join(res.output.split())
+
+    monkeypatch.setitem(evaluate.BANDS, "success_rate", -1.0)  # no success rate is within -1 of eager's
+    refused = tmp_path / "refused.onnx"
+    short = ["--env", "pusht", "--episodes", "1", "--steps", "8", "--calibration-samples", "2"]
+    res = CliRunner().invoke(app, [*base, *short, "--tolerance-std", "0.5", "-o", str(refused)])
+    assert res.exit_code == 1, res.output
+    assert "closed loop outside the band" in " ".join(res.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx"]  # nothing written, nothing half-written
+
+
+def test_quantize_env_refuses_before_quantizing(pusht_act, pusht_act_onnx, small_ckpt, small_onnx, tmp_path):
+    for ckpt, onnx, extra, needle in (
+        (pusht_act, pusht_act_onnx, ["--env", "mars"], "--env 'mars' is unknown"),
+        (pusht_act, pusht_act_onnx, ["--env", "pusht", "--episodes", "0"], "--episodes 0: use 1 to 500"),
+        (small_ckpt, small_onnx, ["--env", "pusht"], "does not fit --env pusht"),
+    ):
+        res = CliRunner().invoke(
+            app,
+            [
+                "quantize",
+                "-c",
+                str(ckpt),
+                "-a",
+                str(onnx),
+                "--precision",
+                "int8",
+                "-o",
+                str(tmp_path / "q.onnx"),
+                *extra,
+            ],
+        )
+        assert res.exit_code == 2 and needle in " ".join(res.output.split()), res.output
+    assert not list(tmp_path.iterdir())

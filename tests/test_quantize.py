@@ -258,7 +258,9 @@ def test_triton_serves_them_natively_configured_and_through_python(small_loaded,
         (int8_onnx, "act_int8", []),
     ]
     for artifact, name, extra in writes:
-        res = CliRunner().invoke(app, ["triton-repo", "-a", str(artifact), "--repo", str(repo), "--model", name, *extra])
+        res = CliRunner().invoke(
+            app, ["triton-repo", "-a", str(artifact), "--repo", str(repo), "--model", name, *extra]
+        )
         assert res.exit_code == 0, res.output
     config = (repo / "act_bf16" / "config.pbtxt").read_text()
     assert 'backend: "openvino"' in config and 'key: "HINT_BF16"' in config
@@ -284,3 +286,77 @@ def test_triton_serves_them_natively_configured_and_through_python(small_loaded,
                 want = runner.infer(feed)["action_chunk"]
             got = infer(server, "grpc", name, 1, feed)
             np.testing.assert_allclose(got, want, atol=1e-6, rtol=0, err_msg=name)
+
+
+def test_calibration_decodes_the_mp4_frames_of_a_dataset_lerobot_wrote(small_loaded, tmp_path):
+    """A LeRobotDataset v3.0 with video features, written by LeRobot's own writer (AV1 mp4, both episodes in one
+    file): every calibration sample is the frame of its own row (identified by the state written beside it),
+    decoded at the row's timestamp plus its episode's offset in the file, not a neighbour's."""
+    pytest.importorskip("datasets", reason="LeRobotDataset's writer needs the datasets package (the dev extra)")
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from policy_export.quantize.dataset import dataset_samples
+
+    spec = small_loaded.spec
+    cam = spec.cameras[0]
+    c, h, w = cam.shape
+    features = {
+        spec.state_key: {"dtype": "float32", "shape": (spec.state_dim,), "names": None},
+        cam.key: {"dtype": "video", "shape": (h, w, c), "names": ["height", "width", "channels"]},
+        spec.action_key: {"dtype": "float32", "shape": (spec.action_dim,), "names": None},
+    }
+    ds = LeRobotDataset.create("local/tiny", fps=10, features=features, root=tmp_path / "ds", use_videos=True)
+    rng = np.random.default_rng(0)
+    stats = image_stats(small_loaded.input_stats, cam.key, 3)
+    written: dict[int, np.ndarray] = {}
+    for episode in range(2):
+        for i in range(5):
+            frame = (synthetic_frame(rng, cam.shape, stats) * 255).astype(np.uint8)
+            tag = episode * 10 + i
+            written[tag] = frame.astype(np.float32) / 255
+            ds.add_frame(
+                {
+                    spec.state_key: np.full(spec.state_dim, tag, np.float32),
+                    cam.key: frame.transpose(1, 2, 0),
+                    spec.action_key: np.zeros(spec.action_dim, np.float32),
+                    "task": "calibrate",
+                }
+            )
+        ds.save_episode()
+    ds.finalize()
+    assert list((tmp_path / "ds" / "videos").rglob("*.mp4")), "LeRobot wrote no video"
+
+    feeds, record = dataset_samples(tmp_path / "ds", small_loaded, 10)
+    assert record["rows"] == 10 and len(feeds) == 10
+    seen = []
+    for feed in feeds:
+        tag = int(feed["state"][0, 0])
+        image = feed[cam.input_name][0]
+        assert image.shape == cam.shape and image.dtype == np.float32
+        errors = {t: float(np.abs(image - f).mean()) for t, f in written.items()}
+        assert min(errors, key=errors.__getitem__) == tag, (tag, errors)
+        assert errors[tag] < 0.05  # AV1 at LeRobot's default CRF: ~0.01 mean error per pixel here
+        seen.append(tag)
+    assert sorted(seen) == sorted(written)
+
+
+def test_verify_rollout_judges_reduced_precision_by_the_std_contract(small_loaded, int8_onnx):
+    """The rollout rows of an int8 artifact (``verify --rollout``) are judged per action dimension against
+    --tolerance-std on frame-like observations, as its chunk rows are, not by fp32's 1e-4 (which int8 rounding
+    exceeds by design)."""
+    from policy_export.rollout import rollout_checks
+
+    checks = rollout_checks(
+        small_loaded, [inspect_artifact(int8_onnx)], steps=3, batch_sizes=[1], tolerance_std=SMALL_INT8_TOLERANCE_STD
+    )
+    assert checks and all(c.status == Status.PASSED for c in checks), [
+        (c.check, c.reason, [(r.worst_frac_std, r.stats.max_abs) for r in c.results]) for c in checks
+    ]
+    for check in checks:
+        assert check.tolerance_std == SMALL_INT8_TOLERANCE_STD and check.inputs == "frames"
+        assert check.atol_source.startswith("default int8: --tolerance-std")
+        (row,) = check.results
+        assert len(row.dims) == small_loaded.spec.action_dim and 0 < row.worst_frac_std <= SMALL_INT8_TOLERANCE_STD
+        assert row.stats.max_abs > 1e-4  # what the fp32 tolerance would have failed
+        row.tolerance_std = 0.5 * row.worst_frac_std
+        assert not row.passed  # the per-dimension bound is part of the row's verdict

@@ -22,7 +22,7 @@ from policy_export.compare import ErrorStats, compare
 from policy_export.enums import Status, ToleranceSpace
 from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PARITY_FAILED, exit_status
 from policy_export.fsutil import REPORT_MARK, write_report_atomic
-from policy_export.tolerances import default_atol
+from policy_export.tolerances import default_atol, default_tolerance_std
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -128,6 +128,24 @@ class ArtifactCheck:
             check=check,
             tolerance_space=ToleranceSpace(tolerance_space),
         )
+
+
+def apply_std_contract(check: ArtifactCheck, tolerance_std: float | None, std: np.ndarray, scale: ActionScale) -> None:
+    """Reduced-precision artifacts (bf16, int8) are judged per action dimension as a fraction of the
+    dataset's action std (``--tolerance-std``, default by precision), on frame-like inputs: the fp32
+    tolerance (1e-4) would fail them on rounding they are allowed by design, and iid-noise pixels are
+    not what they were calibrated for. Where no ``--tolerance``/``--artifact-tolerance`` was given, the
+    absolute gate becomes the loosest per-dimension bound in the gated space, so the std gate decides.
+    Chunk and rollout checks both go through here: one contract for both."""
+    lowp = default_tolerance_std(check.precision)
+    if lowp is None:
+        return
+    check.tolerance_std = lowp if tolerance_std is None else tolerance_std
+    check.inputs = "frames"
+    if check.atol_source.startswith("default"):
+        bound = std if check.tolerance_space == ToleranceSpace.ROBOT else std / scale.scale
+        check.atol = float(check.tolerance_std * bound.max())
+        check.atol_source = f"default {check.precision}: --tolerance-std x largest action std"
 
 
 @dataclass

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from policy_export.action_error import action_std, per_dim_errors
 from policy_export.artifacts import ArtifactInfo, check_compatible
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.enums import Status, ToleranceSpace
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import RolloutMode, family_for
 from policy_export.inputs import checkpoint_inputs
-from policy_export.parity_report import ArtifactCheck, BatchResult, gated_compare
+from policy_export.parity_report import ArtifactCheck, BatchResult, apply_std_contract, gated_compare
 from policy_export.spec import ArtifactMetadata, Role
 
 if TYPE_CHECKING:
@@ -94,6 +95,22 @@ def robot_observation(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], batch
     return obs if batched else {k: v[0] for k, v in obs.items()}
 
 
+def step_observation(
+    ckpt: LoadedCheckpoint, batch_size: int, rng: np.random.Generator, image_format: str, inputs: str
+) -> dict[str, np.ndarray]:
+    """One control step's observation: iid draws, or (``inputs="frames"``, what reduced-precision artifacts
+    are judged on) frame-like images with the dataset's colour statistics, without a history axis."""
+    if inputs != "frames":
+        return checkpoint_inputs(ckpt, batch_size, rng, image_format, observation_only=True)
+    from policy_export.frames import synthetic_batch
+
+    spec = ckpt.spec
+    seed = [int(x) for x in rng.integers(0, 2**31, size=2)]
+    feed = synthetic_batch(spec, ckpt.input_stats, batch_size, seed, image_format)
+    names = ["state", *(c.input_name for c in spec.cameras)]
+    return {n: feed[n][:, -1] if spec.n_obs_steps is not None else feed[n] for n in names}
+
+
 @dataclass
 class RolloutTrace:
     """Both sides' actions ``[steps, B, A]`` and how often each asked its network for a chunk."""
@@ -121,6 +138,7 @@ def run_rollout(
     seed: int,
     image_format: str,
     progress: Progress = None,
+    inputs: str = "uniform",
 ) -> RolloutTrace:
     """Drive LeRobot and ``client`` side by side for ``steps`` control steps.
 
@@ -151,7 +169,7 @@ def run_rollout(
                     ref.reset()
                     client.reset()
                 rng = np.random.default_rng([seed, batch_size, step, int(mode.spec.host.merge == "ensemble")])
-                feed = checkpoint_inputs(ckpt, batch_size, rng, image_format, observation_only=True)
+                feed = step_observation(ckpt, batch_size, rng, image_format, inputs)
                 # One robot: hand the client an unbatched observation, as a robot loop would.
                 obs = robot_observation(ckpt, feed, batched=batch_size > 1)
                 fed[0] = None
@@ -203,6 +221,7 @@ def _check_mode(
             seed=seed,
             image_format=check.image_format,
             progress=progress,
+            inputs=check.inputs,
         )
         scale = ckpt.action_scale
         stats, robot = gated_compare(trace.reference, trace.candidate, check.atol, rtol, check.tolerance_space, scale)
@@ -225,10 +244,16 @@ def _check_mode(
                 ),
                 lerobot_chunk_calls=trace.lerobot_chunk_calls,
                 client_core_calls=trace.client_core_calls,
+                dims=per_dim_errors(trace.reference, trace.candidate, _std(ckpt)),
+                tolerance_std=check.tolerance_std,
             )
         )
-        if not stats.passed:
+        if not check.results[-1].passed:
             check.status = Status.FAILED
+
+
+def _std(ckpt: LoadedCheckpoint) -> np.ndarray:
+    return action_std(ckpt.output_stats, ckpt.spec.action_key, ckpt.spec.action_dim)
 
 
 def _per_step_max_abs(
@@ -256,6 +281,7 @@ def rollout_checks(
     progress: Progress = None,
     allow_other_checkpoint: bool = False,
     tolerance_space: ToleranceSpace | str = ToleranceSpace.NORMALIZED,
+    tolerance_std: float | None = None,
 ) -> list[ArtifactCheck]:
     """One check per (artifact, mode), one row per batch size, in verify's report scheme.
 
@@ -286,6 +312,8 @@ def rollout_checks(
             )
             for mode in modes
         ]
+        for check in mode_checks:  # bf16/int8: the same per-dimension contract as verify's chunk checks
+            apply_std_contract(check, tolerance_std, _std(ckpt), ckpt.action_scale)
         checks += mode_checks
         try:
             backend = LocalCore(Path(info.path), provider=ort_provider)  # loaded once, shared by every mode
@@ -322,6 +350,7 @@ def rollout_checks(
                         warnings=warn,
                         check=f"rollout rtc delay={delay}",
                     )
+                    apply_std_contract(check, tolerance_std, _std(ckpt), ckpt.action_scale)
                     check.runner = backend.name
                     checks.append(check)
                     _check_rtc(check, ckpt, backend, steps=steps, delay=delay, rtol=rtol, seed=seed)
@@ -367,7 +396,9 @@ def _check_rtc(
             per_step_max_abs=_per_step_max_abs(trace.reference, trace.candidate, check.tolerance_space, scale, steps),
             lerobot_chunk_calls=len(trace.reference_requests),
             client_core_calls=len(trace.candidate_requests),
+            dims=per_dim_errors(trace.reference, trace.candidate, _std(ckpt)),
+            tolerance_std=check.tolerance_std,
         )
     )
-    if not stats.passed:
+    if not check.results[-1].passed:
         check.status = Status.FAILED

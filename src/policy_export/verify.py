@@ -25,9 +25,9 @@ from policy_export.enums import Status, ToleranceSpace
 from policy_export.errors import BadInputError, UnavailableError
 from policy_export.families import eager_chunk
 from policy_export.inputs import checkpoint_inputs
-from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport, gated_compare
+from policy_export.parity_report import ArtifactCheck, BatchResult, VerifyReport, apply_std_contract, gated_compare
 from policy_export.spec import PolicySpec
-from policy_export.tolerances import DEFAULT_ATOL, DEFAULT_TOLERANCE_STD, default_tolerance_std
+from policy_export.tolerances import DEFAULT_ATOL, DEFAULT_TOLERANCE_STD
 
 log = logging.getLogger(__name__)
 
@@ -175,14 +175,7 @@ def verify_artifacts(
         check = ArtifactCheck.start(
             info, atol=atol, rtol=rtol, per_artifact_atol=per_artifact_atol, warnings=warn, tolerance_space=space
         )
-        lowp = default_tolerance_std(meta.precision)
-        if lowp is not None:
-            check.tolerance_std = lowp if tolerance_std is None else tolerance_std
-            check.inputs = "frames"
-            if check.atol_source.startswith("default"):  # the loosest per-dimension bound, in the gated space
-                bound = std if space == ToleranceSpace.ROBOT else std / scale.scale
-                check.atol = float(check.tolerance_std * bound.max())
-                check.atol_source = f"default {meta.precision}: --tolerance-std x largest action std"
+        apply_std_contract(check, tolerance_std, std, scale)
         report.checks.append(check)
         try:
             runner = open_runner(info.path, ort_provider=ort_provider)
@@ -237,6 +230,7 @@ def verify_artifacts(
             progress=progress,
             allow_other_checkpoint=allow_other_checkpoint,
             tolerance_space=space,
+            tolerance_std=tolerance_std,
         )
         report.extra["rollout_steps"] = rollout_steps
     return report

@@ -47,13 +47,23 @@ def quantize(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the calibration draws.")] = 0,
+    env: Annotated[
+        str | None,
+        typer.Option(
+            help="Also run closed-loop episodes in this LeRobot simulator (as `policy-export eval`): outside the "
+            "reduced-precision band of eager, nothing is written (exit 1)."
+        ),
+    ] = None,
+    episodes: Annotated[int, typer.Option(help="--env: episodes (seeds 0, 1, ...).")] = 10,
+    steps: Annotated[int, typer.Option(help="--env: longest episode in control steps.")] = 300,
     force: ForceOpt = False,
 ) -> None:
     """Quantize for this CPU and record where: the artifact keeps the CPU flags, the calibration and the measured
     speed-up and error (on held-out frames, against the fp32 artifact).
 
-    Exit 0: written and within --tolerance-std on held-out frames; 1: written but beyond it; 2: bad input, or a
-    precision this runtime cannot do on this CPU. `policy-export verify` remains the gate against LeRobot eager.
+    Exit 0: written and within --tolerance-std on held-out frames; 1: written but beyond it, or (--env) not
+    written because closed-loop episodes left the band of eager; 2: bad input, or a precision this runtime
+    cannot do on this CPU. `policy-export verify` remains the gate against LeRobot eager.
     """
     from rich.markup import escape
 
@@ -62,6 +72,11 @@ def quantize(
     if tolerance_std is not None and not tolerance_std > 0:
         raise typer.BadParameter("--tolerance-std takes a positive fraction, e.g. 0.02")
     ckpt = load(checkpoint)
+    gate = None
+    if env is not None:
+        from policy_export.sim.evaluate import closed_loop_gate
+
+        gate = closed_loop_gate(ckpt, env, episodes, steps)
     with status("quantizing") as spinner:
         res = run_quantize(
             ckpt,
@@ -75,6 +90,7 @@ def quantize(
             force=force,
             seed=seed,
             progress=lambda msg: spinner.update(msg),
+            closed_loop=gate,
         )
     for w in res.warnings:
         console.print(f"[yellow]warning[/] {escape(w)}")
@@ -84,6 +100,12 @@ def quantize(
         if res.calibration["samples"]
         else "no calibration"
     )
+    loop = res.closed_loop
+    if loop is not None and not res.written:
+        console.print(
+            f"[bold red]closed loop outside the band[/] ({escape(str(loop['reason']))}); {res.path} not written"
+        )
+        exit_with(1)
     console.print(f"[green]wrote[/] {res.path} ({res.precision}, {res.runtime}; {escape(calibrated)})")
     dims = ", ".join(f"{d.max_frac_std:.4f}" for d in res.dims)
     console.print(
@@ -91,6 +113,8 @@ def quantize(
         f"({res.speedup:.2f}x); max error per action dim / std on held-out frames: [{dims}] "
         f"(worst {res.worst_frac_std:.4f}, --tolerance-std {res.tolerance_std:g})"
     )
+    if loop is not None:
+        console.print(f"closed loop in {loop['env']}: {escape(str(loop['reason']))}")
     if not res.passed:
         console.print(
             "[bold red]accuracy beyond --tolerance-std[/] on held-out frames (exit 1); see verify for details"

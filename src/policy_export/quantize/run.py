@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +45,11 @@ MAX_SAMPLES = 1000
 HELD_OUT = 2
 TIMED_CALLS = 5
 
+#: A closed-loop check of the staged artifact (``policy-export eval``'s band for reduced precision), run before
+#: it is published: whether it behaved like eager within the band, and the figures to record in the artifact.
+#: Passed in by the command (quantization sits beside the simulators in the layers, not above them).
+ClosedLoopGate = Callable[[Path], tuple[bool, dict[str, Any]]]
+
 
 @dataclass
 class QuantizeResult:
@@ -57,6 +63,9 @@ class QuantizeResult:
     dims: list[DimError] = field(default_factory=list)
     tolerance_std: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    #: What the closed-loop gate recorded (None: not run); outside its band nothing is published.
+    closed_loop: dict[str, Any] | None = None
+    written: bool = True
 
     @property
     def speedup(self) -> float:
@@ -153,8 +162,13 @@ def quantize(
     force: bool = False,
     seed: int = 0,
     progress: Any = None,
+    closed_loop: ClosedLoopGate | None = None,
 ) -> QuantizeResult:
-    """Write ``output`` (an OpenVINO IR or a QDQ ONNX file) from the fp32 ``artifact``; nothing half-written on failure."""
+    """Write ``output`` (an OpenVINO IR or a QDQ ONNX file) from the fp32 ``artifact``; nothing half-written on failure.
+
+    With ``closed_loop``, the staged artifact must also behave like eager in closed-loop episodes within the
+    band, or nothing is written (``written`` False): actions a few percent of a std off can still turn an
+    episode, and that is what a robot would do with it."""
     precision = LowPrecision(precision)
     runtime = QuantRuntime(runtime or DEFAULT_RUNTIME[precision])
     if not 1 <= samples <= MAX_SAMPLES:
@@ -229,6 +243,15 @@ def quantize(
             "tolerance_std": tol,
             "load_average": list(os.getloadavg()),
         }
+        closed: dict[str, Any] | None = None
+        if closed_loop is not None:
+            say("closed-loop episodes, eager vs the quantized artifact")
+            passed, closed = closed_loop(tmp)
+            record["closed_loop"] = closed
+            if not passed:
+                return QuantizeResult(
+                    output, precision, runtime, source, cpu, fp32_ms, q_ms, dims, tol, warnings, closed, written=False
+                )
         _write_metadata(runtime, tmp, dataclasses.replace(new_meta, quantization=record))
         files = [tmp] + ([openvino_weights(tmp)] if runtime == QuantRuntime.OPENVINO else [])
         for f in reversed(files):  # weights first: the .xml appears last, when its .bin is in place
@@ -236,7 +259,7 @@ def quantize(
             os.replace(f, output.with_name(f.name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return QuantizeResult(output, precision, runtime, source, cpu, fp32_ms, q_ms, dims, tol, warnings)
+    return QuantizeResult(output, precision, runtime, source, cpu, fp32_ms, q_ms, dims, tol, warnings, closed)
 
 
 def _write_metadata(runtime: str, path: Path, meta: ArtifactMetadata) -> None:

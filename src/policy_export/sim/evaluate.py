@@ -347,3 +347,47 @@ def _runner_names(infos: list) -> list[str]:
     """File names, or paths where two artifacts share a name."""
     names = [i.path.name for i in infos]
     return [str(i.path) if names.count(n) > 1 else n for i, n in zip(infos, names, strict=True)]
+
+
+def closed_loop_gate(
+    ckpt: LoadedCheckpoint, env: str, episodes: int, steps: int, seed: int = 0, threads: int = 1
+) -> Callable[[Path], tuple[bool, dict[str, object]]]:
+    """``quantize --env``: the band check of ``eval`` on one staged reduced-precision artifact, as a
+    callable (quantization does not import the simulators). Settings and the simulator's package are
+    checked now, before any slow quantization work; the episodes run when the gate is called."""
+    from policy_export.sim.envs import MAX_STEPS, env_entry
+
+    if not 1 <= episodes <= MAX_EPISODES:
+        raise BadInputError(f"--episodes {episodes}: use 1 to {MAX_EPISODES}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise BadInputError(f"--steps {steps}: use 1 to {MAX_STEPS}")
+    env_entry(env)  # unknown or not installed: one line naming the extra
+    sim = make_sim(env, steps=steps, policy_config=ckpt.policy.config)
+    try:
+        check_features(sim, ckpt.spec, str(ckpt.path))  # a policy for another robot: refused before quantizing
+    finally:
+        sim.close()
+    settings = EvalSettings(env=env, episodes=episodes, seed=seed, steps=steps, chaos=False, threads=threads)
+
+    def gate(artifact: Path) -> tuple[bool, dict[str, object]]:
+        result = evaluate(ckpt, [artifact], settings)
+        mine = next(v for v in result.verdicts if v.gated)
+        eager = next(v for v in result.verdicts if v.runner == "eager")
+        figures: dict[str, object] = {
+            "env": env,
+            "episodes": episodes,
+            "steps": steps,
+            "seed": seed,
+            "success_rate": mine.success_rate,
+            "mean_return": mine.mean_return,
+            "eager_success_rate": eager.success_rate,
+            "eager_mean_return": eager.mean_return,
+            "band": dict(BANDS),
+            "passed": mine.passed,
+            "reason": mine.reason,
+            "returns": [r.total_return for r in result.rows if r.runner == mine.runner],
+            "eager_returns": [r.total_return for r in result.rows if r.runner == "eager"],
+        }
+        return mine.passed, figures
+
+    return gate
