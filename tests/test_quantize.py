@@ -178,18 +178,47 @@ def test_bad_input_is_one_line_and_exit_2(small_ckpt, small_onnx, int8_onnx, tmp
         ),
         (["--precision", "int8", "-o", str(tmp_path / "e.xml")], None, "writes ONNX"),
     ]
+    old = tmp_path / "old"
+    (old / "meta").mkdir(parents=True)
+    (old / "meta" / "info.json").write_text(json.dumps({"codebase_version": "v2.1", "features": {}}))
+    garbled = tmp_path / "garbled"
+    (garbled / "meta").mkdir(parents=True)
+    (garbled / "meta" / "info.json").write_text("{not json")
+    cases += [
+        (["--precision", "int8", "--calibration", str(old), "-o", str(tmp_path / "h.onnx")], None, "format v2.1"),
+        (
+            ["--precision", "int8", "--calibration", str(garbled), "-o", str(tmp_path / "i.onnx")],
+            None,
+            "not a LeRobotDataset info.json",
+        ),
+    ]
+    foreign = tmp_path / "foreign.onnx"
+    foreign.write_bytes(b"not onnx at all")
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    other_tool = tmp_path / "other-tool.onnx"
+    onnx.save(helper.make_model(graph), str(other_tool))
+    for artifact, message in (
+        (int8_onnx, "takes an fp32 ONNX artifact from policy-export onnx; this is onnx int8"),
+        (foreign, "not a readable ONNX file"),
+        (other_tool, "ONNX file has no policy_export metadata"),
+    ):
+        out = "j.onnx"
+        cases.append((["-a", str(artifact), "--precision", "int8", "-o", str(tmp_path / out)], None, message))
     for extra, env, message in cases:
-        res = _cli(*base, *extra, env=env)
+        res = _cli(*base, *extra, env=env)  # a later -a replaces the base's
         assert res.exit_code == 2, (extra, res.output)
         lines = [ln for ln in res.output.splitlines() if ln.strip()]
         assert len(lines) == 1 and message in lines[0], (extra, res.output)
-    res = _cli("-c", str(small_ckpt), "-a", str(int8_onnx), "--precision", "int8", "-o", str(tmp_path / "f.onnx"))
-    assert res.exit_code == 2 and "takes an fp32 ONNX artifact" in res.output and "onnx int8" in res.output
-    foreign = tmp_path / "foreign.onnx"
-    foreign.write_bytes(b"not onnx at all")
-    res = _cli("-c", str(small_ckpt), "-a", str(foreign), "--precision", "int8", "-o", str(tmp_path / "g.onnx"))
-    assert res.exit_code == 2 and "not a readable ONNX file" in res.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "foreign.onnx", "wrong"]  # nothing half-written
+    leftover = sorted(p.name for p in tmp_path.iterdir())
+    assert leftover == ["empty", "foreign.onnx", "garbled", "old", "other-tool.onnx", "wrong"]  # nothing written
 
 
 def _dataset_folder_with_wrong_shape(small_ckpt: Path, root: Path) -> Path:
