@@ -98,7 +98,8 @@ class Watched(Backend):
     def __init__(self, inner: Backend, robot: _Robot) -> None:
         self.inner, self.robot = inner, robot
         self.metadata, self.name, self.where = inner.metadata, inner.name, inner.where
-        robot.replicas_used.append(getattr(inner, "url", "?"))
+        self.url = str(getattr(inner, "url", "?"))
+        robot.replicas_used.append(self.url)
 
     def __getattr__(self, name: str) -> Any:  # forwards any attribute: metadata, where, timeout_s, identity, ...
         return getattr(self.inner, name)
@@ -122,6 +123,7 @@ class Watched(Backend):
             raise
         # Counted when answered: a request still in flight when the run ends is not the run's.
         robot.counts["requests"] += 1
+        robot.answered_by[self.url] = robot.answered_by.get(self.url, 0) + 1
         robot.latencies_ms.append((time.perf_counter() - t0) * 1e3)
         if drawn and not np.array_equal(feed[drawn[0]], robot.first_drawn[drawn[0]]):
             return chunk  # a fresh draw of noise (not the pinned one): no same-model evidence
@@ -163,6 +165,8 @@ class _Robot:
             "refused_replicas": 0,
         }
         self.replicas_used: list[str] = []
+        #: Answered chunk requests per replica URL: a failover is proven by answers, not by a switch.
+        self.answered_by: dict[str, int] = {}
         #: (request number, version) each time the answering version changed.
         self.versions_seen: list[tuple[int, str]] = []
         self.client: Any = None  # PolicyClient from connect() on: the run methods use it unchecked
@@ -314,6 +318,7 @@ class _Robot:
             **self.counts,
             "latencies_ms": self.latencies_ms,
             "replicas_used": self.replicas_used,
+            "answered_by": self.answered_by,
             "versions_seen": self.versions_seen,
             "realtime": {k: self.realtime_stats[k] for k in keep if k in self.realtime_stats},
         }
