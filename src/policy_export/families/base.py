@@ -105,6 +105,9 @@ class Family(ABC):
     #: Module scopes ``quantize`` keeps in float (int8 of the rest): the layers whose rounding errors reach
     #: the actions directly with no averaging after them, and which cost little compute.
     quantize_float_scopes: tuple[str, ...] = ()
+    #: More scopes kept in float by OpenVINO/NNCF int8 only (its activation quantizers are per tensor where
+    #: ONNX Runtime's QDQ meets the same error bound without them).
+    openvino_float_scopes: tuple[str, ...] = ()
 
     @property
     def policy_type(self) -> str:

@@ -93,6 +93,9 @@ def openvino_ir(
                     nncf.Dataset(feeds),
                     subset_size=len(feeds),
                     model_type=nncf.ModelType.TRANSFORMER,
+                    # Bias correction over the whole calibration set, not its fast one-batch estimate: on the
+                    # demo policy it took the worst error from 2.12% to 2.03% of the std (layer 0 in float).
+                    fast_bias_correction=False,
                     ignored_scope=nncf.IgnoredScope(
                         names=keep_float, patterns=[f"{re.escape(n)}/.*" for n in keep_float], validate=False
                     ),

@@ -209,7 +209,10 @@ def quantize(
     try:
         tmp = staging / output.name
         say(f"converting to {precision} for {runtime}" + (f", calibrating on {len(feeds)} samples" if feeds else ""))
-        scopes = family_for(ckpt.spec.policy_type).quantize_float_scopes
+        family = family_for(ckpt.spec.policy_type)
+        scopes = family.quantize_float_scopes
+        if runtime == QuantRuntime.OPENVINO:
+            scopes = (*scopes, *family.openvino_float_scopes)
         keep_float = backends.nodes_in_scopes(artifact, scopes) if precision == LowPrecision.INT8 else []
         if runtime == QuantRuntime.OPENVINO:
             backends.openvino_ir(artifact, precision, feeds, tmp, keep_float)
