@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from conftest import one_torch_thread
 from typer.testing import CliRunner
 
 from policy_export.cli.app import app
@@ -29,7 +30,9 @@ MODEL = "smolvla"
 
 
 def _ok(args: list[str]) -> str:
-    res = CliRunner().invoke(app, args)
+    # One torch thread: the tiny model's many small ops wait on busy cores with two (a shared 2-core machine).
+    with one_torch_thread():
+        res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     return res.output
 
@@ -170,7 +173,10 @@ def test_realtime_rtc_over_triton_equals_lerobots_rtc_engine(
     from policy_export.runtime import PolicyClient
 
     tokenizer = smolvla_repo / MODEL / "1" / "model.onnx.tokenizer.json"
-    with PolicyClient.from_triton(f"127.0.0.1:{served.grpc_port}", MODEL, tokenizer=tokenizer) as client:
+    with (
+        one_torch_thread(),
+        PolicyClient.from_triton(f"127.0.0.1:{served.grpc_port}", MODEL, tokenizer=tokenizer) as client,
+    ):
         trace = run_rtc_rollout(
             tiny_smolvla["ckpt"], client.backend, steps=TINY_SMOLVLA.chunk_size + 6, delay_steps=2, tokenizer=tokenizer
         )
