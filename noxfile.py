@@ -297,8 +297,9 @@ def bench_lowp(session: nox.Session) -> None:
     Runtime (QDQ) and with OpenVINO/NNCF, and bf16 through OpenVINO; verify (per action dimension, vs LeRobot
     eager) then bench (every artifact interleaved in one run, batch 1).
 
-    FAMILY=diffusion does the same for Diffusion Policy at LeRobot's default configuration (heavy: ~6 GB,
-    export ~90 s, fp32 ~4 s per chunk). Writes reports/lowp/<family>/{verify,bench}.json.
+    FAMILY=diffusion does the same for Diffusion Policy at LeRobot's default configuration (heavy: the export
+    peaked at 8.4 GB RSS, run it under `flock /tmp/bigmem.lock`; export ~90 s and fp32 ~4 s per chunk quiet).
+    Writes reports/lowp/<family>/{verify,bench}.json.
     """
     session.install("-e", ".[bench,cpu-lowp]")
     family = os.environ.get("FAMILY", "act")
