@@ -140,7 +140,8 @@ def _readme_commands() -> list[list[str]]:
 def _outputs(words: list[str]) -> set[str]:
     found = set()
     for option, value in itertools.pairwise(words):
-        if option in OUTPUT_OPTIONS and not value.startswith("-") and value.upper() != value:
+        # An object-storage URL is not a file in the clone (s3://bucket/prefix).
+        if option in OUTPUT_OPTIONS and not value.startswith("-") and value.upper() != value and "://" not in value:
             found.add(value + "/" if option in ("--out-dir", "--repo") else value)  # folders: as git sees them
     return found
 

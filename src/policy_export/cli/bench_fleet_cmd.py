@@ -48,7 +48,6 @@ def bench_fleet(
         str | None,
         typer.Option(
             "--triton-url",
-            "--url",
             help="Use running servers instead: gRPC host:port, comma-separated replicas; robots are spread over them.",
         ),
     ] = None,
@@ -56,7 +55,7 @@ def bench_fleet(
         bool,
         typer.Option(
             "--replica-scaling",
-            help="With several --url replicas: run every count against the first replica alone, then against all, "
+            help="With several --triton-url replicas: run every count against the first replica alone, then against all, "
             "and print the capacity ratio and what limits the larger fleet.",
         ),
     ] = False,

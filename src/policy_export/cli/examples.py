@@ -62,7 +62,7 @@ EXAMPLES: dict[str, list[str]] = {
         "policy-export k8s --repo s3://robots/models --model act --output triton.yaml",
     ],
     "upgrade": [
-        "policy-export upgrade --url 127.0.0.1:8001,127.0.0.1:8004 --model act --version 2 --repo s3://robots/models",
+        "policy-export upgrade --triton-url 127.0.0.1:8001,127.0.0.1:8004 --model act --version 2 --repo s3://robots/models",
     ],
     "serve": [
         "policy-export serve --repo model_repository",

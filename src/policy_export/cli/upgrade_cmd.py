@@ -15,7 +15,7 @@ def upgrade(
     url: Annotated[
         str,
         typer.Option(
-            "--url", help="The replicas' gRPC addresses, comma-separated (host:port,host:port), in rollout order."
+            "--triton-url", help="The replicas' gRPC addresses, comma-separated (host:port,host:port), in rollout order."
         ),
     ],
     model: Annotated[str, typer.Option("--model", "-m", help="Model name in the repository.")],
@@ -44,9 +44,9 @@ def upgrade(
 
     urls = [u.strip() for u in url.split(",") if u.strip()]
     if not urls:
-        raise BadInputError("--url: give at least one replica (host:port, comma-separated)")
+        raise BadInputError("--triton-url: give at least one replica (host:port, comma-separated)")
     if len(set(urls)) != len(urls):
-        raise BadInputError(f"--url {url}: a replica is named twice")
+        raise BadInputError(f"--triton-url {url}: a replica is named twice")
     endpoint = s3_endpoint or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     held = read_repo_model(repo, model, endpoint)
     steps = roll(
