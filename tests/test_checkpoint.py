@@ -59,9 +59,9 @@ def _break(kind: str, d: Path) -> str:
         return "config.json"
     if kind == "not-act":
         cfg = json.loads((d / "config.json").read_text())
-        cfg["type"] = "pi0"
+        cfg["type"] = "pi0_fast"
         (d / "config.json").write_text(json.dumps(cfg))
-        return "'pi0' is not supported"
+        return "'pi0_fast' is not supported"
     if kind == "missing-weights":
         (d / "model.safetensors").unlink()
         return "model.safetensors"
