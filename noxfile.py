@@ -10,6 +10,7 @@ nox -s bench      # BENCHMARKS.md: demo policy, every CPU backend vs LeRobot eag
 nox -s bench_lowp # BENCHMARKS.md "CPU beyond fp32": int8/bf16 of the demo policy, verify + bench (reports/lowp/)
 nox -s fleet      # BENCHMARKS.md fleet section: perf_analyzer + bench-fleet on real servers (reports/fleet/)
 nox -s eval_chaos # BENCHMARKS.md closed-loop section: pusht eval, chaos baseline, realtime vs latency (reports/eval/)
+nox -s pusht_trained # BENCHMARKS.md "A trained PushT ACT": scripted expert -> dataset -> lerobot-train -> eval (~30 min)
 nox -s eval_aloha # BENCHMARKS.md aloha rows: ACT and Diffusion, 300 steps (~10 min each; needs `make sim-system-deps`)
 nox -s heavy      # the tests marked heavy (over make test's memory budget)
 nox -s robot_host # README's robot-host install from the package index, then a RealtimeClient loop (ARTIFACT=x.onnx)
@@ -466,6 +467,47 @@ def eval_chaos(session: nox.Session) -> None:
         "--steps", "300", "--client", "realtime", "--latency-steps", "0,1,3,10", "--no-chaos",
         "--report", f"{EVAL_DIR}/pusht-act-realtime.json", "--plot", f"{EVAL_DIR}/pusht-act-realtime.png",
         *session.posargs,
+    )  # fmt: skip
+
+
+TRAINED_DIR = "reports/trained"
+#: lerobot-train arguments for the small pusht ACT (CPU, local dataset, no hub, no wandb). The learning rates are
+#: 10x ACT's preset: the backbone starts from random weights (nothing can be downloaded) and the budget is minutes.
+PUSHT_ACT_TRAIN = (
+    "--policy.type=act", "--policy.device=cpu", "--policy.push_to_hub=false",
+    "--policy.pretrained_backbone_weights=null", "--policy.dim_model=128", "--policy.dim_feedforward=512",
+    "--policy.n_heads=4", "--policy.n_encoder_layers=2", "--policy.n_decoder_layers=1", "--policy.latent_dim=16",
+    "--policy.chunk_size=20", "--policy.n_action_steps=10", "--policy.optimizer_lr=1e-4",
+    "--policy.optimizer_lr_backbone=1e-4", "--batch_size=8", "--num_workers=0", "--wandb.enable=false",
+    "--env_eval_freq=0", "--save_freq=500", "--log_freq=100", "--seed=1000",
+)  # fmt: skip
+
+
+@nox.session(python=PYTHON)
+def pusht_trained(session: nox.Session) -> None:
+    """BENCHMARKS.md "A trained PushT ACT": a scripted expert (privileged T pose) records a LeRobotDataset through
+    LeRobot's env factory, LeRobot's own `lerobot-train` fits a small ACT on CPU, `policy-export onnx` exports it
+    and `policy-export eval` runs eager vs the artifact over 20 episodes. Training steps: STEPS (default 500, about
+    12 minutes at 1.4 s a step on 2 cores shared with other jobs; one torch thread, because several threads
+    spinning on oversubscribed cores ran 4.6x slower). Args after -- go to the eval run.
+    """
+    session.install("-e", ".[sim,bench]")
+    session.env.update({"HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"})
+    steps = os.environ.get("STEPS", "500")
+    root, run = f"{TRAINED_DIR}/dataset", f"{TRAINED_DIR}/train"
+    if not os.path.isdir(root):
+        session.run("python", "benchmarks/pusht_expert.py", "expert", "--episodes", "20", "--seed", "0",
+                    "--json", f"{TRAINED_DIR}/expert-eval-seeds.json")  # fmt: skip
+        session.run("python", "benchmarks/pusht_expert.py", "record", "--episodes", "40", "--steps", "150",
+                    "--root", root, "--json", f"{TRAINED_DIR}/record.json")  # fmt: skip
+    session.run("lerobot-train", "--dataset.repo_id=local/pusht_scripted", f"--dataset.root={root}",
+                f"--output_dir={run}", f"--steps={steps}", *PUSHT_ACT_TRAIN)  # fmt: skip
+    checkpoint = f"{run}/checkpoints/last/pretrained_model"
+    onnx = f"{TRAINED_DIR}/pusht-act-trained.onnx"
+    session.run("policy-export", "onnx", "--checkpoint", checkpoint, "--output", onnx, "--force")
+    session.run(
+        "policy-export", "eval", "--checkpoint", checkpoint, "-a", onnx, "--env", "pusht", "--episodes", "20",
+        "--steps", "300", "--report", f"{TRAINED_DIR}/eval.json", "--force", *session.posargs,
     )  # fmt: skip
 
 
