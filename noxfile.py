@@ -19,6 +19,7 @@ nox -s robot_host # README's robot-host install from the package index, then a R
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
@@ -500,6 +501,8 @@ def pusht_trained(session: nox.Session) -> None:
                     "--json", f"{TRAINED_DIR}/expert-eval-seeds.json")  # fmt: skip
         session.run("python", "benchmarks/pusht_expert.py", "record", "--episodes", "40", "--steps", "150",
                     "--root", root, "--json", f"{TRAINED_DIR}/record.json")  # fmt: skip
+    if os.path.isdir(run):  # lerobot-train refuses an existing output_dir unless resuming: this session's own
+        shutil.rmtree(run)  # run folder under reports/, never a user's
     session.run("lerobot-train", "--dataset.repo_id=local/pusht_scripted", f"--dataset.root={root}",
                 f"--output_dir={run}", f"--steps={steps}", *PUSHT_ACT_TRAIN)  # fmt: skip
     checkpoint = f"{run}/checkpoints/last/pretrained_model"
