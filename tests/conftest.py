@@ -237,3 +237,14 @@ def tiny_smolvla(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "names": ckpt.spec.input_names,
         "shapes": shapes,
     }
+
+
+@pytest.fixture(autouse=True)
+def _no_test_leaves_this_thread_real_time():
+    """A RealtimeClient on a local core makes its caller's thread SCHED_FIFO until ``close()``; a test that
+    leaks one leaves the whole session real-time (and every process it spawns inherits it). Fail that test."""
+    before = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else None
+    yield
+    if before is not None:
+        after = os.sched_getscheduler(0)
+        assert after == before, f"the test left the main thread's scheduling policy at {after} (was {before})"

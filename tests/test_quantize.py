@@ -334,6 +334,7 @@ def test_calibration_decodes_the_mp4_frames_of_a_dataset_lerobot_wrote(small_loa
         cam.key: {"dtype": "video", "shape": (h, w, c), "names": ["height", "width", "channels"]},
         spec.action_key: {"dtype": "float32", "shape": (spec.action_dim,), "names": None},
     }
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
     ds = LeRobotDataset.create("local/tiny", fps=10, features=features, root=tmp_path / "ds", use_videos=True)
     rng = np.random.default_rng(0)
     stats = image_stats(small_loaded.input_stats, cam.key, 3)
@@ -353,9 +354,13 @@ def test_calibration_decodes_the_mp4_frames_of_a_dataset_lerobot_wrote(small_loa
             )
         ds.save_episode()
     ds.finalize()
+    # LeRobot's save_episode (it encodes the AV1 video) leaves the calling thread SCHED_FIFO, measured here; every process
+    # this session spawns afterwards would inherit it. Only the test writes video: decoding leaves it alone.
+    os.sched_setscheduler(0, policy, param)
     assert list((tmp_path / "ds" / "videos").rglob("*.mp4")), "LeRobot wrote no video"
 
     feeds, record = dataset_samples(tmp_path / "ds", small_loaded, 10)
+    assert os.sched_getscheduler(0) == policy, "decoding a dataset's video changed the thread's scheduling"
     assert record["rows"] == 10 and len(feeds) == 10
     seen = []
     for feed in feeds:
