@@ -336,3 +336,18 @@ def build_env_checkpoint(out_dir: str | Path, env: str, family: str) -> Path:
     if isinstance(recipe, DiffusionRecipe):
         return build_diffusion_checkpoint(out_dir, recipe)
     return build_checkpoint(out_dir, recipe)
+
+
+def rtc_config(rtc: dict[str, Any] | None) -> Any:
+    """LeRobot's RTCConfig from a recipe's plain dict (shared by the VLA demo builders)."""
+    if rtc is None:
+        return None
+    from lerobot.configs import RTCAttentionSchedule
+    from lerobot.policies.rtc.configuration_rtc import RTCConfig
+
+    return RTCConfig(
+        enabled=True,
+        execution_horizon=int(rtc["execution_horizon"]),
+        max_guidance_weight=float(rtc["max_guidance_weight"]),
+        prefix_attention_schedule=RTCAttentionSchedule(rtc["prefix_attention_schedule"]),
+    )

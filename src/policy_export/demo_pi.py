@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from policy_export.declarations.pi_sizes import SIZES_FILE, gemma_sizes
-from policy_export.demo import _features, _plausible_stats
+from policy_export.demo import _features, _plausible_stats, rtc_config
 from policy_export.fsutil import atomic_directory
 
 #: PaliGemma's special tokens at their ids (Gemma's vocabulary starts with them).
@@ -154,20 +154,6 @@ def _quantile_stats(rng: np.random.Generator, dim: int) -> dict[str, np.ndarray]
     return stats
 
 
-def _rtc_config(rtc: dict[str, Any] | None) -> Any:
-    if rtc is None:
-        return None
-    from lerobot.configs import RTCAttentionSchedule
-    from lerobot.policies.rtc.configuration_rtc import RTCConfig
-
-    return RTCConfig(
-        enabled=True,
-        execution_horizon=int(rtc["execution_horizon"]),
-        max_guidance_weight=float(rtc["max_guidance_weight"]),
-        prefix_attention_schedule=RTCAttentionSchedule(rtc["prefix_attention_schedule"]),
-    )
-
-
 def pi_config(recipe: PiRecipe) -> Any:
     """LeRobot's ``PI05Config`` / ``PI0Config`` for ``recipe`` (float32, CPU)."""
     if recipe.family == "pi05":
@@ -190,7 +176,7 @@ def pi_config(recipe: PiRecipe) -> Any:
         max_action_dim=recipe.max_action_dim,
         image_resolution=tuple(recipe.image_resolution),
         tokenizer_max_length=recipe.tokenizer_max_length,
-        rtc_config=_rtc_config(recipe.rtc),
+        rtc_config=rtc_config(recipe.rtc),
         device="cpu",
     )
 

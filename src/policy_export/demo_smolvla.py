@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from policy_export.demo import _dataset_stats, _features
+from policy_export.demo import _dataset_stats, _features, rtc_config
 from policy_export.fsutil import atomic_directory
 
 #: SmolVLM's special tokens, as SmolVLM2's tokenizer names them (the processor and SmolVLA read
@@ -238,20 +238,6 @@ def build_vlm_folder(out_dir: str | Path, vlm: VLMRecipe | None = None) -> Path:
     return out
 
 
-def _rtc_config(rtc: dict[str, Any] | None) -> Any:
-    if rtc is None:
-        return None
-    from lerobot.configs import RTCAttentionSchedule
-    from lerobot.policies.rtc.configuration_rtc import RTCConfig
-
-    return RTCConfig(
-        enabled=True,
-        execution_horizon=int(rtc["execution_horizon"]),
-        max_guidance_weight=float(rtc["max_guidance_weight"]),
-        prefix_attention_schedule=RTCAttentionSchedule(rtc["prefix_attention_schedule"]),
-    )
-
-
 def smolvla_config(recipe: SmolVLARecipe, vlm_dir: Path) -> Any:
     """LeRobot's ``SmolVLAConfig`` for ``recipe`` reading its VLM from ``vlm_dir``."""
     from lerobot.configs.types import NormalizationMode
@@ -271,7 +257,7 @@ def smolvla_config(recipe: SmolVLARecipe, vlm_dir: Path) -> Any:
         normalization_mapping={k: NormalizationMode(v) for k, v in recipe.normalization.items()},
         vlm_model_name=str(vlm_dir.resolve()),
         load_vlm_weights=False,
-        rtc_config=_rtc_config(recipe.rtc),
+        rtc_config=rtc_config(recipe.rtc),
         device="cpu",
         **recipe.config_overrides,
     )

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from policy_export.declarations.pi import PiDeclaration, load_tokenizer
-from policy_export.declarations.smolvla import NOISE, RTC_DELAY, RTC_PREV_CHUNK, RTC_PREV_LEN
+from policy_export.declarations.smolvla import NOISE
 from policy_export.families.base import Family, ReferenceRollout, RolloutMode, feature_normalizer
-from policy_export.families.smolvla import _enable_rtc, _lerobot_batch, _model_space, _predict
+from policy_export.families.smolvla import _lerobot_batch, lerobot_rtc_chunk
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -115,27 +115,7 @@ class PiFamily(Family):
     def reference_chunk(self, ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:
         """preprocessor -> ``predict_action_chunk(batch, noise=..., [RTC])`` -> postprocessor (the prompt's
         tokens are the feed's, as the core was given them)."""
-        import torch
-
-        batch = _lerobot_batch(ckpt, feed, image_format)
-        noise = torch.from_numpy(np.ascontiguousarray(feed[NOISE]))
-        lengths = np.asarray(feed[RTC_PREV_LEN]).reshape(-1)
-        delays = np.asarray(feed[RTC_DELAY]).reshape(-1)
-        if not lengths.any():
-            return _predict(ckpt, batch, noise)
-        _enable_rtc(ckpt)
-        prev = torch.from_numpy(np.ascontiguousarray(feed[RTC_PREV_CHUNK]))
-        rows = []
-        for b, (length, delay) in enumerate(zip(lengths.tolist(), delays.tolist(), strict=True)):
-            one = {k: v[b : b + 1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            rtc: dict[str, Any] = {}
-            if length > 0:
-                rtc = {
-                    "prev_chunk_left_over": _model_space(ckpt, prev[b : b + 1, :length]),
-                    "inference_delay": int(delay),
-                }
-            rows.append(_predict(ckpt, one, noise[b : b + 1], **rtc))
-        return np.concatenate(rows)
+        return lerobot_rtc_chunk(ckpt, feed, image_format)
 
     def write_sidecars(self, ckpt: LoadedCheckpoint, artifact: Path) -> list[Path]:
         """``<artifact>.tokenizer.json``: the tokenizer the robot's host loads (the one the metadata's sha256 names)."""

@@ -75,24 +75,7 @@ class SmolVLAFamily(Family):
 
     def reference_chunk(self, ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:
         """preprocessor -> ``predict_action_chunk(batch, noise=..., [RTC])`` -> postprocessor."""
-        import torch
-
-        batch = _lerobot_batch(ckpt, feed, image_format)
-        noise = torch.from_numpy(np.ascontiguousarray(feed[NOISE]))
-        lengths = np.asarray(feed[RTC_PREV_LEN]).reshape(-1)
-        delays = np.asarray(feed[RTC_DELAY]).reshape(-1)
-        if not lengths.any():
-            return _predict(ckpt, batch, noise)
-        _enable_rtc(ckpt)
-        prev = torch.from_numpy(np.ascontiguousarray(feed[RTC_PREV_CHUNK]))
-        rows = []
-        for b, (length, delay) in enumerate(zip(lengths.tolist(), delays.tolist(), strict=True)):
-            one = {k: v[b : b + 1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            rtc: dict[str, Any] = {}
-            if length > 0:
-                rtc = {"prev_chunk_left_over": _model_space(ckpt, prev[b : b + 1, :length]), "inference_delay": int(delay)}
-            rows.append(_predict(ckpt, one, noise[b : b + 1], **rtc))
-        return np.concatenate(rows)
+        return lerobot_rtc_chunk(ckpt, feed, image_format)
 
     def write_sidecars(self, ckpt: LoadedCheckpoint, artifact: Path) -> list[Path]:
         """``<artifact>.tokenizer.json``: the tokenizer the robot's host loads (the one the metadata's sha256 names)."""
@@ -106,6 +89,29 @@ class SmolVLAFamily(Family):
 
     def reference_rollout(self, ckpt: LoadedCheckpoint, mode: RolloutMode) -> ReferenceRollout:
         return SmolVLARollout(ckpt)
+
+
+def lerobot_rtc_chunk(ckpt: LoadedCheckpoint, feed: dict[str, np.ndarray], image_format: str) -> np.ndarray:
+    """LeRobot's chunk for a feed of the VLA signature, RTC per robot: LeRobot guides one leftover per call, so
+    robots with a leftover run one by one (shared by every flow-matching VLA family: SmolVLA, pi0, pi0.5)."""
+    import torch
+
+    batch = _lerobot_batch(ckpt, feed, image_format)
+    noise = torch.from_numpy(np.ascontiguousarray(feed[NOISE]))
+    lengths = np.asarray(feed[RTC_PREV_LEN]).reshape(-1)
+    delays = np.asarray(feed[RTC_DELAY]).reshape(-1)
+    if not lengths.any():
+        return _predict(ckpt, batch, noise)
+    _enable_rtc(ckpt)
+    prev = torch.from_numpy(np.ascontiguousarray(feed[RTC_PREV_CHUNK]))
+    rows = []
+    for b, (length, delay) in enumerate(zip(lengths.tolist(), delays.tolist(), strict=True)):
+        one = {k: v[b : b + 1] if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        rtc: dict[str, Any] = {}
+        if length > 0:
+            rtc = {"prev_chunk_left_over": _model_space(ckpt, prev[b : b + 1, :length]), "inference_delay": int(delay)}
+        rows.append(_predict(ckpt, one, noise[b : b + 1], **rtc))
+    return np.concatenate(rows)
 
 
 def _lerobot_batch(
