@@ -195,8 +195,9 @@ def bench_diffusion(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def heavy(session: nox.Session) -> None:
-    """The tests marked `heavy`, left out of `make test` for memory (LeRobot's default Diffusion Policy
-    exported and verified: ~8.9 GB peak, minutes on 2 cores)."""
+    """The tests marked `heavy`, left out of `make test` for memory or time (LeRobot's default Diffusion Policy
+    exported and verified: ~8.9 GB peak, minutes on 2 cores; pi0's parity and the pi rollout; the aloha renderer
+    check, which skips here without the `sim-aloha` extra: `nox -s eval_aloha` runs it)."""
     session.install("-e", ".[dev]")
     session.run("pytest", "-m", "heavy", *session.posargs)
 
