@@ -36,7 +36,7 @@ import numpy as np
 from policy_export.demo import SMALL_RECIPE, CheckpointRecipe, build_checkpoint
 from policy_export.fleet.perf import find_perf_analyzer, run_perf_analyzer, write_input_data
 from policy_export.fleet.servers import variant_repo
-from policy_export.triton.server import die_with_parent, free_port
+from policy_export.triton.server import die_with_parent, free_ports
 
 RECIPES: dict[str, CheckpointRecipe | None] = {"small": SMALL_RECIPE, "demo": None}
 CLI = [sys.executable, "-m", "policy_export"]
@@ -71,7 +71,7 @@ class Serve:
     """``policy-export serve`` as a subprocess, stopped with SIGTERM."""
 
     def __init__(self, repo: Path) -> None:
-        self.ports = free_port(), free_port(), free_port()
+        self.ports = free_ports(3)
         http, grpc, metrics = (str(p) for p in self.ports)
         cmd = [*die_with_parent(), *CLI, "serve", "--repo", str(repo), "--http-port", http, "--grpc-port", grpc]
         cmd += ["--metrics-port", metrics]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from triton_harness import SERVER_VENV, require_server
 
-from policy_export.triton.server import die_with_parent, free_port
+from policy_export.triton.server import die_with_parent, free_ports
 
 READY_TIMEOUT_S = 120.0
 
@@ -136,7 +136,7 @@ def serve_process(
     with SIGINT ignored, which Python then leaves ignored unless the program maps it itself.
     """
     require_server()
-    ports = free_port(), free_port(), free_port()
+    ports = free_ports(3)
     env = {**os.environ, "POLICY_EXPORT_TRITON_VENV": str(SERVER_VENV)}
     # die_with_parent: a pytest run killed outright (a CI timeout) must not leave serve running.
     cmd = [*die_with_parent(), sys.executable, "-m", "policy_export", "serve", "--repo", str(repo)]

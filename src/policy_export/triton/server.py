@@ -53,9 +53,18 @@ from policy_export.triton.install import ServerInstall, find_server, prepare_bac
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> tuple[int, ...]:
+    """``n`` distinct free ports. The sockets stay bound until all are picked: one at a time, the
+    kernel may hand the same ephemeral port back twice, and tritonserver refuses to start when its
+    HTTP and gRPC ports coincide (a CI run lost 13 server tests to that)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return tuple(int(s.getsockname()[1]) for s in socks)
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
@@ -179,9 +188,10 @@ class TritonServer:
         pick_metrics = self.metrics_port == 0
         for attempt in range(3):
             if not fixed_ports:
-                self.http_port, self.grpc_port = free_port(), free_port()
                 if pick_metrics:
-                    self.metrics_port = free_port()
+                    self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
+                else:
+                    self.http_port, self.grpc_port = free_ports(2)
             cmd = server_command(
                 install,
                 self.repo if remote else Path(self.repo).absolute(),
@@ -205,7 +215,8 @@ class TritonServer:
             try:
                 self._wait_ready()
             except UnavailableError:
-                port_clash = "address already in use" in self.log_tail().lower()
+                tail = self.log_tail().lower()
+                port_clash = "address already in use" in tail or "same address and port" in tail
                 self.stop()
                 if port_clash and not fixed_ports and attempt < 2:
                     continue
@@ -310,9 +321,7 @@ def serve(server: TritonServer, on_ready: Callable[[TritonServer], None], poll_s
     return server.exit_code or 0
 
 
-def serve_many(
-    servers: list[TritonServer], on_ready: Callable[[list[TritonServer]], None], poll_s: float = 0.5
-) -> int:
+def serve_many(servers: list[TritonServer], on_ready: Callable[[list[TritonServer]], None], poll_s: float = 0.5) -> int:
     """:func:`serve` for several replicas: all started (one after the other), all stopped when one
     exits by itself (its code is returned) or on an interrupt, temp folders removed."""
     try:
