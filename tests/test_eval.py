@@ -384,7 +384,17 @@ def test_quantize_env_gates_on_the_closed_loop_band(pusht_act, pusht_act_onnx, t
     from policy_export.artifacts import inspect_artifact
     from policy_export.sim import evaluate
 
-    base = ["quantize", "-c", str(pusht_act), "-a", str(pusht_act_onnx), "--precision", "int8"]
+    base = [
+        "quantize",
+        "-c",
+        str(pusht_act),
+        "-a",
+        str(pusht_act_onnx),
+        "--precision",
+        "int8",
+        "--runtime",
+        "onnxruntime",
+    ]
     loop = ["--env", "pusht", "--episodes", "2", "--steps", str(STEPS), "--calibration-samples", "4"]
     out = tmp_path / "int8.onnx"
     res = CliRunner().invoke(app, [*base, *loop, "--tolerance-std", "0.5", "-o", str(out)])
@@ -423,6 +433,8 @@ def test_quantize_env_refuses_before_quantizing(pusht_act, pusht_act_onnx, small
                 str(onnx),
                 "--precision",
                 "int8",
+                "--runtime",
+                "onnxruntime",
                 "-o",
                 str(tmp_path / "q.onnx"),
                 *extra,

@@ -34,7 +34,7 @@ needs_bf16 = pytest.mark.skipif(not cpu_info().bf16, reason="this CPU has neithe
 @pytest.fixture(scope="module")
 def int8_onnx(small_loaded, small_onnx, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("q") / "small-int8.onnx"
-    quantize(small_loaded, small_onnx, out, precision="int8", samples=8)
+    quantize(small_loaded, small_onnx, out, precision="int8", runtime="onnxruntime", samples=8)
     return out
 
 
@@ -138,11 +138,17 @@ def test_verify_judges_each_action_dimension_against_its_std(small_loaded, int8_
 def test_calibration_from_a_dataset_and_black_frames_fail_the_gate(small_loaded, small_onnx, tmp_path):
     good = tmp_path / "good.onnx"
     res = quantize(
-        small_loaded, small_onnx, good, precision="int8", calibration=_dataset(small_loaded, tmp_path / "ds")
+        small_loaded,
+        small_onnx,
+        good,
+        precision="int8",
+        runtime="onnxruntime",
+        calibration=_dataset(small_loaded, tmp_path / "ds"),
     )
     assert res.calibration["source"] == "LeRobotDataset ds" and res.calibration["samples"] == 8
     bad = tmp_path / "black.onnx"
-    quantize(small_loaded, small_onnx, bad, precision="int8", calibration=_dataset(small_loaded, tmp_path / "k", True))
+    black = _dataset(small_loaded, tmp_path / "k", True)
+    quantize(small_loaded, small_onnx, bad, precision="int8", runtime="onnxruntime", calibration=black)
     report = verify_artifacts(
         small_loaded, [good, bad], batch_sizes=[1], samples=2, tolerance_std=SMALL_INT8_TOLERANCE_STD
     )
@@ -167,16 +173,35 @@ def test_bad_input_is_one_line_and_exit_2(small_ckpt, small_onnx, int8_onnx, tmp
             "neither avx512_bf16 nor amx_bf16",
         ),
         (
-            ["--precision", "int8", "--calibration", str(tmp_path / "empty"), "-o", str(tmp_path / "c.onnx")],
+            [
+                "--precision",
+                "int8",
+                "--runtime",
+                "onnxruntime",
+                "--calibration",
+                str(tmp_path / "empty"),
+                "-o",
+                str(tmp_path / "c.onnx"),
+            ],
             None,
             "not a LeRobotDataset",
         ),
         (
-            ["--precision", "int8", "--calibration", str(mismatched), "-o", str(tmp_path / "d.onnx")],
+            [
+                "--precision",
+                "int8",
+                "--runtime",
+                "onnxruntime",
+                "--calibration",
+                str(mismatched),
+                "-o",
+                str(tmp_path / "d.onnx"),
+            ],
             None,
             "features do not match",
         ),
-        (["--precision", "int8", "-o", str(tmp_path / "e.xml")], None, "writes ONNX"),
+        (["--precision", "int8", "--runtime", "onnxruntime", "-o", str(tmp_path / "e.xml")], None, "writes ONNX"),
+        (["--precision", "int8", "-o", str(tmp_path / "f.onnx")], None, "int8 of act defaults to --runtime openvino"),
     ]
     old = tmp_path / "old"
     (old / "meta").mkdir(parents=True)
@@ -185,9 +210,31 @@ def test_bad_input_is_one_line_and_exit_2(small_ckpt, small_onnx, int8_onnx, tmp
     (garbled / "meta").mkdir(parents=True)
     (garbled / "meta" / "info.json").write_text("{not json")
     cases += [
-        (["--precision", "int8", "--calibration", str(old), "-o", str(tmp_path / "h.onnx")], None, "format v2.1"),
         (
-            ["--precision", "int8", "--calibration", str(garbled), "-o", str(tmp_path / "i.onnx")],
+            [
+                "--precision",
+                "int8",
+                "--runtime",
+                "onnxruntime",
+                "--calibration",
+                str(old),
+                "-o",
+                str(tmp_path / "h.onnx"),
+            ],
+            None,
+            "format v2.1",
+        ),
+        (
+            [
+                "--precision",
+                "int8",
+                "--runtime",
+                "onnxruntime",
+                "--calibration",
+                str(garbled),
+                "-o",
+                str(tmp_path / "i.onnx"),
+            ],
             None,
             "not a LeRobotDataset info.json",
         ),
@@ -211,7 +258,8 @@ def test_bad_input_is_one_line_and_exit_2(small_ckpt, small_onnx, int8_onnx, tmp
         (other_tool, "ONNX file has no policy_export metadata"),
     ):
         out = "j.onnx"
-        cases.append((["-a", str(artifact), "--precision", "int8", "-o", str(tmp_path / out)], None, message))
+        rt = ["--runtime", "onnxruntime"]
+        cases.append((["-a", str(artifact), "--precision", "int8", *rt, "-o", str(tmp_path / out)], None, message))
     for extra, env, message in cases:
         res = _cli(*base, *extra, env=env)  # a later -a replaces the base's
         assert res.exit_code == 2, (extra, res.output)
@@ -394,3 +442,4 @@ def test_verify_rollout_judges_reduced_precision_by_the_std_contract(small_loade
         assert row.stats.max_abs > 1e-4  # what the fp32 tolerance would have failed
         row.tolerance_std = 0.5 * row.worst_frac_std
         assert not row.passed  # the per-dimension bound is part of the row's verdict
+

@@ -29,7 +29,10 @@ def quantize(
     ],
     runtime: Annotated[
         QuantRuntime | None,
-        typer.Option(help="Default: the faster at equal accuracy, as measured (int8: onnxruntime, bf16: openvino)."),
+        typer.Option(
+            help="Default: the faster at equal accuracy, as measured per family "
+            "(int8: openvino for ACT, onnxruntime for the rest; bf16: openvino)."
+        ),
     ] = None,
     calibration: Annotated[
         Path | None,

@@ -46,6 +46,10 @@ class ACTFamily(Family):
     # one per-tensor activation scale) kept in float, with NNCF's full bias correction, 1.6-2.0% over 9 fresh
     # draws (BENCHMARKS.md "CPU beyond fp32"). One encoder layer is ~8% of the FLOPs.
     openvino_float_scopes = ("encoder.layers.0",)
+    # The faster int8 at equal accuracy, the demo policy at the card's shape in one quiet run (BENCHMARKS.md
+    # "CPU beyond fp32", Zen 4 with AVX-512 VNNI): OpenVINO 2.55x ORT fp32 at 0.0172 of the std, ONNX Runtime
+    # QDQ 2.05x at 0.0180.
+    int8_runtime = "openvino"
 
     def build_core(self, ckpt: LoadedCheckpoint, image_format: str) -> torch.nn.Module:
         from policy_export_wrappers.act import ACTCore

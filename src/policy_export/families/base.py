@@ -108,6 +108,10 @@ class Family(ABC):
     #: More scopes kept in float by OpenVINO/NNCF int8 only (its activation quantizers are per tensor where
     #: ONNX Runtime's QDQ meets the same error bound without them).
     openvino_float_scopes: tuple[str, ...] = ()
+    #: What ``quantize --precision int8`` uses without ``--runtime``: the faster of the two at equal accuracy,
+    #: measured per family. ONNX Runtime QDQ unless measured otherwise: it quantizes every family's graph
+    #: (NNCF's int8 fails on the VLA families' flow Loop).
+    int8_runtime: str = "onnxruntime"
 
     @property
     def policy_type(self) -> str:
