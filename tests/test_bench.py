@@ -95,6 +95,7 @@ def test_plot_is_a_png(bench_run):
     assert (bench_run[1] / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.heavy  # make test's time budget (~26 s on a 2-core AVX2 machine); nox -s heavy runs it
 def test_unavailable_backends_are_skipped_with_a_reason(small_ckpt, small_onnx, tmp_path):
     # A TensorRT plan (with its metadata sidecar) on a machine without TensorRT, and the
     # ONNX file under the CUDA provider on a machine without CUDA.
@@ -144,10 +145,15 @@ def test_help_lists_bench_without_importing_heavy_runtimes():
     assert "--batch-sizes" in runner.invoke(app, ["bench", "--help"]).output
 
 
-def test_checkpoint_and_artifact_problems_exit_2_with_one_line(small_ckpt, multicam_onnx, tmp_path):
+def test_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
     missing = runner.invoke(app, ["bench", "-c", str(tmp_path / "nope"), "--json", str(tmp_path / "r.json")])
     assert missing.exit_code == 2
     assert "checkpoint directory does not exist" in missing.output
+    assert not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.heavy  # make test's time budget (~25 s on a 2-core AVX2 machine: the eager worker loads first); nox -s heavy
+def test_an_artifact_of_another_policy_exits_2_with_one_line(small_ckpt, multicam_onnx, tmp_path):
     other = runner.invoke(
         app, ["bench", "-c", str(small_ckpt), "-a", str(multicam_onnx), "--json", str(tmp_path / "r.json")]
     )

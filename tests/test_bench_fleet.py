@@ -67,6 +67,7 @@ def test_url_nobody_answers(server_tag):
     assert not tritonservers(server_tag)
 
 
+@pytest.mark.heavy  # make test's time budget (~17 s on a 2-core AVX2 machine); nox -s heavy runs it (the replica-kill run covers bench-fleet end to end)
 def test_tiny_run_measures_what_the_server_saw(repo, tmp_path, server_tag):
     """--robots 1,2 --duration 2, batching on and off: rows, summary, JSON and PNG; counters agree."""
     out, png = tmp_path / "fleet.json", tmp_path / "fleet.png"
@@ -96,6 +97,7 @@ def test_tiny_run_measures_what_the_server_saw(repo, tmp_path, server_tag):
     assert not tritonservers(server_tag), "bench-fleet left a tritonserver behind"
 
 
+@pytest.mark.heavy  # make test's time budget (~9 s on a 2-core AVX2 machine); nox -s heavy runs it
 def test_sweep_is_unpaced_and_batching_off_runs_one_request_per_execution(repo, tmp_path):
     out = tmp_path / "sweep.json"
     args = ["bench-fleet", "--repo", str(repo), "--model", "act", "--sweep", "1,3", "--duration", "2"]
@@ -109,7 +111,14 @@ def test_sweep_is_unpaced_and_batching_off_runs_one_request_per_execution(repo, 
         assert r["server_requests"] == r["requests"] and r["avg_batch_size"] == 1.0
 
 
-@pytest.mark.parametrize("realtime", [True, False], ids=["realtime", "sync"])
+@pytest.mark.parametrize(
+    "realtime",
+    [
+        True,
+        pytest.param(False, marks=pytest.mark.heavy),
+    ],  # sync: make test's time budget (~16 s on a 2-core AVX2 machine); nox -s heavy runs it
+    ids=["realtime", "sync"],
+)
 def test_killing_a_replica_moves_its_robots_to_the_other_without_a_wrong_model_action(
     repo, small_fp16_onnx, tmp_path, realtime
 ):

@@ -27,7 +27,10 @@ def ensemble_onnx(ensemble_ckpt, tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize(("artifact", "merge"), [("small_onnx", "replace"), ("ensemble_onnx", "ensemble")])
+@pytest.mark.parametrize(
+    ("artifact", "merge"),
+    [("small_onnx", "replace"), pytest.param("ensemble_onnx", "ensemble", marks=pytest.mark.heavy)],  # ~25 s
+)
 def test_bench_realtime_writes_both_clients_with_the_exact_schema(artifact, merge, request, tmp_path):
     path = request.getfixturevalue(artifact)
     out = tmp_path / "rt.json"

@@ -51,7 +51,11 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", list(CASES))
+#: Left out of make test for its time budget (~24 s and ~12 s on a 2-core AVX2 machine); nox -s heavy runs them.
+HEAVY = {"three-cameras-novae-gelu", "odd-image-1d-prenorm"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.heavy) if n in HEAVY else n for n in CASES])
 def test_onnx_parity_on_other_act_configurations(name, tmp_path):
     recipe = CASES[name]
     ckpt = load_checkpoint(build_checkpoint(tmp_path / "pretrained_model", recipe))

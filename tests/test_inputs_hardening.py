@@ -320,6 +320,7 @@ def test_a_full_disk_is_one_line_exit_2_in_every_writing_command(small_fs, small
     _no_staging_left(full, tmp_path)
 
 
+@pytest.mark.heavy  # make test's time budget (~14 s on a 2-core AVX2 machine); nox -s heavy runs it
 def test_torchscript_on_a_full_disk_is_one_line_not_an_abort(small_fs, small_ckpt):
     """torch's own file writer aborted the process (SIGABRT, exit 134) when the disk filled."""
     import subprocess

@@ -219,6 +219,7 @@ def test_bad_tolerances_and_outputs_exit_2_before_verifying(small_ckpt, small_on
         assert "Parity vs LeRobot eager" not in res.output  # refused before any artifact ran
 
 
+@pytest.mark.heavy  # make test's time budget (~18 s on a 2-core AVX2 machine); nox -s heavy runs it (test_packaging runs the installed console script)
 def test_console_script_subprocess(small_ckpt, small_onnx, tmp_path):
     exe = Path(sys.executable).with_name("policy-export")
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
