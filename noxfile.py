@@ -212,7 +212,7 @@ def pi05_300m(session: nox.Session) -> None:
     """pi0.5 gemma_300m + gemma_300m at real size (1.9B parameters stored, built offline with random
     weights): LeRobot eager per chunk at batch 1, ONNX export (weights as external data; time and peak
     memory), ONNX Runtime per chunk on the same inputs and parity with and without RTC. Writes
-    reports/pi05/. Run under `flock /tmp/bigmem.lock` on an otherwise idle machine with ~22 GB free
+    reports/pi05/ (measured: peak 15.45 GiB, ~8 min on 2 cores). Run under `flock /tmp/bigmem.lock` on an otherwise idle machine with ~17 GB free
     (a watchdog stops it above --max-rss-gb, default 20). Args after -- go to benchmarks/pi05.py.
     """
     session.install("-e", ".[bench]")

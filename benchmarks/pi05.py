@@ -6,14 +6,14 @@ weights; ``GEMMA_300M_PI05``), loads it as every command does, and in one proces
 
 1. times LeRobot's preprocessor -> ``predict_action_chunk(batch, noise=...)`` -> postprocessor at
    batch 1 (``--iterations`` runs after one warm-up) and keeps its outputs, without and with RTC;
-2. exports the core with the legacy exporter (the flow steps as one ONNX ``Loop``), weights as
-   ONNX external data (the model is over protobuf's 2 GB), recording the export's time and the
+2. exports the core as ``policy-export onnx`` does (``export_onnx``: the flow steps as one ONNX
+   ``Loop``, weights as ONNX external data past protobuf's 2 GB), recording the export's time and the
    process's peak resident memory;
 3. frees the torch model, opens the ONNX file in ONNX Runtime, times it on the same inputs and
    compares with LeRobot's outputs (fp32, 1e-4 in the normalized action space).
 
-A watchdog ends the process (exit 3) if its resident memory passes ``--max-rss-gb`` (default 14).
-Run under ``flock /tmp/bigmem.lock`` on a machine with ~16 GB free (``nox -s pi05_300m``).
+A watchdog ends the process (exit 3) if its resident memory passes ``--max-rss-gb`` (default 20).
+Run under ``flock /tmp/bigmem.lock`` on a machine with ~22 GB free (``nox -s pi05_300m``).
 Writes ``<out>/pi05-summary.json``.
 """
 
@@ -69,13 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path("reports/pi05"))
     ap.add_argument("--tiny", action="store_true", help="the test-size pi0.5 (a quick check of this script)")
     ap.add_argument("--iterations", type=int, default=3)
-    ap.add_argument("--max-rss-gb", type=float, default=14.0)
+    ap.add_argument("--max-rss-gb", type=float, default=20.0)
+    ap.add_argument("--build-only", action="store_true", help="build the checkpoint and stop")
     args = ap.parse_args(argv)
     _watchdog(args.max_rss_gb)
     import torch
 
     from policy_export.checkpoint import load_checkpoint
     from policy_export.demo_pi import GEMMA_300M_PI05, TINY_PI05, build_pi_checkpoint
+    from policy_export.export.onnx import export_onnx
     from policy_export.families import family_for
     from policy_export.inputs import random_inputs
 
@@ -88,8 +90,16 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
     }
     t0 = time.perf_counter()
-    if not (root / "config.json").exists():
+    if args.build_only:
         build_pi_checkpoint(root, recipe)
+        print(f"built {root} in {time.perf_counter() - t0:.0f} s; peak rss {_peak_gb():.1f} GB", flush=True)
+        return 0
+    if not (root / "config.json").exists():
+        # In its own process: the build's peak would otherwise hide the export's in this one's max RSS.
+        import subprocess
+
+        cmd = [sys.executable, __file__, "--build-only", "--out", str(out), *(["--tiny"] if args.tiny else [])]
+        subprocess.run(cmd, check=True)
         summary["build_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     ckpt = load_checkpoint(root)
@@ -122,30 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         f"LeRobot eager per chunk (batch 1): {statistics.median(eager_ms):.0f} ms; rss {_rss_gb():.1f} GB", flush=True
     )
 
-    core = family.build_core(ckpt, "float32")
     names = spec.input_names
-    example = tuple(torch.from_numpy(np.ascontiguousarray(np.concatenate([feed[n]] * 2))) for n in names)
     onnx_path = out / "pi05.onnx"
     t0 = time.perf_counter()
     print(f"exporting; rss {_rss_gb():.1f} GB", flush=True)
-    with torch.no_grad():
-        traced = family.for_tracing(core, example)
-        print(f"traced in {time.perf_counter() - t0:.0f} s; rss {_rss_gb():.1f} GB", flush=True)
-        axes = {n: {0: "batch"} for n in [*names, "action_chunk"]}
-        torch.onnx.export(
-            traced,
-            example,
-            str(onnx_path),
-            dynamo=False,
-            opset_version=20,
-            input_names=names,
-            output_names=["action_chunk"],
-            dynamic_axes=axes,
-            do_constant_folding=True,
-        )
+    # The command's own path (policy-export onnx): the flow steps as one ONNX Loop, and the weights as
+    # external data once they pass protobuf's 2 GB. Its quick check is left out: the parity below is it.
+    result = export_onnx(ckpt, onnx_path, force=True, quick_check=False)
+    summary["exporter"] = result.exporter
+    summary["external_data_gb"] = result.external_data.stat().st_size / 2**30 if result.external_data else 0.0
     summary["export_s"], summary["export_peak_rss_gb"] = time.perf_counter() - t0, _peak_gb()
     print(f"exported in {summary['export_s']:.0f} s; peak rss so far {_peak_gb():.1f} GB", flush=True)
-    del traced, core, ckpt, model, pwe, family
+    del ckpt, model, pwe, family
     gc.collect()
     summary["rss_after_free_gb"] = _rss_gb()
 

@@ -55,17 +55,18 @@ PARAMETERS: dict[tuple[str, str, str], tuple[int, int]] = {
     ("pi0", "gemma_2b", "gemma_2b"): (5_971_302_160, 4_918_007_568),
     ("pi0", "gemma_300m", "gemma_2b"): (3_773_054_736, 2_983_083_792),
 }
-#: Measured: building the gemma_300m + gemma_300m pi0.5 (1.945B parameters stored) peaked at 9.09 GiB
-#: resident (``/usr/bin/time -v``, BENCHMARKS.md); loading scales with the stored parameters.
+#: Measured on the gemma_300m + gemma_300m pi0.5 (1.945B parameters stored; BENCHMARKS.md): building it
+#: peaked at 9.09 GiB resident, and one process that loaded it as every command does, ran LeRobot eager
+#: and exported it (``export_onnx``, weights to external data) peaked at 15.45 GiB (``benchmarks/pi05.py``
+#: under ``/usr/bin/time -v``). Both scale with the stored parameters.
 MEASURED_LOAD_GIB_PER_BPARAM = 9.09 / 1.945
+MEASURED_EXPORT_GIB_PER_BPARAM = 15.45 / 1.945
 
 
 def memory_needed_gib(kind: str, vlm: str, expert: str) -> tuple[float, float]:
-    """(to load, to export) in GiB: the measured load peak scaled by stored parameters, plus one serialized
-    fp32 copy of the parameters the core uses (the exporter holds the ONNX weights beside the model)."""
-    stored, used = PARAMETERS[(kind, vlm, expert)]
-    load = MEASURED_LOAD_GIB_PER_BPARAM * stored / 1e9
-    return load, load + 4 * used / 2**30
+    """(to load, to export) in GiB: the peaks measured on the gemma_300m variant, scaled by stored parameters."""
+    stored = PARAMETERS[(kind, vlm, expert)][0] / 1e9
+    return MEASURED_LOAD_GIB_PER_BPARAM * stored, MEASURED_EXPORT_GIB_PER_BPARAM * stored
 
 
 def machine_memory_gib() -> float:
