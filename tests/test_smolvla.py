@@ -228,6 +228,8 @@ def test_quantize_takes_a_smolvla_and_verify_judges_it_per_action_dim(tiny: dict
     out = tmp_path / "tiny-int8.onnx"
     result = quantize(ckpt, tiny["onnx"], out, precision="int8", runtime="onnxruntime", samples=4)
     assert result.passed and len(result.dims) == ckpt.spec.action_dim
+    sidecar = out.with_name(out.name + ".tokenizer.json")  # the robot's host tokenizes the task with it
+    assert sidecar.read_bytes() == tiny["onnx"].with_name(tiny["onnx"].name + ".tokenizer.json").read_bytes()
     report = verify_artifacts(ckpt, [out], batch_sizes=[1], samples=1, tolerance_std=0.02)
     (check,) = report.checks
     (row,) = check.results

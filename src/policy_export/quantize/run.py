@@ -268,8 +268,10 @@ def quantize(
                     output, precision, runtime, source, cpu, fp32_ms, q_ms, dims, tol, warnings, closed, written=False
                 )
         _write_metadata(runtime, tmp, dataclasses.replace(new_meta, quantization=record))
-        files = [tmp] + ([openvino_weights(tmp)] if runtime == QuantRuntime.OPENVINO else [])
-        for f in reversed(files):  # weights first: the .xml appears last, when its .bin is in place
+        # The robot's host needs what the fp32 artifact had beside it (a VLA's tokenizer), as export writes it.
+        sidecars = family.write_sidecars(ckpt, tmp)
+        files = [tmp] + ([openvino_weights(tmp)] if runtime == QuantRuntime.OPENVINO else []) + sidecars
+        for f in reversed(files):  # sidecars and weights first: the artifact appears last, when all is in place
             os.chmod(f, 0o644)
             os.replace(f, output.with_name(f.name))
     finally:
