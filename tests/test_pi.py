@@ -300,3 +300,37 @@ def test_verify_rollout_with_the_host_side(tiny: dict[str, Any]) -> None:
     rollouts = [c for c in report.checks if c.check.startswith("rollout")]
     assert rollouts and all(str(c.status) == "passed" for c in rollouts), [(c.check, c.status) for c in rollouts]
     assert all(r.lerobot_chunk_calls == r.client_core_calls > 0 for c in rollouts for r in c.results)  # type: ignore[attr-defined]
+
+
+def test_eval_drives_pusht_with_the_artifact_as_lerobot_does(tmp_path):
+    """``policy-export eval --env pusht`` with a VLA: LeRobot's pi0.5 (the env's task in its observation,
+    its preprocessor writing the prompt from the state) against the ONNX artifact through the robot
+    runtime (the host tokenizing the same task, drawing the same noise), synchronously and through the
+    RealtimeClient in simulated time at K = 0 (which must equal the synchronous client) and K = 2."""
+    pytest.importorskip("gym_pusht", reason="pusht simulator not installed: pip install 'policy-export[sim]'")
+    from conftest import one_torch_thread
+    from typer.testing import CliRunner
+
+    from policy_export.checkpoint import load_checkpoint
+    from policy_export.cli.app import app
+    from policy_export.demo_pi import PUSHT_PI05, build_pi_checkpoint
+    from policy_export.export.onnx import export_onnx
+
+    with one_torch_thread():
+        root = build_pi_checkpoint(tmp_path / "pretrained_model", PUSHT_PI05)
+        onnx_path = export_onnx(load_checkpoint(root), tmp_path / "pusht_pi05.onnx").path
+    out = tmp_path / "eval.json"
+    args = ["eval", "-c", str(root), "-a", str(onnx_path), "--env", "pusht", "--episodes", "1", "--steps", "12"]
+    res = CliRunner().invoke(app, [*args, "--seed", "3", "--report", str(out), "--no-chaos"])
+    assert res.exit_code == 0, res.output
+    realtime = ["--client", "realtime", "--latency-steps", "0,2", "--report", str(tmp_path / "rt.json"), "--no-chaos"]
+    res = CliRunner().invoke(app, [*args, "--seed", "3", *realtime])
+    assert res.exit_code == 0, res.output
+    rows = {r["runner"]: r for r in json.loads(out.read_text())["rows"]}
+    eager, onnx = rows["eager"], rows["pusht_pi05.onnx"]
+    assert eager["steps"] == onnx["steps"] == 12
+    assert onnx["max_diff"] < 1e-4 and onnx["first_divergence"] is None and onnx["same_outcome"]
+    rt = {r["runner"]: r for r in json.loads((tmp_path / "rt.json").read_text())["rows"]}
+    k0, k2 = rt["pusht_pi05.onnx realtime K=0"], rt["pusht_pi05.onnx realtime K=2"]
+    assert k0["max_diff"] < 1e-4 and k0["first_divergence"] is None  # K = 0 is the synchronous client
+    assert k2["steps"] == 12

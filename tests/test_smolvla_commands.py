@@ -202,3 +202,32 @@ def test_inspect_shows_the_language_and_rtc_inputs(tiny_smolvla: dict[str, Any])
         assert "smolvla" in text and "lang_tokens" in text and "rtc_delay" in text, text
     assert "tiny.onnx.tokenizer.json" in text  # the artifact's files: the tokenizer travels with it
     _one_line_exit_2(["inspect"], "--checkpoint DIR or --artifact FILE")
+
+
+def test_eval_drives_pusht_with_the_artifact_as_lerobot_does(tmp_path: Path) -> None:
+    """``policy-export eval --env pusht`` with SmolVLA: LeRobot's ``select_action`` on the env's
+    observation (its task tokenized by LeRobot's preprocessor) against the ONNX artifact through the
+    robot runtime (the host tokenizing the same task), the same noise on both sides; and through the
+    RealtimeClient in simulated time with its RTC merge at K = 2."""
+    pytest.importorskip("gym_pusht", reason="pusht simulator not installed: pip install 'policy-export[sim]'")
+    from policy_export.checkpoint import load_checkpoint
+    from policy_export.demo_smolvla import build_smolvla_checkpoint, tiny_recipe
+    from policy_export.export.onnx import export_onnx
+
+    recipe = tiny_recipe(cameras={"observation.image": (3, 96, 96)}, state_dim=2, action_dim=2, n_action_steps=5)
+    with one_torch_thread():
+        root = build_smolvla_checkpoint(tmp_path / "pretrained_model", recipe)
+        onnx_path = export_onnx(load_checkpoint(root), tmp_path / "pusht_smolvla.onnx").path
+    args = ["eval", "-c", str(root), "-a", str(onnx_path), "--env", "pusht", "--episodes", "1", "--steps", "12"]
+    args += ["--seed", "4", "--no-chaos"]
+    res = CliRunner().invoke(app, [*args, "--report", str(tmp_path / "sync.json")])
+    assert res.exit_code == 0, res.output
+    realtime = ["--client", "realtime", "--latency-steps", "2", "--merge", "rtc", "--report", str(tmp_path / "rt.json")]
+    res = CliRunner().invoke(app, [*args, *realtime])
+    assert res.exit_code in (0, 1), res.output  # K = 2 may act differently from eager: reported, not gated
+    rows = {r["runner"]: r for r in json.loads((tmp_path / "sync.json").read_text())["rows"]}
+    onnx = rows["pusht_smolvla.onnx"]
+    assert rows["eager"]["steps"] == onnx["steps"] == 12
+    assert onnx["max_diff"] < 1e-4 and onnx["first_divergence"] is None and onnx["same_outcome"]
+    (k2,) = [r for r in json.loads((tmp_path / "rt.json").read_text())["rows"] if r["runner"].endswith("K=2")]
+    assert k2["steps"] == 12 and k2["extra"]["chunks_received"] >= 2 and k2["extra"]["merge"] == "rtc"

@@ -108,6 +108,11 @@ TINY_PI05 = PiRecipe(
     seed=5,
 )
 TINY_PI0 = replace(TINY_PI05, family="pi0", tokenizer_max_length=24, seed=6)
+#: The test-size pi0.5 with pusht's features (``observation.image`` 3x96x96, a 2-d ``agent_pos``, 2-d actions
+#: in pixels): what ``policy-export eval --env pusht`` drives beside LeRobot's eager policy.
+PUSHT_PI05 = replace(
+    TINY_PI05, cameras={"observation.image": (3, 96, 96)}, state_dim=2, action_dim=2, n_action_steps=5, seed=7
+)
 
 
 def _tokenizer(merges: int) -> Any:

@@ -66,6 +66,13 @@ def eval_(
             help="realtime: inference latency in control steps of sim time, comma-separated (default 0,1,3,10)."
         ),
     ] = None,
+    merge: Annotated[
+        str | None,
+        typer.Option(
+            help="realtime: how a new chunk joins the buffer (replace, ensemble, rtc: real-time chunking, for a model "
+            "with RTC inputs); default the client's (ensemble for a model that ensembles, else replace)."
+        ),
+    ] = None,
     tolerance: Annotated[
         float, typer.Option(help="Action tolerance in the policy's normalized action space (as verify's default).")
     ] = 1e-4,
@@ -106,6 +113,8 @@ def eval_(
         raise typer.BadParameter("--client triton and --triton-url go together (host:port of the server)")
     if triton_model and client is not ClientKind.TRITON:
         raise typer.BadParameter("--triton-model needs --client triton")
+    if merge is not None and client is not ClientKind.REALTIME:
+        raise typer.BadParameter("--merge needs --client realtime")
     inputs = [checkpoint, *artifact]
     for out, what in ((report, "JSON report"), (plot, "plot")):
         if out is not None:
@@ -119,6 +128,7 @@ def eval_(
         task=task,
         tolerance=tolerance,
         latency_steps=lat,
+        merge=merge,
         chaos=chaos,
         video_dir=video,
         threads=threads,

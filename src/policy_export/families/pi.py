@@ -147,23 +147,40 @@ class PiRollout(ReferenceRollout):
     def select_action(
         self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
     ) -> np.ndarray:
-        import torch
 
-        ckpt = self.ckpt
         if core_feed is not None:
             self._last_feed = core_feed
         if not self._queue:
             merged = {**self._last_feed, **feed}
             # With the rollout's task, LeRobot's own preprocessor writes the prompt (pi0.5: from the state):
             # the host's tokenization is checked too, not handed over.
-            batch = _lerobot_batch(ckpt, merged, image_format, task=self.task)
-            noise = torch.from_numpy(np.ascontiguousarray(self._last_feed[NOISE]))
-            n = int(ckpt.policy.config.n_action_steps)
-            with torch.inference_mode():
-                chunk = ckpt.policy.predict_action_chunk(batch, noise=noise)[:, :n]
-                actions = np.asarray(ckpt.postprocessor(chunk).detach().cpu().numpy(), np.float32)
-            self._queue = [actions[:, i] for i in range(actions.shape[1])]
+            self._predict(_lerobot_batch(self.ckpt, merged, image_format, task=self.task))
         return self._queue.pop(0)
+
+    def select_lerobot(self, observation: dict[str, Any], core_feed: dict[str, np.ndarray] | None) -> np.ndarray:
+        """``policy-export eval``'s eager side: the env's observation (its task included) through LeRobot's
+        preprocessor, which writes the prompt (pi0.5: with the discretized state)."""
+        import torch
+
+        if core_feed is not None:
+            self._last_feed = core_feed
+        if not self._queue:
+            with torch.inference_mode():
+                self._predict(dict(self.ckpt.preprocessor(observation)))
+        return self._queue.pop(0)
+
+    def _predict(self, batch: dict[str, Any]) -> None:
+        """One chunk into the queue: LeRobot's ``predict_action_chunk`` on the episode's noise, cut at
+        ``n_action_steps`` as its ``select_action`` cuts it."""
+        import torch
+
+        ckpt = self.ckpt
+        noise = torch.from_numpy(np.ascontiguousarray(self._last_feed[NOISE]))
+        n = int(ckpt.policy.config.n_action_steps)
+        with torch.inference_mode():
+            chunk = ckpt.policy.predict_action_chunk(batch, noise=noise)[:, :n]
+            actions = np.asarray(ckpt.postprocessor(chunk).detach().cpu().numpy(), np.float32)
+        self._queue = [actions[:, i] for i in range(actions.shape[1])]
 
     def reset(self) -> None:
         super().reset()

@@ -53,7 +53,9 @@ class SmolVLAFamily(Family):
                 ckpt.policy,
                 camera_shapes=[c.shape for c in spec.cameras],
                 state_normalizer=feature_normalizer(ckpt, spec.state_key, ckpt.input_stats, inverse=False),
-                image_normalizers=[feature_normalizer(ckpt, c.key, ckpt.input_stats, inverse=False) for c in spec.cameras],
+                image_normalizers=[
+                    feature_normalizer(ckpt, c.key, ckpt.input_stats, inverse=False) for c in spec.cameras
+                ],
                 action_normalizer=feature_normalizer(ckpt, spec.action_key, ckpt.output_stats, inverse=False),
                 action_unnormalizer=feature_normalizer(ckpt, spec.action_key, ckpt.output_stats, inverse=True),
                 image_format=image_format,
@@ -130,7 +132,9 @@ def _lerobot_batch(
     if task is not None:
         return batch
     batch["observation.language.tokens"] = torch.from_numpy(np.ascontiguousarray(feed[LANG_TOKENS])).to(torch.long)
-    batch["observation.language.attention_mask"] = torch.from_numpy(np.ascontiguousarray(feed[LANG_MASK])).to(torch.bool)
+    batch["observation.language.attention_mask"] = torch.from_numpy(np.ascontiguousarray(feed[LANG_MASK])).to(
+        torch.bool
+    )
     return batch
 
 
@@ -194,6 +198,17 @@ class SmolVLARollout(ReferenceRollout):
         noise = torch.from_numpy(np.ascontiguousarray(core_feed[NOISE])) if core_feed is not None else None
         with torch.inference_mode():
             action = ckpt.policy.select_action(batch, noise=noise)
+            return np.asarray(ckpt.postprocessor(action).detach().cpu().numpy(), dtype=np.float32)
+
+    def select_lerobot(self, observation: dict[str, Any], core_feed: dict[str, np.ndarray] | None) -> np.ndarray:
+        """``policy-export eval``'s eager side: the env's observation (its task included) through LeRobot's
+        preprocessor (which tokenizes the task) and ``select_action`` on the episode's noise."""
+        import torch
+
+        ckpt = self.ckpt
+        noise = torch.from_numpy(np.ascontiguousarray(core_feed[NOISE])) if core_feed is not None else None
+        with torch.inference_mode():
+            action = ckpt.policy.select_action(dict(ckpt.preprocessor(observation)), noise=noise)
             return np.asarray(ckpt.postprocessor(action).detach().cpu().numpy(), dtype=np.float32)
 
     _last_feed: dict[str, np.ndarray] = {}  # noqa: RUF012  # replaced per instance on the first chunk

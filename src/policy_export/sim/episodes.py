@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -227,9 +228,29 @@ class ClientPolicy(SidePolicy):
     steps after the observation it was asked with, so latency compensation, the merge and the
     fallbacks run as on a robot, deterministically (no wall clock)."""
 
-    def __init__(self, name: str, backend: CoreHandle, fps: float, seed: int, latency_steps: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        backend: CoreHandle,
+        fps: float,
+        seed: int,
+        latency_steps: int | None = None,
+        task: str | None = None,
+        tokenizer: Path | None = None,
+        merge: str | None = None,
+    ) -> None:
         self.name, self.backend, self.fps, self.seed, self.latency_steps = name, backend, fps, seed, latency_steps
+        #: A language model's instruction, handed over with every observation as a robot host would (the
+        #: env's task, which the eager side's observation carries too), and the artifact's tokenizer file
+        #: (the core may be a server's); None for the other families.
+        self.task, self.tokenizer, self.merge = task, tokenizer, merge
         self._stats: dict[str, Any] = {}
+
+    def _observe(self, raw: dict[str, Any]) -> dict[str, Any]:
+        obs: dict[str, Any] = robot_observation(raw)
+        if self.task is not None:
+            obs["task"] = self.task
+        return obs
 
     @property
     def metadata(self) -> ArtifactMetadata:
@@ -241,8 +262,8 @@ class ClientPolicy(SidePolicy):
 
         nseed = noise_seed(self.seed, seed)
         if self.latency_steps is None:
-            client = PolicyClient(_Shared(self.backend), seed=nseed)
-            yield lambda raw: client.select_action(robot_observation(raw))
+            client = PolicyClient(_Shared(self.backend), seed=nseed, tokenizer=self.tokenizer)
+            yield lambda raw: client.select_action(self._observe(raw))
             self._stats = {}
             return
         from policy_export.runtime.realtime import InlineWorker, ManualClock, RealtimeClient
@@ -251,18 +272,22 @@ class ClientPolicy(SidePolicy):
         core = _Shared(self.backend, self.latency_steps / self.fps, worker)
         # K = 0: ask only when the buffer is dry, i.e. exactly when LeRobot's queue is (= the sync client).
         options: dict[str, Any] = {"buffer_time_s": 0.0} if self.latency_steps == 0 else {}
-        rt = RealtimeClient(PolicyClient(core, seed=nseed), self.fps, clock=clock, worker=worker, **options)
+        if self.merge is not None:
+            options["merge"] = self.merge
+        client = PolicyClient(core, seed=nseed, tokenizer=self.tokenizer)
+        rt = RealtimeClient(client, self.fps, clock=clock, worker=worker, **options)
         try:
 
             def act(raw: dict[str, Any]) -> np.ndarray:
                 clock.advance(1 / self.fps)
-                return rt.select_action(robot_observation(raw))
+                return rt.select_action(self._observe(raw))
 
             yield act
             stats = rt.stats()
             self._stats = {
                 k: stats[k] for k in ("fallback_ticks", "actions_skipped_latency", "chunks_received", "stale_dropped")
             }
+            self._stats["merge"] = str(rt.merge)
         finally:
             rt.close()
 

@@ -26,8 +26,9 @@ from policy_export.artifacts import check_compatible, inspect_artifact
 from policy_export.checkpoint import LoadedCheckpoint
 from policy_export.enums import Precision
 from policy_export.errors import BadInputError
+from policy_export.runtime.tokenizer import SIDECAR_SUFFIX
 from policy_export.sim.envs import MAX_EPISODES, check_features, make_sim
-from policy_export.sim.episodes import ClientPolicy, EagerPolicy, Episode, run_episode
+from policy_export.sim.episodes import ClientPolicy, EagerPolicy, Episode, env_task, run_episode
 
 #: fp32 actions within this of eager, in the policy's normalized action space (as ``verify``'s default).
 DEFAULT_TOLERANCE = 1e-4
@@ -59,6 +60,8 @@ class EvalSettings:
     tolerance: float = DEFAULT_TOLERANCE
     #: None: the synchronous PolicyClient; a list: RealtimeClient at each latency (control steps).
     latency_steps: list[int] | None = None
+    #: RealtimeClient's merge (None: its default); "rtc" for a model with RTC inputs.
+    merge: str | None = None
     chaos: bool = True
     video_dir: Path | None = None
     threads: int = 1
@@ -272,13 +275,24 @@ def evaluate(
         from policy_export.runtime.backends import LocalCore
 
         names = _runner_names(infos)
+        task = env_task(sim.env)[0] if ckpt.spec.host.tokenizer else None  # what the eager side's observation has
         labels: dict[int, tuple[str, str, int | None]] = {}
         for info, name in zip(infos, names, strict=True):
             backend = LocalCore(info.path, threads=settings.threads) if backend_for is None else backend_for(info.path)
             latencies: list[int | None] = list(settings.latency_steps) if settings.latency_steps is not None else [None]
             for lat in latencies:
                 label = name if lat is None else f"{name} realtime K={lat}"
-                client = ClientPolicy(label, backend, sim.fps, settings.seed, lat)  # type: ignore[arg-type]
+                tokenizer = info.path.with_name(info.path.name + SIDECAR_SUFFIX) if task is not None else None
+                client = ClientPolicy(
+                    label,
+                    backend,  # type: ignore[arg-type]
+                    sim.fps,
+                    settings.seed,
+                    lat,
+                    task,
+                    tokenizer,
+                    settings.merge,
+                )
                 labels[id(client)] = (str(info.path), info.metadata.precision, lat)
                 sides.append(client)
         rows: list[EpisodeRow] = []
