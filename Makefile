@@ -9,8 +9,9 @@ TRITON_STAMP := $(TRITON_VENV)/.installed-stamp
 
 .PHONY: demo test lint clean triton-venv sim-system-deps
 
-# The two venvs build side by side on a fresh clone (mostly downloads and unpacking); their output stays whole.
-MAKEFLAGS += --jobs=2 --output-sync=target
+# The two venvs build side by side on a fresh clone (mostly downloads and unpacking); output stays line by line
+# (whole-target syncing would hold back the test run's output until it ends).
+MAKEFLAGS += --jobs=2 --output-sync=line
 
 $(STAMP): pyproject.toml setup.py
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12), f"need Python 3.12 (see .python-version), got {sys.version.split()[0]}"'
