@@ -443,3 +443,31 @@ def test_verify_rollout_judges_reduced_precision_by_the_std_contract(small_loade
         row.tolerance_std = 0.5 * row.worst_frac_std
         assert not row.passed  # the per-dimension bound is part of the row's verdict
 
+
+def test_an_int8_artifact_with_8_bit_weights_warns_on_a_cpu_without_vnni(int8_onnx, monkeypatch, caplog):
+    """Quantized where VNNI exists (8-bit weights) and opened where it does not, ONNX Runtime's u8s8 kernels
+    saturate: the runner says so in one line when it opens the file; 7-bit weights (what quantize writes
+    there) or a CPU with VNNI open silently."""
+    import dataclasses
+    import logging
+
+    from policy_export.runners.onnxrt import OnnxRuntimeRunner, saturation_warning
+
+    info = inspect_artifact(int8_onnx)
+    meta = info.metadata
+    full = dataclasses.replace(
+        info, metadata=dataclasses.replace(meta, quantization={**meta.quantization, "weight_bits": 8})
+    )
+    seven = dataclasses.replace(
+        info, metadata=dataclasses.replace(meta, quantization={**meta.quantization, "weight_bits": 7})
+    )
+    monkeypatch.setenv("POLICY_EXPORT_CPU_FLAGS", "avx2 fma")
+    assert "re-quantize it here" in (saturation_warning(full) or "")
+    assert saturation_warning(seven) is None
+    with caplog.at_level(logging.WARNING, logger="policy_export.runners.onnxrt"):
+        runner = OnnxRuntimeRunner(full)
+        runner.activate()
+        runner.deactivate()
+    assert [r.message for r in caplog.records if "saturate" in r.message] == [saturation_warning(full)]
+    monkeypatch.setenv("POLICY_EXPORT_CPU_FLAGS", "avx2 fma avx512_vnni")
+    assert saturation_warning(full) is None
