@@ -405,7 +405,8 @@ def fleet(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def fleet_s3(session: nox.Session) -> None:
     """Object storage and rolling upgrades at full length (BENCHMARKS.md's rolling-upgrade section): every
-    SIGKILL point of an S3 publish, racing writers, and the v1 -> v2 upgrade under 4 robots at 30 Hz on two
+    SIGKILL point of an S3 publish, racing writers, `serve --repo s3://... --replicas 2` as the user runs it,
+    and the v1 -> v2 upgrade under 4 robots at 30 Hz on two
     tritonservers loading from moto_server on loopback, 45 s (FLEET_UPGRADE_DURATION_S), its row written to
     reports/fleet_s3/upgrade.json. The server venv as in the triton session."""
     session.install("-e", ".[dev,triton,s3]")

@@ -103,6 +103,8 @@ class Served:
     lines: list[str] = field(default_factory=list)
     server_pid: int = 0
     workdir: Path | None = None
+    #: Every replica's tritonserver (``--replicas N``); ``server_pid`` is the first.
+    server_pids: list[int] = field(default_factory=list)
 
     @property
     def grpc_url(self) -> str:
@@ -128,7 +130,12 @@ def _pump(stream, sink: queue.Queue[str | None]) -> None:
 
 @contextlib.contextmanager
 def serve_process(
-    repo: Path, *extra: str, ready_timeout_s: float = READY_TIMEOUT_S, sigint_ignored: bool = False
+    repo: Path | str,
+    *extra: str,
+    ready_timeout_s: float = READY_TIMEOUT_S,
+    sigint_ignored: bool = False,
+    replicas: int = 1,
+    env_extra: dict[str, str] | None = None,
 ) -> Iterator[Served]:
     """Start ``python -m policy_export serve --repo REPO`` on free ports; wait for its ready line.
 
@@ -137,7 +144,7 @@ def serve_process(
     """
     require_server()
     ports = free_ports(3)
-    env = {**os.environ, "POLICY_EXPORT_TRITON_VENV": str(SERVER_VENV)}
+    env = {**os.environ, "POLICY_EXPORT_TRITON_VENV": str(SERVER_VENV), **(env_extra or {})}
     # die_with_parent: a pytest run killed outright (a CI timeout) must not leave serve running.
     cmd = [*die_with_parent(), sys.executable, "-m", "policy_export", "serve", "--repo", str(repo)]
     cmd += ["--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), *extra]
@@ -158,11 +165,11 @@ def serve_process(
             if line is None:
                 raise AssertionError(f"serve exited ({proc.wait(10)}) before it was ready:\n{served.output()}")
             served.lines.append(line)
-            if line.startswith("ready"):
+            if line.startswith("replicas:" if replicas > 1 else "ready"):  # serve's last line once all are up
                 break
         kids = [p for p in children(proc.pid) if "tritonserver" in Path(f"/proc/{p}/cmdline").read_text()]
-        assert len(kids) == 1, f"expected one tritonserver child, found {kids}"
-        served.server_pid = kids[0]
+        assert len(kids) == replicas, f"expected {replicas} tritonserver children, found {kids}"
+        served.server_pid, served.server_pids = kids[0], kids
         served.workdir = Path(os.readlink(f"/proc/{kids[0]}/cwd"))
         yield served
     finally:
@@ -173,9 +180,10 @@ def serve_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
-        if served.server_pid and alive(served.server_pid):  # never leave one behind, even when a test fails
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(served.server_pid, signal.SIGKILL)
+        for pid in served.server_pids:  # never leave one behind, even when a test fails
+            if alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
         while True:
             try:
                 line = lines.get(timeout=5)

@@ -305,3 +305,37 @@ def test_tritonserver_serves_the_old_version_after_a_killed_publish(small_onnx, 
             client.close()
     finally:
         server.cleanup()
+
+
+@pytest.mark.fleet
+def test_serve_from_object_storage_with_two_replicas(small_onnx, endpoint, env, monkeypatch):
+    """The user command itself: ``policy-export serve --repo s3://... --s3-endpoint URL --replicas 2`` as a
+    real process serves the published model from object storage on two tritonservers (one ready line each,
+    then the replicas line a fleet client takes); each answers the robot runtime with the local artifact's
+    chunk, and SIGTERM takes both servers with it."""
+    import numpy as np
+    from fleet_harness import serve_process, tag_servers, tritonservers
+
+    from policy_export.artifacts import inspect_artifact
+    from policy_export.runtime import PolicyClient
+
+    _bucket(endpoint, "served")
+    repo = "s3://served/models"
+    assert _publish(small_onnx, repo, endpoint, 1, env, "--backend", "python").returncode == 0
+    tag = tag_servers(monkeypatch)
+    aws = {k: v for k, v in env.items() if k.startswith("AWS_")}
+    spec = inspect_artifact(small_onnx).metadata.spec
+    rng = np.random.default_rng(0)
+    obs = {spec.state_key: rng.normal(0, 1, spec.state_dim).astype(np.float32)}
+    for cam in spec.cameras:
+        c, h, w = cam.shape
+        obs[cam.key] = rng.integers(0, 256, (h, w, c), dtype=np.uint8)
+    with PolicyClient.from_artifact(small_onnx) as local:
+        want = np.asarray(local.predict_chunk(obs))
+    with serve_process(repo, "--s3-endpoint", endpoint, "--replicas", "2", replicas=2, env_extra=aws) as served:
+        urls = next(ln for ln in served.lines if ln.startswith("replicas:")).split(":", 1)[1].strip().split(",")
+        assert len(urls) == 2 and len(set(urls)) == 2 and urls[0] == served.grpc_url, served.output()
+        for url in urls:
+            with PolicyClient.from_triton(url, "act") as remote:
+                assert np.abs(np.asarray(remote.predict_chunk(obs)) - want).max() < 1e-5, url
+    assert not tritonservers(tag), "serve left a replica behind"
