@@ -147,7 +147,6 @@ class PiRollout(ReferenceRollout):
     def select_action(
         self, feed: dict[str, np.ndarray], image_format: str, core_feed: dict[str, np.ndarray] | None
     ) -> np.ndarray:
-
         if core_feed is not None:
             self._last_feed = core_feed
         if not self._queue:
