@@ -201,8 +201,8 @@ def heavy(session: nox.Session) -> None:
     15-minute budget on a 2-core AVX2 machine (where the default run took 14 min of pytest) the slowest tests
     whose promise another default test also covers: the console script in a subprocess (the wheel test runs
     it too), two of the three extra ACT configurations, bench's skipped-backend and mismatched-artifact runs,
-    the sync replica kill, bench-fleet's tiny run and sweep, the ensembling bench-realtime run and TorchScript
-    on a full disk."""
+    the sync replica kill, bench-fleet's tiny run and sweep, the ensembling bench-realtime run, TorchScript
+    on a full disk and serve under SIGHUP (SIGTERM's path)."""
     session.install("-e", ".[dev]")
     session.run("pytest", "-m", "heavy", *session.posargs)
 

@@ -102,6 +102,13 @@ def _check_files(root: Path) -> None:
                 _check_safetensors(spath)
 
 
+def check_checkpoint(root: Path) -> None:
+    """The file checks :func:`~policy_export.checkpoint.load_checkpoint` starts with, for a command that
+    loads the checkpoint somewhere else later (bench's eager worker, after seconds of imports): a missing
+    or broken folder is one line at once."""
+    _check_files(root)
+
+
 PROCESSOR_JSONS = ("policy_preprocessor.json", "policy_postprocessor.json")
 
 

@@ -72,11 +72,13 @@ def bench(
     from policy_export.bench.machine import machine_info
     from policy_export.bench.report import render_table, require_matplotlib, skipped_lines, write_json, write_plot
     from policy_export.bench.results import to_json_dict
+    from policy_export.checkpoint.files import check_checkpoint
     from policy_export.cpu import cpu_info, precision_gain_warning
     from policy_export.errors import EXIT_BAD_INPUT, EXIT_OK
     from policy_export.fsutil import check_report_writable
     from policy_export.input_files import files_read
 
+    check_checkpoint(checkpoint)  # the eager worker loads it only after its imports
     config = BenchConfig(
         checkpoint=checkpoint,
         artifacts=list(artifact or []),
